@@ -1,0 +1,94 @@
+"""Hub settings: embedded defaults, overridden by a TOML file and the environment.
+
+Precedence (last wins): built-in defaults < ``lydian.toml`` (``[hub]`` table, path in
+``LYDIAN_CONFIG``) < environment variables (``LYDIAN_*``, plus ``DATABASE_URL`` and
+``REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    """Everything the core needs to run. Plugins declare their own settings structs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    data_dir: str = ".lydian"
+    database_url: str | None = None
+    db_pool_min: int = 1
+    db_pool_max: int = 10
+    redis_url: str | None = None
+    secret: str | None = None
+    token_ttl_seconds: int = 7 * 24 * 3600
+    allow_guests: bool = True
+    auto_migrate: bool = True
+    max_frame_bytes: int = 64 * 1024
+    max_text_chars: int = 16_000
+    heartbeat_interval: float = 25.0
+    heartbeat_timeout: float = 60.0
+    auth_timeout: float = 10.0
+    typing_ttl: float = 6.0
+    send_queue_frames: int = 1024
+    max_replay: int = 5000
+    history_page_max: int = 200
+    log_level: str = "info"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.data_dir) / "lydian.sqlite3"
+
+    def resolved_database_url(self) -> str:
+        """``DATABASE_URL`` if set, else the embedded SQLite file under ``data_dir``."""
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    def resolved_secret(self) -> str:
+        """The signing secret; generated once and kept under ``data_dir`` when not configured."""
+        if self.secret:
+            return self.secret
+        path = Path(self.data_dir) / "secret"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(48)
+        path.write_text(value)
+        path.chmod(0o600)
+        return value
+
+
+_ENV_ALIASES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
+
+
+def _coerce(raw: str, field_type: Any) -> Any:
+    """Turn an environment string into the field's type through msgspec's own conversion."""
+    text = raw.strip()
+    if text.lower() in {"true", "false"}:
+        text = text.lower()
+    try:
+        return msgspec.json.decode(text.encode(), type=field_type, strict=False)
+    except msgspec.DecodeError:
+        return msgspec.convert(raw, field_type, strict=False)
+
+
+def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from the config file, the environment and explicit overrides."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    config_path = Path(env.get("LYDIAN_CONFIG", "lydian.toml"))
+    if config_path.is_file():
+        values.update(tomllib.loads(config_path.read_text()).get("hub", {}))
+    fields = msgspec.structs.fields(Settings)
+    for field in fields:
+        name = _ENV_ALIASES.get(field.name, f"LYDIAN_{field.name.upper()}")
+        if name in env and env[name] != "":
+            values[field.name] = _coerce(env[name], field.type)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return msgspec.convert(values, Settings, strict=False)

@@ -1,0 +1,370 @@
+"""The wire protocol: every WebSocket frame is a msgspec Struct, JSON on the wire.
+
+Frames carry their kind in ``"type"``. Client frames form :data:`ClientFrame`, server
+frames :data:`ServerFrame`; both are tagged unions that msgspec decodes in one pass.
+``docs/protocol.md`` has an example of every frame.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+
+RoomId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+ClientRef = Annotated[str, msgspec.Meta(max_length=100)]
+Offset = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes; clients may branch on them, the ``detail`` text is for humans."""
+
+    BAD_JSON = "bad_json"
+    UNKNOWN_TYPE = "unknown_type"
+    INVALID_FRAME = "invalid_frame"
+    FRAME_TOO_LARGE = "frame_too_large"
+    NOT_AUTHENTICATED = "not_authenticated"
+    AUTH_FAILED = "auth_failed"
+    TOKEN_EXPIRED = "token_expired"
+    ALREADY_AUTHENTICATED = "already_authenticated"
+    UNKNOWN_ROOM = "unknown_room"
+    NOT_JOINED = "not_joined"
+    FORBIDDEN = "forbidden"
+    UNKNOWN_USER = "unknown_user"
+    UNKNOWN_COMMAND = "unknown_command"
+    USAGE = "usage"
+    UNKNOWN_STREAM = "unknown_stream"
+    PLUGIN_ERROR = "plugin_error"
+    SLOW_CONSUMER = "slow_consumer"
+    INTERNAL = "internal"
+
+
+class CloseCode:
+    """WebSocket close codes the hub uses (4000-4999 are application-defined)."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    TOO_BIG = 1009
+    UNAUTHENTICATED = 4401
+    HEARTBEAT_TIMEOUT = 4408
+    SLOW_CONSUMER = 4429
+
+
+class Frame(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, omit_defaults=True):
+    """Base of every frame."""
+
+
+# --------------------------------------------------------------------------- shared shapes
+
+
+class UserRef(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str
+    avatar: str | None = None
+
+
+class Attachment(msgspec.Struct, omit_defaults=True):
+    id: str
+    name: str
+    media_type: str
+    size: int
+    url: str
+
+
+class ChatMessage(msgspec.Struct, omit_defaults=True):
+    """A persisted room message. ``offset`` is gap-free and increasing within the room."""
+
+    room: str
+    offset: int
+    id: str
+    user: UserRef
+    text: str
+    ts: float
+    kind: str = "user"  # user | agent | system
+    client_id: str | None = None
+    reply_to: str | None = None
+    attachments: list[Attachment] = []
+    meta: dict[str, Any] = {}
+
+
+class PresenceEntry(msgspec.Struct, omit_defaults=True):
+    user: UserRef
+    status: str = "online"
+
+
+# --------------------------------------------------------------------------- client -> server
+
+
+class Hello(Frame, tag="hello"):
+    """First frame on a socket. ``token`` is a signed JWT; omitted means guest (if allowed)."""
+
+    token: str | None = None
+    name: Annotated[str, msgspec.Meta(max_length=80)] | None = None
+    client: Annotated[str, msgspec.Meta(max_length=100)] | None = None
+
+
+class Join(Frame, tag="join"):
+    """Join a room. With ``since`` the hub replays every message after that offset first."""
+
+    room: RoomId
+    since: Offset | None = None
+    epoch: str | None = None
+    id: ClientRef | None = None
+
+
+class Leave(Frame, tag="leave"):
+    room: RoomId
+    id: ClientRef | None = None
+
+
+class Send(Frame, tag="send"):
+    """Post a message to a joined room. ``id`` makes the send idempotent and is acked."""
+
+    room: RoomId
+    text: str
+    id: ClientRef | None = None
+    reply_to: ClientRef | None = None
+    attachments: list[str] = []
+
+
+class Direct(Frame, tag="direct"):
+    """Send a direct message to a user; it lives in the two-member room ``dm:<a>:<b>``."""
+
+    to: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    text: str
+    id: ClientRef | None = None
+
+
+class Typing(Frame, tag="typing"):
+    room: RoomId
+    active: bool = True
+
+
+class HistoryRequest(Frame, tag="history"):
+    """Ask for a page of history: messages before ``before`` (newest page when omitted)."""
+
+    room: RoomId
+    before: Offset | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    id: ClientRef | None = None
+
+
+class Cancel(Frame, tag="cancel"):
+    """Stop a streamed answer in a room, for everyone."""
+
+    room: RoomId
+    stream_id: str
+    id: ClientRef | None = None
+
+
+class Command(Frame, tag="command"):
+    """A chat-ops command such as ``/help``; the reply comes as ``command_result``."""
+
+    room: RoomId
+    text: str
+    id: ClientRef | None = None
+
+
+class Pong(Frame, tag="pong"):
+    """Answer to ``ping``; any frame counts as a sign of life, this one does nothing else."""
+
+
+ClientFrame = Hello | Join | Leave | Send | Direct | Typing | HistoryRequest | Cancel | Command | Pong
+CLIENT_FRAME_TYPES = frozenset(f.__struct_config__.tag for f in ClientFrame.__args__)
+
+
+# --------------------------------------------------------------------------- server -> client
+
+
+class Welcome(Frame, tag="welcome"):
+    user: UserRef
+    session: str
+    roles: list[str]
+    heartbeat_interval: float
+    max_frame_bytes: int
+
+
+class Joined(Frame, tag="joined"):
+    """Reply to ``join``: who is online, the latest offset, and whether replay succeeded."""
+
+    room: str
+    name: str
+    offset: int
+    epoch: str
+    presence: list[PresenceEntry]
+    recovered: bool = True
+    replayed: int = 0
+    streams: list[StreamSnapshot] = []
+    id: str | None = None
+
+
+class Left(Frame, tag="left"):
+    room: str
+    id: str | None = None
+
+
+class MessageFrame(Frame, tag="message"):
+    message: ChatMessage
+
+
+class PresenceFrame(Frame, tag="presence"):
+    room: str
+    user: UserRef
+    status: str  # online | offline
+
+
+class TypingFrame(Frame, tag="typing"):
+    room: str
+    user: UserRef
+    active: bool
+
+
+class StreamSnapshot(msgspec.Struct, omit_defaults=True):
+    """A stream in progress, as told to a client joining mid-answer."""
+
+    stream_id: str
+    agent: UserRef
+    text: str
+    seq: int
+    reply_to: str | None = None
+
+
+class StreamStart(Frame, tag="stream_start"):
+    room: str
+    stream_id: str
+    agent: UserRef
+    reply_to: str | None = None
+
+
+class StreamDelta(Frame, tag="stream_delta"):
+    """``seq`` numbers the deltas of a stream; ``text`` is appended to what came before."""
+
+    room: str
+    stream_id: str
+    seq: int
+    text: str
+
+
+class StreamEnd(Frame, tag="stream_end"):
+    room: str
+    stream_id: str
+    message: ChatMessage
+    cancelled: bool = False
+
+
+class StreamError(Frame, tag="stream_error"):
+    room: str
+    stream_id: str
+    code: str
+    detail: str
+    message: ChatMessage | None = None
+
+
+class Ack(Frame, tag="ack"):
+    id: str
+    room: str | None = None
+    offset: int | None = None
+    duplicate: bool = False
+
+
+class Error(Frame, tag="error"):
+    code: ErrorCode
+    detail: str
+    id: str | None = None
+    room: str | None = None
+
+
+class History(Frame, tag="history"):
+    room: str
+    messages: list[ChatMessage]
+    has_more: bool
+    id: str | None = None
+
+
+class RoomEvent(Frame, tag="event"):
+    """A room announcement: plugin enabled/disabled, member added, plugin failure, ..."""
+
+    room: str
+    event: str
+    detail: str
+    data: dict[str, Any] = {}
+
+
+class CommandResult(Frame, tag="command_result"):
+    room: str
+    command: str
+    text: str
+    ok: bool = True
+    id: str | None = None
+
+
+class Ping(Frame, tag="ping"):
+    """Heartbeat; the client answers with any frame (``pong`` if it has nothing to say)."""
+
+
+ServerFrame = (
+    Welcome
+    | Joined
+    | Left
+    | MessageFrame
+    | PresenceFrame
+    | TypingFrame
+    | StreamStart
+    | StreamDelta
+    | StreamEnd
+    | StreamError
+    | Ack
+    | Error
+    | History
+    | RoomEvent
+    | CommandResult
+    | Ping
+)
+
+_client_decoder = msgspec.json.Decoder(ClientFrame)
+_server_decoder = msgspec.json.Decoder(ServerFrame)
+_encoder = msgspec.json.Encoder()
+
+
+class FrameError(Exception):
+    """A client frame that could not be decoded; carries the stable code to send back."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+def decode_client(data: bytes | str) -> ClientFrame:
+    """Decode one client frame, or raise :class:`FrameError` with the right code."""
+    try:
+        return _client_decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        kind = _frame_type(data)
+        if kind is None:
+            raise FrameError(ErrorCode.INVALID_FRAME, f"frame needs a string 'type': {exc}") from None
+        if kind not in CLIENT_FRAME_TYPES:
+            known = ", ".join(sorted(CLIENT_FRAME_TYPES))
+            raise FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}; known: {known}") from None
+        raise FrameError(ErrorCode.INVALID_FRAME, f"invalid {kind!r} frame: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}") from None
+
+
+def _frame_type(data: bytes | str) -> str | None:
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    kind = value.get("type") if isinstance(value, dict) else None
+    return kind if isinstance(kind, str) else None
+
+
+def encode(frame: Frame) -> bytes:
+    return _encoder.encode(frame)
+
+
+def decode_server(data: bytes | str) -> ServerFrame:
+    """Decode a server frame (for clients written in Python, tests and adapters)."""
+    return _server_decoder.decode(data)

@@ -1,0 +1,6 @@
+"""Persistence: Piccolo tables on SQLite (embedded default) or PostgreSQL."""
+
+import os
+
+# Piccolo resolves a table's engine through this module when the table class is created.
+os.environ.setdefault("PICCOLO_CONF", "hub.piccolo_conf")

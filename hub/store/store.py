@@ -1,0 +1,335 @@
+"""The store: rooms, members, messages with gap-free per-room offsets, plugin enablement.
+
+The database assigns offsets: appending a message increments ``Room.last_seq`` and inserts
+the message in one transaction, so the room row's lock orders concurrent writers, also
+across replicas sharing PostgreSQL. Nothing is broadcast before it is committed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from piccolo.apps.migrations.commands.forwards import ForwardsMigrationManager
+from piccolo.engine.base import Engine
+from piccolo.engine.postgres import PostgresEngine
+from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+
+from hub.protocol import Attachment, ChatMessage, UserRef
+from hub.store.engines import bind, engine_for_url
+from hub.store.tables import Member, Message, Room, RoomPlugin
+
+
+class RoomInfo(msgspec.Struct, omit_defaults=True):
+    """A room as the API shows it."""
+
+    id: str
+    name: str
+    topic: str
+    kind: str
+    epoch: str
+    last_offset: int
+    created_by: str
+    created_at: datetime
+
+
+class MemberInfo(msgspec.Struct):
+    user_id: str
+    user_name: str
+    role: str
+
+
+class RoomExists(Exception):
+    """A room with that id exists already."""
+
+
+class UnknownRoom(LookupError):
+    """No room with that id."""
+
+
+def dm_room_id(a: str, b: str) -> str:
+    """The id of the direct-message room between two users (order-independent)."""
+    first, second = sorted((a, b))
+    return f"dm:{first}:{second}"
+
+
+class Store:
+    """Async access to the hub's tables on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._write_lock = asyncio.Lock()  # SQLite has one writer; queue in-process, not on locks
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        pool_min: int = 1,
+        pool_max: int = 10,
+        server_settings: dict[str, str] | None = None,
+        migrate: bool = True,
+    ) -> Store:
+        """Connect to ``url`` (``sqlite:///…`` or ``postgresql://…``) and run pending migrations."""
+        engine = engine_for_url(url, server_settings=server_settings)
+        bind(engine)
+        if isinstance(engine, SQLiteEngine):
+            from pathlib import Path
+
+            Path(engine.path).parent.mkdir(parents=True, exist_ok=True)
+            await engine._run_in_new_connection("PRAGMA journal_mode=WAL")
+        store = cls(engine)
+        if migrate:
+            await store.migrate()
+        if isinstance(engine, PostgresEngine):
+            await engine.start_connection_pool(min_size=pool_min, max_size=pool_max)
+        return store
+
+    async def migrate(self) -> None:
+        """Apply every migration in ``migrations/`` not yet applied (idempotent)."""
+        bind(self.engine)
+        with contextlib.redirect_stdout(None):
+            result = await ForwardsMigrationManager(app_name="lydian").run()
+        if not result.success:
+            raise RuntimeError(f"migrations failed: {result.message}")
+
+    async def close(self) -> None:
+        if isinstance(self.engine, PostgresEngine):
+            await self.engine.close_connection_pool()
+
+    @property
+    def kind(self) -> str:
+        return self.engine.engine_type
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[None]:
+        """A write transaction: immediate + serialized on SQLite, a plain transaction on PostgreSQL."""
+        if isinstance(self.engine, SQLiteEngine):
+            async with self._write_lock:
+                async with self.engine.transaction(transaction_type=TransactionType.immediate):
+                    yield
+        else:
+            async with self.engine.transaction():
+                yield
+
+    # ------------------------------------------------------------------ rooms
+
+    async def create_room(
+        self, room_id: str, *, name: str | None = None, topic: str = "", kind: str = "public",
+        created_by: str,
+    ) -> RoomInfo:
+        """Create a room; raise :class:`RoomExists` if the id is taken."""
+        row = Room(
+            slug=room_id, name=name or room_id, topic=topic, kind=kind,
+            epoch=secrets.token_hex(8), last_seq=0, created_by=created_by,
+            created_at=datetime.now(UTC),
+        )
+        try:
+            async with self._write():
+                if await Room.exists().where(Room.slug == room_id):
+                    raise RoomExists(room_id)
+                await Room.insert(row)
+        except RoomExists:
+            raise
+        except Exception as exc:  # a concurrent create won the unique index
+            if await self.get_room(room_id) is not None:
+                raise RoomExists(room_id) from exc
+            raise
+        return _room_info(row.to_dict())
+
+    async def get_room(self, room_id: str) -> RoomInfo | None:
+        row = await Room.select().where(Room.slug == room_id).first()
+        return _room_info(row) if row else None
+
+    async def list_rooms(self, user_id: str | None = None, limit: int = 200) -> list[RoomInfo]:
+        """Public rooms, plus private and DM rooms the user is a member of."""
+        visible = Room.kind == "public"
+        if user_id is not None:
+            mine = [r["room"] for r in await Member.select(Member.room).where(
+                Member.user_id == user_id)]
+            if mine:
+                visible = visible | Room.slug.is_in(mine)
+        rows = await Room.select().where(visible).order_by(Room.slug).limit(limit)
+        return [_room_info(r) for r in rows]
+
+    async def ensure_dm_room(self, a: UserRef, b: UserRef) -> RoomInfo:
+        """The DM room of two users, created with both as members on first use."""
+        room_id = dm_room_id(a.id, b.id)
+        room = await self.get_room(room_id)
+        if room is None:
+            with contextlib.suppress(RoomExists):
+                await self.create_room(room_id, name=f"{a.name} & {b.name}", kind="dm",
+                                       created_by=a.id)
+            room = await self.get_room(room_id)
+            for user in (a, b):
+                await self.add_member(room_id, user.id, user.name)
+        assert room is not None
+        return room
+
+    # ------------------------------------------------------------------ members
+
+    async def add_member(self, room_id: str, user_id: str, user_name: str,
+                         role: str = "member") -> bool:
+        """Add a member; return False if already one."""
+        if await self.is_member(room_id, user_id):
+            return False
+        try:
+            async with self._write():
+                await Member.insert(Member(room=room_id, user_id=user_id, user_name=user_name,
+                                           role=role, joined_at=datetime.now(UTC)))
+        except Exception:
+            if await self.is_member(room_id, user_id):
+                return False
+            raise
+        return True
+
+    async def remove_member(self, room_id: str, user_id: str) -> None:
+        async with self._write():
+            await Member.delete().where((Member.room == room_id) & (Member.user_id == user_id))
+
+    async def is_member(self, room_id: str, user_id: str) -> bool:
+        return await Member.exists().where((Member.room == room_id) & (Member.user_id == user_id))
+
+    async def members(self, room_id: str) -> list[MemberInfo]:
+        rows = await Member.select(Member.user_id, Member.user_name, Member.role).where(
+            Member.room == room_id).order_by(Member.user_id)
+        return [MemberInfo(**r) for r in rows]
+
+    # ------------------------------------------------------------------ messages
+
+    async def append_message(
+        self, room_id: str, author: UserRef, text: str, *, kind: str = "user",
+        client_id: str | None = None, reply_to: str | None = None,
+        attachments: list[Attachment] | None = None, meta: dict[str, Any] | None = None,
+    ) -> tuple[ChatMessage, bool]:
+        """Persist a message with the room's next offset.
+
+        Returns ``(message, duplicate)``: a resend with the same ``client_id`` by the same
+        author returns the stored message and ``True`` instead of storing it twice.
+        """
+        if client_id is not None:
+            existing = await self._by_client_id(room_id, author.id, client_id)
+            if existing is not None:
+                return existing, True
+        meta_out = dict(meta or {})
+        if attachments:
+            meta_out["attachments"] = msgspec.to_builtins(attachments)
+        if author.avatar:
+            meta_out["avatar"] = author.avatar
+        now = datetime.now(UTC)
+        msg_id = str(uuid.uuid4())
+        try:
+            async with self._write():
+                rows = await Room.update({Room.last_seq: Room.last_seq + 1}, force=True).where(
+                    Room.slug == room_id).returning(Room.last_seq)
+                if not rows:
+                    raise UnknownRoom(room_id)
+                seq = rows[0]["last_seq"]
+                await Message.insert(Message(
+                    room=room_id, seq=seq, msg_id=msg_id, client_id=client_id,
+                    author_id=author.id, author_name=author.name, kind=kind, text=text,
+                    reply_to=reply_to, meta=msgspec.json.encode(meta_out).decode(), created_at=now,
+                ))
+        except UnknownRoom:
+            raise
+        except Exception:
+            if client_id is not None:  # lost a race with the same resend: return the winner
+                existing = await self._by_client_id(room_id, author.id, client_id)
+                if existing is not None:
+                    return existing, True
+            raise
+        message = ChatMessage(
+            room=room_id, offset=seq, id=msg_id, user=author, text=text, ts=now.timestamp(),
+            kind=kind, client_id=client_id, reply_to=reply_to,
+            attachments=list(attachments or []), meta=_public_meta(meta_out),
+        )
+        return message, False
+
+    async def _by_client_id(self, room_id: str, author_id: str, client_id: str) -> ChatMessage | None:
+        row = await Message.select().where(
+            (Message.room == room_id) & (Message.author_id == author_id)
+            & (Message.client_id == client_id)).first()
+        return _message(row) if row else None
+
+    async def messages_after(self, room_id: str, after: int, limit: int) -> list[ChatMessage]:
+        """Messages with offset > ``after``, oldest first."""
+        rows = await Message.select().where((Message.room == room_id) & (Message.seq > after)
+                                            ).order_by(Message.seq).limit(limit)
+        return [_message(r) for r in rows]
+
+    async def messages_before(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:
+        """Up to ``limit`` messages with offset < ``before`` (the newest if None), oldest first."""
+        where = Message.room == room_id
+        if before is not None:
+            where = where & (Message.seq < before)
+        rows = await Message.select().where(where).order_by(Message.seq, ascending=False
+                                                            ).limit(limit)
+        return [_message(r) for r in reversed(rows)]
+
+    async def latest_offset(self, room_id: str) -> int:
+        row = await Room.select(Room.last_seq).where(Room.slug == room_id).first()
+        if row is None:
+            raise UnknownRoom(room_id)
+        return row["last_seq"]
+
+    # ------------------------------------------------------------------ per-room plugins
+
+    async def set_room_plugin(self, room_id: str, plugin: str, enabled: bool, by: str) -> None:
+        now = datetime.now(UTC)
+        async with self._write():
+            updated = await RoomPlugin.update(
+                {RoomPlugin.enabled: enabled, RoomPlugin.updated_by: by,
+                 RoomPlugin.updated_at: now}).where(
+                (RoomPlugin.room == room_id) & (RoomPlugin.plugin == plugin)).returning(
+                RoomPlugin.id)
+            if not updated:
+                await RoomPlugin.insert(RoomPlugin(room=room_id, plugin=plugin, enabled=enabled,
+                                                   updated_by=by, updated_at=now))
+
+    async def room_plugins(self, room_id: str | None = None) -> dict[str, dict[str, bool]]:
+        """``{room: {plugin: enabled}}`` for one room or all."""
+        query = RoomPlugin.select(RoomPlugin.room, RoomPlugin.plugin, RoomPlugin.enabled)
+        if room_id is not None:
+            query = query.where(RoomPlugin.room == room_id)
+        out: dict[str, dict[str, bool]] = {}
+        for row in await query:
+            out.setdefault(row["room"], {})[row["plugin"]] = bool(row["enabled"])
+        return out
+
+
+# ---------------------------------------------------------------------- row conversion
+
+_HIDDEN_META = ("attachments", "avatar")
+
+
+def _public_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k not in _HIDDEN_META}
+
+
+def _room_info(row: dict[str, Any]) -> RoomInfo:
+    return RoomInfo(
+        id=row["slug"], name=row["name"], topic=row["topic"], kind=row["kind"],
+        epoch=row["epoch"], last_offset=row["last_seq"], created_by=row["created_by"],
+        created_at=row["created_at"],
+    )
+
+
+def _message(row: dict[str, Any]) -> ChatMessage:
+    raw = row["meta"]
+    meta = msgspec.json.decode(raw) if isinstance(raw, (str, bytes)) else dict(raw or {})
+    attachments = msgspec.convert(meta.get("attachments", []), list[Attachment])
+    return ChatMessage(
+        room=row["room"], offset=row["seq"], id=row["msg_id"],
+        user=UserRef(id=row["author_id"], name=row["author_name"], avatar=meta.get("avatar")),
+        text=row["text"], ts=row["created_at"].timestamp(), kind=row["kind"],
+        client_id=row["client_id"], reply_to=row["reply_to"], attachments=attachments,
+        meta=_public_meta(meta),
+    )

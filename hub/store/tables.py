@@ -1,0 +1,52 @@
+"""Piccolo tables. Offsets are ``Message.seq`` (``offset`` is an SQL keyword)."""
+
+from __future__ import annotations
+
+from piccolo.columns import JSON, BigInt, Boolean, Text, Timestamptz, Varchar
+from piccolo.table import Table
+
+
+class Room(Table, tablename="lydian_room"):
+    slug = Varchar(length=100, unique=True)
+    name = Varchar(length=200)
+    topic = Text(default="")
+    kind = Varchar(length=16, default="public")  # public | private | dm
+    epoch = Varchar(length=32)
+    last_seq = BigInt(default=0)
+    created_by = Varchar(length=200)
+    created_at = Timestamptz()
+
+
+class Message(Table, tablename="lydian_message"):
+    room = Varchar(length=100)
+    seq = BigInt()
+    msg_id = Varchar(length=36, unique=True)
+    client_id = Varchar(length=100, null=True, default=None)
+    author_id = Varchar(length=200)
+    author_name = Varchar(length=200)
+    kind = Varchar(length=16, default="user")
+    text = Text()
+    reply_to = Varchar(length=100, null=True, default=None)
+    meta = JSON(default="{}")
+    created_at = Timestamptz()
+
+
+class Member(Table, tablename="lydian_member"):
+    room = Varchar(length=100)
+    user_id = Varchar(length=200)
+    user_name = Varchar(length=200)
+    role = Varchar(length=16, default="member")
+    joined_at = Timestamptz()
+
+
+class RoomPlugin(Table, tablename="lydian_room_plugin"):
+    """Per-room enablement of a plugin or agent."""
+
+    room = Varchar(length=100)
+    plugin = Varchar(length=100)
+    enabled = Boolean(default=True)
+    updated_by = Varchar(length=200)
+    updated_at = Timestamptz()
+
+
+TABLES: list[type[Table]] = [Room, Message, Member, RoomPlugin]
