@@ -45,7 +45,7 @@ def issue_token(identity: Identity, secret: str, ttl_seconds: int) -> str:
 
 
 def verify_token(encoded: str, secret: str) -> Identity:
-    """Check signature, issuer and expiry; raise :class:`TokenExpired` or ``NotAuthorizedException``."""
+    """Check signature, issuer and expiry; raise :class:`TokenExpired` or a 401 error."""
     try:
         token = Token.decode(encoded, secret=secret, algorithm=ALGORITHM, issuer=ISSUER)
     except NotAuthorizedException as exc:

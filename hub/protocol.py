@@ -170,7 +170,9 @@ class Pong(Frame, tag="pong"):
     """Answer to ``ping``; any frame counts as a sign of life, this one does nothing else."""
 
 
-ClientFrame = Hello | Join | Leave | Send | Direct | Typing | HistoryRequest | Cancel | Command | Pong
+ClientFrame = (
+    Hello | Join | Leave | Send | Direct | Typing | HistoryRequest | Cancel | Command | Pong
+)
 CLIENT_FRAME_TYPES = frozenset(f.__struct_config__.tag for f in ClientFrame.__args__)
 
 
@@ -343,10 +345,14 @@ def decode_client(data: bytes | str) -> ClientFrame:
     except msgspec.ValidationError as exc:
         kind = _frame_type(data)
         if kind is None:
-            raise FrameError(ErrorCode.INVALID_FRAME, f"frame needs a string 'type': {exc}") from None
+            raise FrameError(
+                ErrorCode.INVALID_FRAME, f"frame needs a string 'type': {exc}"
+            ) from None
         if kind not in CLIENT_FRAME_TYPES:
             known = ", ".join(sorted(CLIENT_FRAME_TYPES))
-            raise FrameError(ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}; known: {known}") from None
+            raise FrameError(
+                ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}; known: {known}"
+            ) from None
         raise FrameError(ErrorCode.INVALID_FRAME, f"invalid {kind!r} frame: {exc}") from None
     except msgspec.DecodeError as exc:
         raise FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}") from None

@@ -1,10 +1,5 @@
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
-from piccolo.columns.column_types import BigInt
-from piccolo.columns.column_types import Boolean
-from piccolo.columns.column_types import JSON
-from piccolo.columns.column_types import Text
-from piccolo.columns.column_types import Timestamptz
-from piccolo.columns.column_types import Varchar
+from piccolo.columns.column_types import JSON, BigInt, Boolean, Text, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.columns.indexes import IndexMethod
 
@@ -14,17 +9,11 @@ DESCRIPTION = "initial schema: rooms, messages, members, per-room plugins"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="lydian", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="lydian", description=DESCRIPTION)
 
-    manager.add_table(
-        class_name="Room", tablename="lydian_room", schema=None, columns=None
-    )
+    manager.add_table(class_name="Room", tablename="lydian_room", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Member", tablename="lydian_member", schema=None, columns=None
-    )
+    manager.add_table(class_name="Member", tablename="lydian_member", schema=None, columns=None)
 
     manager.add_table(
         class_name="Message",
@@ -669,4 +658,3 @@ async def forwards():
     )
 
     return manager
-

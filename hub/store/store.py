@@ -111,7 +111,7 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[None]:
-        """A write transaction: immediate + serialized on SQLite, a plain transaction on PostgreSQL."""
+        """A write transaction: immediate and serialized on SQLite, plain on PostgreSQL."""
         if isinstance(self.engine, SQLiteEngine):
             async with self._write_lock:
                 async with self.engine.transaction(transaction_type=TransactionType.immediate):
@@ -123,13 +123,23 @@ class Store:
     # ------------------------------------------------------------------ rooms
 
     async def create_room(
-        self, room_id: str, *, name: str | None = None, topic: str = "", kind: str = "public",
+        self,
+        room_id: str,
+        *,
+        name: str | None = None,
+        topic: str = "",
+        kind: str = "public",
         created_by: str,
     ) -> RoomInfo:
         """Create a room; raise :class:`RoomExists` if the id is taken."""
         row = Room(
-            slug=room_id, name=name or room_id, topic=topic, kind=kind,
-            epoch=secrets.token_hex(8), last_seq=0, created_by=created_by,
+            slug=room_id,
+            name=name or room_id,
+            topic=topic,
+            kind=kind,
+            epoch=secrets.token_hex(8),
+            last_seq=0,
+            created_by=created_by,
             created_at=datetime.now(UTC),
         )
         try:
@@ -153,8 +163,9 @@ class Store:
         """Public rooms, plus private and DM rooms the user is a member of."""
         visible = Room.kind == "public"
         if user_id is not None:
-            mine = [r["room"] for r in await Member.select(Member.room).where(
-                Member.user_id == user_id)]
+            mine = [
+                r["room"] for r in await Member.select(Member.room).where(Member.user_id == user_id)
+            ]
             if mine:
                 visible = visible | Room.slug.is_in(mine)
         rows = await Room.select().where(visible).order_by(Room.slug).limit(limit)
@@ -166,8 +177,9 @@ class Store:
         room = await self.get_room(room_id)
         if room is None:
             with contextlib.suppress(RoomExists):
-                await self.create_room(room_id, name=f"{a.name} & {b.name}", kind="dm",
-                                       created_by=a.id)
+                await self.create_room(
+                    room_id, name=f"{a.name} & {b.name}", kind="dm", created_by=a.id
+                )
             room = await self.get_room(room_id)
             for user in (a, b):
                 await self.add_member(room_id, user.id, user.name)
@@ -176,15 +188,23 @@ class Store:
 
     # ------------------------------------------------------------------ members
 
-    async def add_member(self, room_id: str, user_id: str, user_name: str,
-                         role: str = "member") -> bool:
+    async def add_member(
+        self, room_id: str, user_id: str, user_name: str, role: str = "member"
+    ) -> bool:
         """Add a member; return False if already one."""
         if await self.is_member(room_id, user_id):
             return False
         try:
             async with self._write():
-                await Member.insert(Member(room=room_id, user_id=user_id, user_name=user_name,
-                                           role=role, joined_at=datetime.now(UTC)))
+                await Member.insert(
+                    Member(
+                        room=room_id,
+                        user_id=user_id,
+                        user_name=user_name,
+                        role=role,
+                        joined_at=datetime.now(UTC),
+                    )
+                )
         except Exception:
             if await self.is_member(room_id, user_id):
                 return False
@@ -199,16 +219,26 @@ class Store:
         return await Member.exists().where((Member.room == room_id) & (Member.user_id == user_id))
 
     async def members(self, room_id: str) -> list[MemberInfo]:
-        rows = await Member.select(Member.user_id, Member.user_name, Member.role).where(
-            Member.room == room_id).order_by(Member.user_id)
+        rows = (
+            await Member.select(Member.user_id, Member.user_name, Member.role)
+            .where(Member.room == room_id)
+            .order_by(Member.user_id)
+        )
         return [MemberInfo(**r) for r in rows]
 
     # ------------------------------------------------------------------ messages
 
     async def append_message(
-        self, room_id: str, author: UserRef, text: str, *, kind: str = "user",
-        client_id: str | None = None, reply_to: str | None = None,
-        attachments: list[Attachment] | None = None, meta: dict[str, Any] | None = None,
+        self,
+        room_id: str,
+        author: UserRef,
+        text: str,
+        *,
+        kind: str = "user",
+        client_id: str | None = None,
+        reply_to: str | None = None,
+        attachments: list[Attachment] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> tuple[ChatMessage, bool]:
         """Persist a message with the room's next offset.
 
@@ -228,16 +258,29 @@ class Store:
         msg_id = str(uuid.uuid4())
         try:
             async with self._write():
-                rows = await Room.update({Room.last_seq: Room.last_seq + 1}, force=True).where(
-                    Room.slug == room_id).returning(Room.last_seq)
+                rows = (
+                    await Room.update({Room.last_seq: Room.last_seq + 1}, force=True)
+                    .where(Room.slug == room_id)
+                    .returning(Room.last_seq)
+                )
                 if not rows:
                     raise UnknownRoom(room_id)
                 seq = rows[0]["last_seq"]
-                await Message.insert(Message(
-                    room=room_id, seq=seq, msg_id=msg_id, client_id=client_id,
-                    author_id=author.id, author_name=author.name, kind=kind, text=text,
-                    reply_to=reply_to, meta=msgspec.json.encode(meta_out).decode(), created_at=now,
-                ))
+                await Message.insert(
+                    Message(
+                        room=room_id,
+                        seq=seq,
+                        msg_id=msg_id,
+                        client_id=client_id,
+                        author_id=author.id,
+                        author_name=author.name,
+                        kind=kind,
+                        text=text,
+                        reply_to=reply_to,
+                        meta=msgspec.json.encode(meta_out).decode(),
+                        created_at=now,
+                    )
+                )
         except UnknownRoom:
             raise
         except Exception:
@@ -247,31 +290,54 @@ class Store:
                     return existing, True
             raise
         message = ChatMessage(
-            room=room_id, offset=seq, id=msg_id, user=author, text=text, ts=now.timestamp(),
-            kind=kind, client_id=client_id, reply_to=reply_to,
-            attachments=list(attachments or []), meta=_public_meta(meta_out),
+            room=room_id,
+            offset=seq,
+            id=msg_id,
+            user=author,
+            text=text,
+            ts=now.timestamp(),
+            kind=kind,
+            client_id=client_id,
+            reply_to=reply_to,
+            attachments=list(attachments or []),
+            meta=_public_meta(meta_out),
         )
         return message, False
 
-    async def _by_client_id(self, room_id: str, author_id: str, client_id: str) -> ChatMessage | None:
-        row = await Message.select().where(
-            (Message.room == room_id) & (Message.author_id == author_id)
-            & (Message.client_id == client_id)).first()
+    async def _by_client_id(
+        self, room_id: str, author_id: str, client_id: str
+    ) -> ChatMessage | None:
+        row = (
+            await Message.select()
+            .where(
+                (Message.room == room_id)
+                & (Message.author_id == author_id)
+                & (Message.client_id == client_id)
+            )
+            .first()
+        )
         return _message(row) if row else None
 
     async def messages_after(self, room_id: str, after: int, limit: int) -> list[ChatMessage]:
         """Messages with offset > ``after``, oldest first."""
-        rows = await Message.select().where((Message.room == room_id) & (Message.seq > after)
-                                            ).order_by(Message.seq).limit(limit)
+        rows = (
+            await Message.select()
+            .where((Message.room == room_id) & (Message.seq > after))
+            .order_by(Message.seq)
+            .limit(limit)
+        )
         return [_message(r) for r in rows]
 
-    async def messages_before(self, room_id: str, before: int | None, limit: int) -> list[ChatMessage]:
+    async def messages_before(
+        self, room_id: str, before: int | None, limit: int
+    ) -> list[ChatMessage]:
         """Up to ``limit`` messages with offset < ``before`` (the newest if None), oldest first."""
         where = Message.room == room_id
         if before is not None:
             where = where & (Message.seq < before)
-        rows = await Message.select().where(where).order_by(Message.seq, ascending=False
-                                                            ).limit(limit)
+        rows = (
+            await Message.select().where(where).order_by(Message.seq, ascending=False).limit(limit)
+        )
         return [_message(r) for r in reversed(rows)]
 
     async def latest_offset(self, room_id: str) -> int:
@@ -285,14 +351,23 @@ class Store:
     async def set_room_plugin(self, room_id: str, plugin: str, enabled: bool, by: str) -> None:
         now = datetime.now(UTC)
         async with self._write():
-            updated = await RoomPlugin.update(
-                {RoomPlugin.enabled: enabled, RoomPlugin.updated_by: by,
-                 RoomPlugin.updated_at: now}).where(
-                (RoomPlugin.room == room_id) & (RoomPlugin.plugin == plugin)).returning(
-                RoomPlugin.id)
+            updated = (
+                await RoomPlugin.update(
+                    {
+                        RoomPlugin.enabled: enabled,
+                        RoomPlugin.updated_by: by,
+                        RoomPlugin.updated_at: now,
+                    }
+                )
+                .where((RoomPlugin.room == room_id) & (RoomPlugin.plugin == plugin))
+                .returning(RoomPlugin.id)
+            )
             if not updated:
-                await RoomPlugin.insert(RoomPlugin(room=room_id, plugin=plugin, enabled=enabled,
-                                                   updated_by=by, updated_at=now))
+                await RoomPlugin.insert(
+                    RoomPlugin(
+                        room=room_id, plugin=plugin, enabled=enabled, updated_by=by, updated_at=now
+                    )
+                )
 
     async def room_plugins(self, room_id: str | None = None) -> dict[str, dict[str, bool]]:
         """``{room: {plugin: enabled}}`` for one room or all."""
@@ -316,8 +391,13 @@ def _public_meta(meta: dict[str, Any]) -> dict[str, Any]:
 
 def _room_info(row: dict[str, Any]) -> RoomInfo:
     return RoomInfo(
-        id=row["slug"], name=row["name"], topic=row["topic"], kind=row["kind"],
-        epoch=row["epoch"], last_offset=row["last_seq"], created_by=row["created_by"],
+        id=row["slug"],
+        name=row["name"],
+        topic=row["topic"],
+        kind=row["kind"],
+        epoch=row["epoch"],
+        last_offset=row["last_seq"],
+        created_by=row["created_by"],
         created_at=row["created_at"],
     )
 
@@ -327,9 +407,15 @@ def _message(row: dict[str, Any]) -> ChatMessage:
     meta = msgspec.json.decode(raw) if isinstance(raw, (str, bytes)) else dict(raw or {})
     attachments = msgspec.convert(meta.get("attachments", []), list[Attachment])
     return ChatMessage(
-        room=row["room"], offset=row["seq"], id=row["msg_id"],
+        room=row["room"],
+        offset=row["seq"],
+        id=row["msg_id"],
         user=UserRef(id=row["author_id"], name=row["author_name"], avatar=meta.get("avatar")),
-        text=row["text"], ts=row["created_at"].timestamp(), kind=row["kind"],
-        client_id=row["client_id"], reply_to=row["reply_to"], attachments=attachments,
+        text=row["text"],
+        ts=row["created_at"].timestamp(),
+        kind=row["kind"],
+        client_id=row["client_id"],
+        reply_to=row["reply_to"],
+        attachments=attachments,
         meta=_public_meta(meta),
     )

@@ -1,0 +1,57 @@
+"""The Litestar application: REST API, WebSocket gateway, OpenAPI at ``/schema``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.openapi import OpenAPIConfig
+from litestar.security.jwt import JWTAuth, Token
+
+from hub import __version__
+from hub.api import RoomController, guest_token, healthz
+from hub.auth import ISSUER, Identity
+from hub.config import Settings, load_settings
+from hub.core import running_hub
+from hub.gateway import ws_endpoint
+
+
+async def _identity_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Identity:
+    roles = token.extras.get("roles") or []
+    return Identity(
+        id=token.sub,
+        name=str(token.extras.get("name") or token.sub),
+        roles=tuple(str(r) for r in roles),
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the app; the hub's services start in the lifespan and live in ``app.state.hub``."""
+    settings = settings or load_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        async with running_hub(settings) as hub:
+            app.state.hub = hub
+            yield
+
+    jwt_auth = JWTAuth[Identity, Token](
+        retrieve_user_handler=_identity_from_token,
+        token_secret=settings.resolved_secret(),
+        accepted_issuers=[ISSUER],
+        exclude=["^/schema", "^/ws$"],
+    )
+    return Litestar(
+        route_handlers=[RoomController, guest_token, healthz, ws_endpoint],
+        lifespan=[lifespan],
+        on_app_init=[jwt_auth.on_app_init],
+        openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
+        debug=False,
+    )

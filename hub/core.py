@@ -1,0 +1,223 @@
+"""The :class:`Hub`: one object per process holding the store, broker, presence and rooms.
+
+It is the public API that the gateway, the REST API, plugins and adapters all use to
+post into rooms, so every door follows the same path: persist, then publish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hub.auth import Identity, issue_token
+from hub.broker import Broker, user_channel
+from hub.config import Settings
+from hub.connection import Connection
+from hub.presence import MemoryPresence, Presence
+from hub.protocol import (
+    Attachment,
+    ChatMessage,
+    CloseCode,
+    MessageFrame,
+    Ping,
+    UserRef,
+    encode,
+)
+from hub.rooms import RoomRegistry
+from hub.store.store import RoomInfo, Store
+
+log = logging.getLogger(__name__)
+
+MessageListener = Callable[[ChatMessage], Awaitable[None]]
+
+
+class Hub:
+    """Services of one hub process."""
+
+    def __init__(
+        self, settings: Settings, store: Store, broker: Broker, presence: Presence | None = None
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.broker = broker
+        self.presence = presence or MemoryPresence()
+        self.secret = settings.resolved_secret()
+        self.rooms = RoomRegistry(
+            store,
+            broker,
+            self.presence,
+            max_replay=settings.max_replay,
+            typing_ttl=settings.typing_ttl,
+        )
+        self.connections: dict[str, Connection] = {}
+        self._by_user: dict[str, set[Connection]] = {}
+        self._user_unsub: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._listeners: list[MessageListener] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def create(cls, settings: Settings) -> Hub:
+        """Open the store (migrating if configured) and start the broker."""
+        store = await Store.open(
+            settings.resolved_database_url(),
+            pool_min=settings.db_pool_min,
+            pool_max=settings.db_pool_max,
+            migrate=settings.auto_migrate,
+        )
+        broker = Broker()
+        hub = cls(settings, store, broker)
+        await hub.start()
+        return hub
+
+    async def start(self) -> None:
+        await self.broker.start()
+        self._heartbeat = asyncio.create_task(self._sweep(), name="heartbeat")
+
+    async def stop(self) -> None:
+        for conn in list(self.connections.values()):
+            conn.close(CloseCode.GOING_AWAY)
+        tasks = [t for t in (self._heartbeat, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.broker.stop()
+        await self.store.close()
+
+    def spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Run a background task owned by the hub (cancelled on shutdown, errors logged)."""
+        task = asyncio.ensure_future(coro)
+        if name:
+            task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    # ------------------------------------------------------------ identities and tokens
+
+    def token_for(self, identity: Identity, ttl_seconds: int | None = None) -> str:
+        return issue_token(identity, self.secret, ttl_seconds or self.settings.token_ttl_seconds)
+
+    # ------------------------------------------------------------ connections
+
+    async def register(self, conn: Connection) -> None:
+        """Track an authenticated connection and subscribe its user channel (DMs)."""
+        assert conn.user is not None
+        self.connections[conn.id] = conn
+        user_id = conn.user.id
+        conns = self._by_user.setdefault(user_id, set())
+        conns.add(conn)
+        if user_id not in self._user_unsub:
+            self._user_unsub[user_id] = await self.broker.subscribe(
+                user_channel(user_id), lambda data, uid=user_id: self._to_user(uid, data)
+            )
+
+    async def unregister(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+        if conn.user is None:
+            return
+        await self.rooms.leave_all(conn)
+        conns = self._by_user.get(conn.user.id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self._by_user[conn.user.id]
+                unsub = self._user_unsub.pop(conn.user.id, None)
+                if unsub is not None:
+                    await unsub()
+
+    def _to_user(self, user_id: str, data: bytes) -> None:
+        text = data.decode()
+        for conn in tuple(self._by_user.get(user_id, ())):
+            conn.push(text)
+
+    async def _sweep(self) -> None:
+        """Ping every connection each interval; drop the silent and the never-authenticated."""
+        interval = self.settings.heartbeat_interval
+        ping = encode(Ping()).decode()
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in tuple(self.connections.values()):
+                if now - conn.last_seen > self.settings.heartbeat_timeout:
+                    log.info("dropping %s: silent for %.1f s", conn.id, now - conn.last_seen)
+                    conn.close(CloseCode.HEARTBEAT_TIMEOUT)
+                else:
+                    conn.push(ping)
+
+    # ------------------------------------------------------------ rooms and messages
+
+    async def room(self, room_id: str) -> RoomInfo | None:
+        return await self.store.get_room(room_id)
+
+    async def can_access(self, room: RoomInfo, identity: Identity) -> bool:
+        """Public rooms are open to all; private and DM rooms to members (and admins)."""
+        if room.kind == "public" or identity.is_admin:
+            return True
+        return await self.store.is_member(room.id, identity.id)
+
+    def on_message(self, listener: MessageListener) -> None:
+        """Call ``listener`` with every message this process posts, after it is published."""
+        self._listeners.append(listener)
+
+    async def post_message(
+        self,
+        room_id: str,
+        author: UserRef,
+        text: str,
+        *,
+        kind: str = "user",
+        client_id: str | None = None,
+        reply_to: str | None = None,
+        attachments: list[Attachment] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> tuple[ChatMessage, bool]:
+        """Persist then publish a room message. Returns ``(message, duplicate)``."""
+        message, duplicate = await self.store.append_message(
+            room_id,
+            author,
+            text,
+            kind=kind,
+            client_id=client_id,
+            reply_to=reply_to,
+            attachments=attachments,
+            meta=meta,
+        )
+        if not duplicate:
+            await self.rooms.publish_message(message)
+            for listener in self._listeners:
+                self.spawn(listener(message), name=f"listener:{room_id}")
+        return message, duplicate
+
+    async def post_direct(
+        self, sender: UserRef, recipient: UserRef, text: str, client_id: str | None = None
+    ) -> tuple[ChatMessage, bool]:
+        """Persist a DM in the pair's room and deliver it to both users' connections."""
+        room = await self.store.ensure_dm_room(sender, recipient)
+        message, duplicate = await self.store.append_message(
+            room.id, sender, text, client_id=client_id
+        )
+        if not duplicate:
+            frame = encode(MessageFrame(message))
+            for user_id in {sender.id, recipient.id}:
+                await self.broker.publish(user_channel(user_id), frame)
+        return message, duplicate
+
+
+@contextlib.asynccontextmanager
+async def running_hub(settings: Settings):
+    """Start a hub for the duration of a ``with`` block (used by the app's lifespan)."""
+    hub = await Hub.create(settings)
+    try:
+        yield hub
+    finally:
+        await hub.stop()

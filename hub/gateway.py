@@ -1,0 +1,293 @@
+"""The WebSocket gateway: read frames from one socket, validate them, act, reply.
+
+Every bad frame gets an ``error`` frame with a stable code and the socket lives on;
+only frames above the transport cap (close 1009), a missing hello (close 4401), a
+silent client (close 4408) or a client too slow to read (close 4429) end it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from litestar import WebSocket, websocket
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+
+from hub.auth import Identity, TokenExpired, guest_identity, verify_token
+from hub.connection import Connection
+from hub.core import Hub
+from hub.protocol import (
+    Ack,
+    Cancel,
+    ClientFrame,
+    CloseCode,
+    Command,
+    Direct,
+    Error,
+    ErrorCode,
+    FrameError,
+    Hello,
+    History,
+    HistoryRequest,
+    Join,
+    Leave,
+    Left,
+    Pong,
+    Send,
+    Typing,
+    UserRef,
+    Welcome,
+    decode_client,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """Frame handling for one connection."""
+
+    def __init__(self, hub: Hub, conn: Connection) -> None:
+        self.hub = hub
+        self.conn = conn
+        self.settings = hub.settings
+
+    def error(
+        self, code: ErrorCode, detail: str, ref: str | None = None, room: str | None = None
+    ) -> None:
+        self.conn.send(Error(code=code, detail=detail, id=ref, room=room))
+
+    async def run(self) -> None:
+        """Read until the socket closes; the writer task sends in parallel."""
+        writer = asyncio.create_task(self.conn.write_loop(), name=f"writer:{self.conn.id}")
+        auth_timer = asyncio.get_running_loop().call_later(
+            self.settings.auth_timeout, self._auth_timeout
+        )
+        try:
+            while not writer.done():
+                event = await self.conn.socket.receive()
+                if event["type"] == "websocket.disconnect":
+                    break
+                data = event.get("text")
+                if data is None:
+                    data = event.get("bytes") or b""
+                self.conn.last_seen = time.monotonic()
+                await self.handle_raw(data)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            auth_timer.cancel()
+            await self.hub.unregister(self.conn)
+            if not writer.done():
+                self.conn.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer, timeout=1)
+            writer.cancel()
+
+    def _auth_timeout(self) -> None:
+        if self.conn.identity is None:
+            self.conn.close(CloseCode.UNAUTHENTICATED)
+
+    async def handle_raw(self, data: str | bytes) -> None:
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > self.settings.max_frame_bytes:
+            self.error(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"frame of {size} bytes exceeds the limit of {self.settings.max_frame_bytes}",
+            )
+            return
+        try:
+            frame = decode_client(data)
+        except FrameError as exc:
+            self.error(exc.code, exc.detail)
+            return
+        try:
+            await self.dispatch(frame)
+        except Exception:
+            log.exception("failed to handle %s frame from %s", type(frame).__name__, self.conn.id)
+            self.error(
+                ErrorCode.INTERNAL,
+                "internal error; the frame was not processed",
+                getattr(frame, "id", None),
+            )
+
+    async def dispatch(self, frame: ClientFrame) -> None:
+        if isinstance(frame, Hello):
+            await self.hello(frame)
+            return
+        if isinstance(frame, Pong):
+            return
+        if self.conn.identity is None:
+            self.error(
+                ErrorCode.NOT_AUTHENTICATED,
+                "send 'hello' with a token first",
+                getattr(frame, "id", None),
+            )
+            return
+        match frame:
+            case Join():
+                await self.join(frame)
+            case Leave():
+                await self.hub.rooms.leave(self.conn, frame.room)
+                self.conn.send(Left(room=frame.room, id=frame.id))
+            case Send():
+                await self.send(frame)
+            case Direct():
+                await self.direct(frame)
+            case Typing():
+                if self._joined(frame.room, None):
+                    assert self.conn.user is not None
+                    self.hub.rooms.typing(frame.room, self.conn.user, frame.active)
+            case HistoryRequest():
+                await self.history(frame)
+            case Cancel():
+                await self.cancel(frame)
+            case Command():
+                await self.command(frame)
+
+    # ------------------------------------------------------------ frames
+
+    async def hello(self, frame: Hello) -> None:
+        if self.conn.identity is not None:
+            self.error(ErrorCode.ALREADY_AUTHENTICATED, "this connection is authenticated already")
+            return
+        identity: Identity
+        if frame.token is None:
+            if not self.settings.allow_guests:
+                self.error(
+                    ErrorCode.NOT_AUTHENTICATED, "a token is required: guests are not allowed"
+                )
+                return
+            identity = guest_identity(frame.name)
+        else:
+            try:
+                identity = verify_token(frame.token, self.hub.secret)
+            except TokenExpired:
+                self.error(ErrorCode.TOKEN_EXPIRED, "the token has expired; get a new one")
+                return
+            except NotAuthorizedException:
+                self.error(ErrorCode.AUTH_FAILED, "the token is invalid or forged")
+                return
+        self.conn.identity = identity
+        self.conn.user = UserRef(id=identity.id, name=identity.name)
+        await self.hub.register(self.conn)
+        self.conn.send(
+            Welcome(
+                user=self.conn.user,
+                session=self.conn.id,
+                roles=list(identity.roles),
+                heartbeat_interval=self.settings.heartbeat_interval,
+                max_frame_bytes=self.settings.max_frame_bytes,
+            )
+        )
+
+    async def join(self, frame: Join) -> None:
+        assert self.conn.identity is not None and self.conn.user is not None
+        room = await self.hub.room(frame.room)
+        if room is None:
+            self.error(ErrorCode.UNKNOWN_ROOM, f"no room {frame.room!r}", frame.id, frame.room)
+            return
+        if not await self.hub.can_access(room, self.conn.identity):
+            self.error(ErrorCode.FORBIDDEN, f"room {frame.room!r} is private", frame.id, frame.room)
+            return
+        if room.kind == "public" and not self.conn.identity.is_guest:
+            await self.hub.store.add_member(room.id, self.conn.user.id, self.conn.user.name)
+        await self.hub.rooms.join(
+            self.conn, room.id, room.name, room.epoch, frame.since, frame.epoch, frame.id
+        )
+
+    def _joined(self, room_id: str, ref: str | None) -> bool:
+        if self.hub.rooms.is_joined(self.conn, room_id):
+            return True
+        self.error(ErrorCode.NOT_JOINED, f"join {room_id!r} first", ref, room_id)
+        return False
+
+    def _text_ok(self, text: str, ref: str | None) -> bool:
+        if not text.strip():
+            self.error(ErrorCode.INVALID_FRAME, "message text is empty", ref)
+            return False
+        if len(text) > self.settings.max_text_chars:
+            self.error(
+                ErrorCode.INVALID_FRAME,
+                f"message text exceeds {self.settings.max_text_chars} characters",
+                ref,
+            )
+            return False
+        return True
+
+    async def send(self, frame: Send) -> None:
+        assert self.conn.user is not None
+        if not self._joined(frame.room, frame.id) or not self._text_ok(frame.text, frame.id):
+            return
+        self.hub.rooms.stop_typing(frame.room, self.conn.user)
+        message, duplicate = await self.hub.post_message(
+            frame.room, self.conn.user, frame.text, client_id=frame.id, reply_to=frame.reply_to
+        )
+        if frame.id is not None:
+            self.conn.send(
+                Ack(id=frame.id, room=frame.room, offset=message.offset, duplicate=duplicate)
+            )
+
+    async def direct(self, frame: Direct) -> None:
+        assert self.conn.user is not None
+        if frame.to == self.conn.user.id:
+            self.error(
+                ErrorCode.INVALID_FRAME, "cannot send a direct message to yourself", frame.id
+            )
+            return
+        if not self._text_ok(frame.text, frame.id):
+            return
+        message, duplicate = await self.hub.post_direct(
+            self.conn.user, UserRef(id=frame.to, name=frame.to), frame.text, frame.id
+        )
+        if frame.id is not None:
+            self.conn.send(
+                Ack(id=frame.id, room=message.room, offset=message.offset, duplicate=duplicate)
+            )
+
+    async def history(self, frame: HistoryRequest) -> None:
+        assert self.conn.identity is not None
+        room = await self.hub.room(frame.room)
+        if room is None:
+            self.error(ErrorCode.UNKNOWN_ROOM, f"no room {frame.room!r}", frame.id, frame.room)
+            return
+        if not await self.hub.can_access(room, self.conn.identity):
+            self.error(ErrorCode.FORBIDDEN, f"room {frame.room!r} is private", frame.id, frame.room)
+            return
+        limit = min(frame.limit, self.settings.history_page_max)
+        page = await self.hub.store.messages_before(room.id, frame.before, limit + 1)
+        has_more = len(page) > limit
+        self.conn.send(
+            History(
+                room=room.id,
+                messages=page[-limit:] if has_more else page,
+                has_more=has_more,
+                id=frame.id,
+            )
+        )
+
+    async def cancel(self, frame: Cancel) -> None:
+        self.error(
+            ErrorCode.UNKNOWN_STREAM,
+            f"no stream {frame.stream_id!r} in {frame.room!r}",
+            frame.id,
+            frame.room,
+        )
+
+    async def command(self, frame: Command) -> None:
+        self.error(
+            ErrorCode.UNKNOWN_COMMAND,
+            f"unknown command {frame.text.split()[0]!r}",
+            frame.id,
+            frame.room,
+        )
+
+
+@websocket("/ws")
+async def ws_endpoint(socket: WebSocket) -> None:
+    """The hub's WebSocket: send ``hello`` first, then any client frame (docs/protocol.md)."""
+    hub: Hub = socket.app.state.hub
+    await socket.accept()
+    conn = Connection(socket, hub.settings.send_queue_frames)
+    await Session(hub, conn).run()
