@@ -218,7 +218,7 @@ class Session:
 
     async def send(self, frame: Send) -> None:
         assert self.conn.user is not None
-        if not self._joined(frame.room, frame.id) or not self._text_ok(frame.text, frame.id):
+        if not self._text_ok(frame.text, frame.id) or not self._joined(frame.room, frame.id):
             return
         self.hub.rooms.stop_typing(frame.room, self.conn.user)
         message, duplicate = await self.hub.post_message(

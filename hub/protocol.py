@@ -195,8 +195,8 @@ class Joined(Frame, tag="joined"):
     offset: int
     epoch: str
     presence: list[PresenceEntry]
-    recovered: bool = True
-    replayed: int = 0
+    recovered: bool
+    replayed: int
     streams: list[StreamSnapshot] = []
     id: str | None = None
 

@@ -29,7 +29,12 @@ def free_port() -> int:
 
 def test_settings(data_dir: str, **overrides: Any) -> Settings:
     """Settings isolated from the developer's environment."""
-    values: dict[str, Any] = {"data_dir": data_dir, "secret": TEST_SECRET, "log_level": "warning"}
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "secret": TEST_SECRET,
+        "log_level": "warning",
+        "port": 0,
+    }
     values.update(overrides)
     return load_settings(env={}, **values)
 
@@ -128,6 +133,7 @@ class Client:
         self.ws = ws
         self.welcome: dict[str, Any] = {}
         self.seen: list[dict[str, Any]] = []
+        self._held: list[dict[str, Any]] = []  # frames read ahead by ``say``, served first
 
     @classmethod
     async def connect(cls, url: str) -> Client:
@@ -137,6 +143,8 @@ class Client:
         await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        if self._held:
+            return self._held.pop(0)
         frame = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
         self.seen.append(frame)
         return frame
@@ -178,8 +186,13 @@ class Client:
         return await self.expect("joined")
 
     async def say(self, room: str, text: str, ref: str) -> dict[str, Any]:
+        """Send and wait for the ack; frames that arrive first stay queued for later reads."""
         await self.send({"type": "send", "room": room, "text": text, "id": ref})
-        return await self.expect("ack")
+        ahead = []
+        while (frame := await self.recv()).get("type") != "ack":
+            ahead.append(frame)
+        self._held[:0] = ahead
+        return frame
 
     async def close(self) -> None:
         await self.ws.close()
