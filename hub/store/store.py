@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from piccolo.apps.migrations.commands.forwards import ForwardsMigrationManager
+from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
@@ -96,6 +97,9 @@ class Store:
     async def migrate(self) -> None:
         """Apply every migration in ``migrations/`` not yet applied (idempotent)."""
         bind(self.engine)
+        # Piccolo's own existence check sees a ``migration`` table in *any* schema; create ours
+        # in the connection's schema first so non-default schemas migrate correctly.
+        await Migration.create_table(if_not_exists=True)
         with contextlib.redirect_stdout(None):
             result = await ForwardsMigrationManager(app_name="lydian").run()
         if not result.success:

@@ -1,0 +1,100 @@
+"""``lydian serve`` on a clean directory with no configuration, ``lydian token``, ``lydian migrate``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+from tests.support import free_port
+
+CLEAN_ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if not k.startswith("LYDIAN_") and k not in {"DATABASE_URL", "REDIS_URL"}
+}
+
+
+def _lydian(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hub.cli", *args],
+        cwd=cwd,
+        env=env or CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kw,
+    )
+
+
+async def _wait_up(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else "exited"
+            try:
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                await asyncio.sleep(0.1)
+    raise AssertionError("hub did not come up")
+
+
+async def test_serve_with_no_configuration_serves_schema_and_websocket(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(
+        ["lydian", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=CLEAN_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        await _wait_up(url, proc)
+        async with httpx.AsyncClient() as http:
+            schema = await http.get(f"{url}/schema/openapi.json")
+            assert schema.status_code == 200 and schema.json()["info"]["title"] == "Lydian hub"
+            health = (await http.get(f"{url}/healthz")).json()
+            assert health["store"] == "sqlite"
+        # embedded defaults: an SQLite file and a generated secret under the working directory
+        assert (tmp_path / ".lydian" / "lydian.sqlite3").is_file()
+        token = _lydian("token", "alice", "--admin", cwd=tmp_path).stdout.strip()
+        async with websockets.connect(f"ws://127.0.0.1:{port}/ws") as ws:
+            await ws.send(json.dumps({"type": "hello", "token": token}))
+            welcome = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            assert welcome["type"] == "welcome" and welcome["roles"] == ["admin"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    assert proc.returncode == 0
+
+
+def test_migrate_creates_the_schema_and_is_repeatable(tmp_path):
+    first = _lydian("migrate", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert (tmp_path / ".lydian" / "lydian.sqlite3").is_file()
+    assert _lydian("migrate", cwd=tmp_path).returncode == 0
+
+
+def test_token_is_signed_with_the_hubs_secret(tmp_path):
+    env = {**CLEAN_ENV, "LYDIAN_SECRET": "s" * 40}
+    out = _lydian("token", "bob", "--name", "Bob B", cwd=tmp_path, env=env)
+    from hub.auth import verify_token
+
+    identity = verify_token(out.stdout.strip(), "s" * 40)
+    assert (identity.id, identity.name, identity.roles) == ("bob", "Bob B", ())
+
+
+def test_several_workers_need_redis(tmp_path):
+    out = _lydian("serve", "--workers", "2", cwd=tmp_path)
+    assert out.returncode == 2 and "REDIS_URL" in out.stderr

@@ -1,0 +1,156 @@
+"""The store against SQLite and the real PostgreSQL, each test isolated (own file / own schema)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import asyncpg
+import pytest
+
+from hub.protocol import Attachment, UserRef
+from hub.store.store import RoomExists, Store, UnknownRoom, dm_room_id
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+ALICE = UserRef(id="alice", name="Alice")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request, tmp_path):
+    if request.param == "sqlite":
+        store = await Store.open(f"sqlite:///{tmp_path}/store.sqlite3")
+        yield store
+        await store.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_URL)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        store = await Store.open(PG_URL, server_settings={"search_path": schema}, pool_max=4)
+        yield store
+        await store.close()
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+async def test_engine_is_the_one_asked_for(store):
+    assert store.kind in {"sqlite", "postgres"}
+
+
+async def test_rooms_create_get_list_and_conflict(store):
+    room = await store.create_room("lobby", name="The Lobby", topic="hi", created_by="alice")
+    assert (room.id, room.name, room.kind, room.last_offset) == ("lobby", "The Lobby", "public", 0)
+    assert (await store.get_room("lobby")).epoch == room.epoch
+    assert await store.get_room("missing") is None
+    with pytest.raises(RoomExists):
+        await store.create_room("lobby", created_by="bob")
+    await store.create_room("secret", kind="private", created_by="alice")
+    assert [r.id for r in await store.list_rooms("bob")] == ["lobby"]
+    await store.add_member("secret", "bob", "Bob")
+    assert [r.id for r in await store.list_rooms("bob")] == ["lobby", "secret"]
+
+
+async def test_offsets_are_gap_free_under_concurrent_writers(store):
+    await store.create_room("busy", created_by="alice")
+    writers = [UserRef(id=f"u{i}", name=f"U{i}") for i in range(5)]
+    results = await asyncio.gather(
+        *[store.append_message("busy", writers[i % 5], f"m{i}") for i in range(60)]
+    )
+    assert sorted(m.offset for m, _ in results) == list(range(1, 61))
+    assert await store.latest_offset("busy") == 60
+    assert [m.offset for m in await store.messages_after("busy", 0, 100)] == list(range(1, 61))
+
+
+async def test_idempotent_append_by_client_id(store):
+    await store.create_room("lobby", created_by="alice")
+    first, dup1 = await store.append_message("lobby", ALICE, "x", client_id="c-1")
+    again, dup2 = await store.append_message("lobby", ALICE, "x", client_id="c-1")
+    other, _ = await store.append_message(
+        "lobby", UserRef(id="bob", name="Bob"), "x", client_id="c-1"
+    )
+    assert (dup1, dup2) == (False, True)
+    assert again.id == first.id and again.offset == first.offset
+    assert other.offset == 2
+
+
+async def test_concurrent_resends_store_one_message(store):
+    await store.create_room("lobby", created_by="alice")
+    results = await asyncio.gather(
+        *[store.append_message("lobby", ALICE, "same", client_id="dup") for _ in range(8)]
+    )
+    assert len({m.id for m, _ in results}) == 1
+    assert sum(1 for _, dup in results if not dup) == 1
+    assert await store.latest_offset("lobby") == 1
+
+
+async def test_history_pages_before_and_after(store):
+    await store.create_room("lobby", created_by="alice")
+    for i in range(25):
+        await store.append_message("lobby", ALICE, f"m{i}")
+    newest = await store.messages_before("lobby", None, 10)
+    assert [m.offset for m in newest] == list(range(16, 26))
+    older = await store.messages_before("lobby", newest[0].offset, 10)
+    assert [m.offset for m in older] == list(range(6, 16))
+    assert [m.offset for m in await store.messages_before("lobby", 6, 10)] == [1, 2, 3, 4, 5]
+    assert [m.offset for m in await store.messages_after("lobby", 20, 3)] == [21, 22, 23]
+
+
+async def test_message_fields_round_trip(store):
+    await store.create_room("lobby", created_by="alice")
+    att = Attachment(
+        id="a1", name="cat.png", media_type="image/png", size=3, url="/api/attachments/a1"
+    )
+    author = UserRef(id="alice", name="Alice", avatar="https://example.org/a.png")
+    sent, _ = await store.append_message(
+        "lobby",
+        author,
+        "hello <b>",
+        kind="agent",
+        reply_to="m-0",
+        attachments=[att],
+        meta={"model": "offline"},
+    )
+    (read,) = await store.messages_after("lobby", 0, 10)
+    assert read.text == "hello <b>" and read.kind == "agent" and read.reply_to == "m-0"
+    assert read.attachments == [att] and read.meta == {"model": "offline"}
+    assert read.user == author and read.id == sent.id and abs(read.ts - sent.ts) < 1e-3
+
+
+async def test_unknown_room_is_refused(store):
+    with pytest.raises(UnknownRoom):
+        await store.append_message("nowhere", ALICE, "x")
+    with pytest.raises(UnknownRoom):
+        await store.latest_offset("nowhere")
+
+
+async def test_dm_room_is_created_once_with_both_members(store):
+    bob = UserRef(id="bob", name="Bob")
+    room = await store.ensure_dm_room(ALICE, bob)
+    assert room.id == dm_room_id("bob", "alice") == "dm:alice:bob" and room.kind == "dm"
+    assert (await store.ensure_dm_room(bob, ALICE)).epoch == room.epoch
+    assert [m.user_id for m in await store.members(room.id)] == ["alice", "bob"]
+
+
+async def test_members_are_unique(store):
+    await store.create_room("lobby", created_by="alice")
+    assert await store.add_member("lobby", "bob", "Bob") is True
+    assert await store.add_member("lobby", "bob", "Bob") is False
+    assert await store.is_member("lobby", "bob")
+    await store.remove_member("lobby", "bob")
+    assert not await store.is_member("lobby", "bob")
+
+
+async def test_room_plugin_enablement_upserts(store):
+    await store.create_room("lobby", created_by="alice")
+    await store.set_room_plugin("lobby", "echo", True, "alice")
+    await store.set_room_plugin("lobby", "echo", False, "alice")
+    await store.set_room_plugin("lobby", "dice", True, "alice")
+    assert await store.room_plugins("lobby") == {"lobby": {"echo": False, "dice": True}}
+
+
+async def test_migrations_are_idempotent(store):
+    await store.migrate()
+    await store.migrate()
+    await store.create_room("after", created_by="alice")
+    assert await store.get_room("after") is not None
