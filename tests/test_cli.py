@@ -1,4 +1,4 @@
-"""``lydian serve`` on a clean directory with no configuration, ``lydian token``, ``lydian migrate``."""
+"""`lydian serve` with no configuration on a clean directory; `lydian token`, `migrate`."""
 
 from __future__ import annotations
 
