@@ -14,6 +14,7 @@ from litestar.security.jwt import JWTAuth, Token
 
 from hub import __version__
 from hub.api import RoomController, guest_token, healthz
+from hub.attachments import attachment_routes
 from hub.auth import ISSUER, Identity
 from hub.config import Settings, load_settings
 from hub.core import running_hub
@@ -49,7 +50,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exclude=["^/schema", "^/ws$"],
     )
     return Litestar(
-        route_handlers=[RoomController, guest_token, healthz, ws_endpoint],
+        route_handlers=[
+            RoomController,
+            guest_token,
+            healthz,
+            ws_endpoint,
+            *attachment_routes(settings),
+        ],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),

@@ -40,6 +40,8 @@ class Settings(msgspec.Struct, kw_only=True):
     send_queue_frames: int = 1024
     max_replay: int = 5000
     history_page_max: int = 200
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_attachments_per_message: int = 10
     log_level: str = "info"
 
     @property

@@ -15,11 +15,13 @@ import time
 from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 
+from hub.attachments import AttachmentStore, UnknownAttachment
 from hub.auth import Identity, TokenExpired, guest_identity, verify_token
 from hub.connection import Connection
 from hub.core import Hub
 from hub.protocol import (
     Ack,
+    Attachment,
     Cancel,
     ClientFrame,
     CloseCode,
@@ -203,8 +205,8 @@ class Session:
         self.error(ErrorCode.NOT_JOINED, f"join {room_id!r} first", ref, room_id)
         return False
 
-    def _text_ok(self, text: str, ref: str | None) -> bool:
-        if not text.strip():
+    def _text_ok(self, text: str, ref: str | None, allow_empty: bool = False) -> bool:
+        if not text.strip() and not allow_empty:
             self.error(ErrorCode.INVALID_FRAME, "message text is empty", ref)
             return False
         if len(text) > self.settings.max_text_chars:
@@ -218,16 +220,45 @@ class Session:
 
     async def send(self, frame: Send) -> None:
         assert self.conn.user is not None
-        if not self._text_ok(frame.text, frame.id) or not self._joined(frame.room, frame.id):
+        if not self._text_ok(
+            frame.text, frame.id, allow_empty=bool(frame.attachments)
+        ) or not self._joined(frame.room, frame.id):
+            return
+        attachments = self._attachments(frame)
+        if attachments is None:
             return
         self.hub.rooms.stop_typing(frame.room, self.conn.user)
         message, duplicate = await self.hub.post_message(
-            frame.room, self.conn.user, frame.text, client_id=frame.id, reply_to=frame.reply_to
+            frame.room,
+            self.conn.user,
+            frame.text,
+            client_id=frame.id,
+            reply_to=frame.reply_to,
+            attachments=attachments,
         )
         if frame.id is not None:
             self.conn.send(
                 Ack(id=frame.id, room=frame.room, offset=message.offset, duplicate=duplicate)
             )
+
+    def _attachments(self, frame: Send) -> list[Attachment] | None:
+        """Resolve ``frame.attachments`` (uploaded to this room); None after an error frame."""
+        if len(frame.attachments) > self.settings.max_attachments_per_message:
+            limit = self.settings.max_attachments_per_message
+            self.error(ErrorCode.INVALID_FRAME, f"at most {limit} attachments", frame.id)
+            return None
+        try:
+            return AttachmentStore.for_settings(self.settings).resolve(
+                frame.attachments, frame.room
+            )
+        except UnknownAttachment as exc:
+            self.error(
+                ErrorCode.INVALID_FRAME,
+                f"unknown attachment {exc.args[0]!r} in {frame.room!r}; upload it first",
+                frame.id,
+                frame.room,
+            )
+            return None
 
     async def direct(self, frame: Direct) -> None:
         assert self.conn.user is not None

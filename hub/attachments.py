@@ -1,0 +1,295 @@
+"""Uploaded files (images, audio clips, documents) that messages carry as attachments.
+
+Each upload lives in ``<data_dir>/attachments/<id>/`` as ``blob`` plus a ``meta.json``
+sidecar. The media type is sniffed from the bytes, never taken on trust from the client:
+anything that is not a known image, audio or document format is refused (415), and so is
+anything above ``max_upload_bytes`` (413). Ids are 128-bit random, so a download URL is a
+capability: it is served without a token (``<img src>`` cannot send one) with
+``X-Content-Type-Options: nosniff`` and a sandboxing CSP, inline only for images and audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+import unicodedata
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+from litestar import Request, get, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    PermissionDeniedException,
+)
+from litestar.params import FromPath
+from litestar.response import Response
+from litestar.status_codes import HTTP_201_CREATED
+from litestar.types import ControllerRouterHandler
+
+from hub.auth import Identity
+from hub.config import Settings
+from hub.protocol import Attachment
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+MAX_NAME_CHARS = 200
+FORM_OVERHEAD = 64 * 1024
+"""Room for multipart headers and boundaries on top of the file itself."""
+
+_OFFICE = {
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+    ".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ".pptx": "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+    ".odt": "application/vnd.oasis.opendocument.text",
+    ".ods": "application/vnd.oasis.opendocument.spreadsheet",
+}
+_TEXT = {".md": "text/markdown", ".markdown": "text/markdown", ".csv": "text/csv"}
+
+
+class UploadRejected(Exception):
+    """An upload the hub will not keep; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class UnknownAttachment(LookupError):
+    """No attachment with that id (in that room)."""
+
+
+class StoredAttachment(msgspec.Struct):
+    """The sidecar kept next to each upload."""
+
+    id: str
+    name: str
+    media_type: str
+    size: int
+    room: str
+    uploaded_by: str
+    created_at: float
+
+    def public(self) -> Attachment:
+        return Attachment(
+            id=self.id,
+            name=self.name,
+            media_type=self.media_type,
+            size=self.size,
+            url=f"/api/attachments/{self.id}",
+        )
+
+
+def media_kind(media_type: str) -> str:
+    """``image``, ``audio`` or ``document``: what a multimodal plugin would do with it."""
+    major = media_type.split("/", 1)[0]
+    return major if major in ("image", "audio") else "document"
+
+
+def sniff_media_type(head: bytes, filename: str, declared: str | None = None) -> str | None:
+    """The media type of a file from its first bytes (and its extension for zip/text)."""
+    suffix = Path(filename).suffix.lower()
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "image/gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return "audio/wav"
+    if head.startswith(b"OggS"):
+        return "audio/ogg"
+    if head.startswith(b"fLaC"):
+        return "audio/flac"
+    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
+        return "audio/mpeg"
+    if head[4:8] == b"ftyp" and head[8:11] in (b"M4A", b"M4B"):
+        return "audio/mp4"
+    if head.startswith(b"\x1a\x45\xdf\xa3") and (declared or "").startswith("audio/"):
+        return "audio/webm"
+    if head.startswith(b"%PDF-"):
+        return "application/pdf"
+    if head.startswith(b"PK\x03\x04"):
+        return _OFFICE.get(suffix)
+    if _is_text(head):
+        return _TEXT.get(suffix, "text/plain")
+    return None
+
+
+def _is_text(head: bytes) -> bool:
+    if b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end is fine
+        return exc.start >= len(head) - 3 and exc.reason == "unexpected end of data"
+    return True
+
+
+def clean_name(filename: str | None) -> str:
+    """A display name safe to show and to put in ``Content-Disposition``."""
+    base = re.split(r"[\\/]", filename or "")[-1]
+    base = "".join(
+        c for c in unicodedata.normalize("NFC", base) if unicodedata.category(c)[0] != "C"
+    )
+    base = base.strip().strip(".")
+    return base[:MAX_NAME_CHARS] or "file"
+
+
+class AttachmentStore:
+    """Uploads on disk under one directory."""
+
+    def __init__(self, root: Path, max_bytes: int) -> None:
+        self.root = root
+        self.max_bytes = max_bytes
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> AttachmentStore:
+        return cls(Path(settings.data_dir) / "attachments", settings.max_upload_bytes)
+
+    def _dir(self, attachment_id: str) -> Path:
+        if not ID_PATTERN.match(attachment_id):
+            raise UnknownAttachment(attachment_id)
+        return self.root / attachment_id
+
+    async def save(
+        self,
+        room: str,
+        uploaded_by: str,
+        filename: str | None,
+        data: bytes,
+        declared: str | None = None,
+    ) -> StoredAttachment:
+        """Check and keep one upload; raise :class:`UploadRejected` when it cannot be kept."""
+        if not data:
+            raise UploadRejected(400, "the file is empty")
+        if len(data) > self.max_bytes:
+            raise UploadRejected(
+                413, f"file of {len(data)} bytes exceeds the limit of {self.max_bytes}"
+            )
+        name = clean_name(filename)
+        media_type = sniff_media_type(data[:4096], name, declared)
+        if media_type is None:
+            raise UploadRejected(415, f"{name!r} is not a supported image, audio clip or document")
+        meta = StoredAttachment(
+            id=secrets.token_urlsafe(16),
+            name=name,
+            media_type=media_type,
+            size=len(data),
+            room=room,
+            uploaded_by=uploaded_by,
+            created_at=time.time(),
+        )
+        await asyncio.to_thread(self._write, meta, data)
+        return meta
+
+    def _write(self, meta: StoredAttachment, data: bytes) -> None:
+        folder = self._dir(meta.id)
+        folder.mkdir(parents=True, exist_ok=False)
+        (folder / "blob").write_bytes(data)
+        tmp = folder / "meta.json.tmp"
+        tmp.write_bytes(msgspec.json.encode(meta))
+        tmp.replace(folder / "meta.json")  # the sidecar appears only once the blob is complete
+
+    def get(self, attachment_id: str) -> StoredAttachment:
+        try:
+            raw = (self._dir(attachment_id) / "meta.json").read_bytes()
+        except FileNotFoundError:
+            raise UnknownAttachment(attachment_id) from None
+        return msgspec.json.decode(raw, type=StoredAttachment)
+
+    def blob_path(self, attachment_id: str) -> Path:
+        return self._dir(attachment_id) / "blob"
+
+    def resolve(self, ids: list[str], room: str) -> list[Attachment]:
+        """The attachments a message in ``room`` refers to; unknown or foreign ids raise."""
+        found = []
+        for attachment_id in ids:
+            meta = self.get(attachment_id)
+            if meta.room != room:
+                raise UnknownAttachment(attachment_id)
+            found.append(meta.public())
+        return found
+
+
+# ------------------------------------------------------------------ HTTP routes
+
+
+async def _upload(request: Request[Identity, Any, Any], room_id: str) -> Attachment:
+    hub = request.app.state.hub
+    room = await hub.room(room_id)
+    if room is None:
+        raise NotFoundException(f"no room {room_id!r}")
+    if not await hub.can_access(room, request.user):
+        raise PermissionDeniedException(f"room {room_id!r} is private")
+    form = await request.form()  # malformed: 400, too big: 413 (request_max_body_size)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise HTTPException(
+            status_code=400, detail="send the file as multipart/form-data in a field named 'file'"
+        )
+    try:
+        data = await upload.read(hub.settings.max_upload_bytes + 1)
+    finally:
+        await upload.close()
+    store = AttachmentStore.for_settings(hub.settings)
+    try:
+        meta = await store.save(
+            room.id, request.user.id, upload.filename, data, upload.content_type
+        )
+    except UploadRejected as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
+    return meta.public()
+
+
+@get("/api/attachments/{attachment_id:str}", exclude_from_auth=True, tags=["attachments"])
+async def download_attachment(
+    request: Request[Any, Any, Any], attachment_id: FromPath[str]
+) -> Response[bytes]:
+    """The stored file; its unguessable id is the capability to read it."""
+    store = AttachmentStore.for_settings(request.app.state.hub.settings)
+    try:
+        meta = store.get(attachment_id)
+        data = await asyncio.to_thread(store.blob_path(attachment_id).read_bytes)
+    except (UnknownAttachment, FileNotFoundError):
+        raise NotFoundException(f"no attachment {attachment_id!r}") from None
+    disposition = "inline" if media_kind(meta.media_type) in ("image", "audio") else "attachment"
+    quoted = json.dumps(meta.name.encode("ascii", "replace").decode())
+    return Response(
+        content=data,
+        media_type=meta.media_type,
+        headers={
+            "Content-Disposition": f"{disposition}; filename={quoted}; "
+            f"filename*=UTF-8''{quote(meta.name)}",
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'",
+            "Cache-Control": "private, max-age=31536000, immutable",
+        },
+    )
+
+
+def attachment_routes(settings: Settings) -> list[ControllerRouterHandler]:
+    """The upload and download handlers, the upload's body capped by ``max_upload_bytes``."""
+
+    @post(
+        "/api/rooms/{room_id:str}/attachments",
+        status_code=HTTP_201_CREATED,
+        request_max_body_size=settings.max_upload_bytes + FORM_OVERHEAD,
+        tags=["attachments"],
+        summary="Upload an attachment",
+    )
+    async def upload_attachment(
+        request: Request[Identity, Any, Any], room_id: FromPath[str]
+    ) -> Attachment:
+        """Upload one file (multipart field ``file``) to send with a message in this room."""
+        return await _upload(request, room_id)
+
+    return [upload_attachment, download_attachment]
