@@ -43,6 +43,11 @@ class Settings(msgspec.Struct, kw_only=True):
     max_upload_bytes: int = 10 * 1024 * 1024
     max_attachments_per_message: int = 10
     log_level: str = "info"
+    plugins: str | None = None  # allow-list "a,b" (env LYDIAN_PLUGINS); None loads every plugin
+    trace_hooks: bool = False  # log every plugin hook call (env LYDIAN_TRACE_HOOKS=1)
+    plugin_hook_timeout: float = 5.0
+    plugin_max_failures: int = 3  # consecutive failures before a plugin is switched off in a room
+    plugin_config: dict[str, dict[str, Any]] = {}  # the config file's [plugins.NAME] tables
 
     @property
     def sqlite_path(self) -> Path:
@@ -86,7 +91,9 @@ def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settin
     values: dict[str, Any] = {}
     config_path = Path(env.get("LYDIAN_CONFIG", "lydian.toml"))
     if config_path.is_file():
-        values.update(tomllib.loads(config_path.read_text()).get("hub", {}))
+        document = tomllib.loads(config_path.read_text())
+        values.update(document.get("hub", {}))
+        values["plugin_config"] = document.get("plugins", {})
     fields = msgspec.structs.fields(Settings)
     for field in fields:
         name = _ENV_ALIASES.get(field.name, f"LYDIAN_{field.name.upper()}")

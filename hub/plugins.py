@@ -1,0 +1,663 @@
+"""The plugin host: discovery, isolation, per-room enablement, and command dispatch.
+
+Plugins come from the entry-point group ``lydian.plugins`` (filtered by the allow-list
+``LYDIAN_PLUGINS=a,b``) or from :meth:`PluginHost.register`. Each hook implementation is
+called on its own, never through pluggy's all-or-nothing loop, so that one plugin's
+exception, hang (``plugin_hook_timeout``) or garbage return value cannot hurt the others:
+the failure is logged with the plugin's name, the room gets an ``event`` frame, and after
+``plugin_max_failures`` consecutive failures in a room the plugin is switched off there.
+
+Per-room enablement lives in the store; each process keeps a cache that it updates from
+``hub:control`` broker messages, so a change made on one replica applies on all at once.
+``LYDIAN_TRACE_HOOKS=1`` logs every hook call with its plugin, room, result and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import importlib.metadata
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pluggy
+
+from hub import hookspecs
+from hub.auth import Identity
+from hub.broker import CONTROL_CHANNEL
+from hub.commands import (
+    BUILTIN_COMMANDS,
+    CORE,
+    CommandContext,
+    CommandError,
+    CommandSpec,
+    UsageError,
+    split_command,
+)
+from hub.config import Settings
+from hub.plugin_config import PluginConfigError, PluginSettings, load_plugin_settings
+from hub.protocol import CommandResult, Error, ErrorCode, Frame, RoomEvent, UserRef, encode
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "lydian.plugins"
+
+LIST_HOOKS = (
+    "lydian_agents",
+    "lydian_llm_providers",
+    "lydian_cache_strategies",
+    "lydian_attachment_handlers",
+    "lydian_dashboard_pages",
+)
+"""Hooks returning lists of objects that other parts of the hub look up by name."""
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Await ``value`` if it is awaitable (a coroutine, task or future), else return it."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class PluginFailure(Exception):
+    """A plugin's hook raised, timed out or returned the wrong type."""
+
+    def __init__(self, plugin: str, hook: str, reason: str) -> None:
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {reason}")
+        self.plugin = plugin
+        self.hook = hook
+        self.reason = reason
+
+
+class UnknownPlugin(CommandError):
+    code = "unknown_plugin"
+
+
+class UnknownRoomError(CommandError):
+    code = "unknown_room"
+
+
+class PluginUnavailable(CommandError):
+    code = "plugin_error"
+
+
+# --------------------------------------------------------------------------- wire structs
+
+
+class PluginToggle(msgspec.Struct, tag_field="type", tag="plugin_toggle"):
+    """Control message: a plugin or agent was switched on or off in a room."""
+
+    room: str
+    plugin: str
+    enabled: bool
+    by: str
+
+
+class PluginsReload(msgspec.Struct, tag_field="type", tag="plugins_reload"):
+    """Control message: rescan the entry points (a plugin was installed)."""
+
+
+_control_decoder = msgspec.json.Decoder(PluginToggle | PluginsReload)
+
+
+class PluginInfo(msgspec.Struct, omit_defaults=True):
+    """A plugin as ``GET /api/plugins`` and ``lydian plugins list`` show it."""
+
+    name: str
+    version: str
+    source: str
+    hooks: list[str]
+    default_enabled: bool
+    commands: list[str] = []
+    agents: list[str] = []
+    error: str | None = None
+    settings: dict[str, Any] | None = None
+    rooms: list[str] = []
+
+
+class _Record:
+    __slots__ = ("default_enabled", "error", "name", "plugin", "source", "started", "version")
+
+    def __init__(self, name: str, plugin: Any, version: str, source: str) -> None:
+        self.name = name
+        self.plugin = plugin
+        self.version = version
+        self.source = source
+        self.default_enabled = bool(getattr(plugin, "LYDIAN_DEFAULT_ENABLED", False))
+        self.error: str | None = None
+        self.started = False
+
+    @property
+    def active(self) -> bool:
+        return self.started and self.error is None
+
+
+# --------------------------------------------------------------------------- the host
+
+
+class PluginHost:
+    """All plugins of one hub process."""
+
+    def __init__(self, settings: Settings, *, discover: bool = True) -> None:
+        self.settings = settings
+        self.timeout = settings.plugin_hook_timeout
+        self.max_failures = settings.plugin_max_failures
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.hub: Hub | None = None
+        self._records: dict[str, _Record] = {}
+        self._enabled: dict[str, dict[str, bool]] = {}
+        self._failures: dict[tuple[str, str], int] = {}
+        self._commands: dict[str, tuple[CommandSpec, str]] = {
+            spec.name: (spec, CORE) for spec in BUILTIN_COMMANDS
+        }
+        self._agents: dict[str, tuple[str, bool]] = {}  # agent name -> (plugin, default on)
+        self._items: dict[str, list[tuple[str, Any]]] = {hook: [] for hook in LIST_HOOKS}
+        self._settings: dict[str, PluginSettings] = {}
+        self._secrets: list[str] = []
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lydian-plugin")
+        self._unsubscribe: Callable[[], Any] | None = None
+        self._lock = asyncio.Lock()
+        if settings.trace_hooks:
+            self.pm.add_hookcall_monitoring(
+                lambda name, impls, kw: log.info(
+                    "hook %s -> %s", name, [i.plugin_name for i in impls]
+                ),
+                lambda out, name, impls, kw: log.info("hook %s <- %r", name, out),
+            )
+        if discover:
+            self.discover()
+
+    # ------------------------------------------------------------ discovery and registration
+
+    def allowed(self, name: str) -> bool:
+        """The ``LYDIAN_PLUGINS`` allow-list (unset: every installed plugin)."""
+        allow = self.settings.plugins
+        if allow is None:
+            return True
+        return name in {n.strip() for n in allow.split(",") if n.strip()}
+
+    def discover(self) -> list[str]:
+        """Load entry points not loaded yet; return the names of the new plugins."""
+        importlib.invalidate_caches()
+        added = []
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            if ep.name in self._records or not self.allowed(ep.name):
+                continue
+            version = ep.dist.version if ep.dist is not None else ""
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                log.exception("plugin %r: cannot import %s", ep.name, ep.value)
+                record = _Record(ep.name, None, version, f"entry point {ep.value}")
+                record.error = f"import failed: {type(exc).__name__}: {exc}"
+                self._records[ep.name] = record
+                continue
+            if self.register(plugin, ep.name, version=version, source="entry point"):
+                added.append(ep.name)
+        return added
+
+    def register(
+        self, plugin: Any, name: str, *, version: str = "", source: str = "registered"
+    ) -> bool:
+        """Add a plugin object (module or instance); it becomes active on the next
+        :meth:`start` or :meth:`reload`. Returns False (and records why) if it is invalid."""
+        if name in self._records or name in self._commands or name == CORE:
+            raise ValueError(f"a plugin named {name!r} exists already")
+        record = _Record(name, plugin, version or getattr(plugin, "__version__", ""), source)
+        self._records[name] = record
+        try:
+            self.pm.register(plugin, name=name)
+        except Exception as exc:
+            record.error = f"invalid plugin: {exc}"
+            log.error("plugin %r: %s", name, record.error)
+            return False
+        unknown = [hc.name for hc in self.pm.get_hookcallers(plugin) or [] if not hc.has_spec()]
+        if unknown:
+            self.pm.unregister(plugin)
+            record.error = f"unknown hook(s): {', '.join(unknown)}"
+            log.error("plugin %r: %s", name, record.error)
+            return False
+        return True
+
+    def hooks_of(self, name: str) -> list[str]:
+        plugin = self.pm.get_plugin(name)
+        if plugin is None:
+            return []
+        return sorted(hc.name for hc in self.pm.get_hookcallers(plugin) or [])
+
+    def _impls(self, hook: str, plugin: str | None = None) -> list[Any]:
+        """Implementations of ``hook`` in pluggy's call order (LIFO, tryfirst/trylast)."""
+        impls = list(reversed(getattr(self.pm.hook, hook).get_hookimpls()))
+        out = []
+        for impl in impls:
+            if plugin is not None and impl.plugin_name != plugin:
+                continue
+            if impl.hookwrapper or impl.wrapper:
+                log.warning("plugin %r: hook wrappers are not supported", impl.plugin_name)
+                continue
+            out.append(impl)
+        return out
+
+    def routes(self) -> list[Any]:
+        """Route handlers from ``lydian_routes``; called once, when the app is built."""
+        from litestar import Controller, Router
+        from litestar.handlers import BaseRouteHandler
+
+        out: list[Any] = []
+        for impl in self._impls("lydian_routes"):
+            name = impl.plugin_name
+            try:
+                result = impl.function(*[{}.get(a) for a in impl.argnames])
+            except Exception as exc:
+                log.exception("plugin %r: lydian_routes failed", name)
+                self._records[name].error = f"lydian_routes: {type(exc).__name__}: {exc}"
+                continue
+            items = result if isinstance(result, list) else None
+            ok = items is not None and all(
+                isinstance(r, (BaseRouteHandler, Router))
+                or (isinstance(r, type) and issubclass(r, Controller))
+                for r in items
+            )
+            if not ok:
+                error = f"lydian_routes must return a list of route handlers, got {result!r:.100}"
+                self._records[name].error = error
+                log.error("plugin %r: %s", name, error)
+                continue
+            out.extend(items or [])
+        return out
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, hub: Hub) -> None:
+        """Load room enablement, follow control messages, configure and start plugins."""
+        self.hub = hub
+        self._enabled = await hub.store.room_plugins()
+        self._unsubscribe = await hub.broker.subscribe(CONTROL_CHANNEL, self._on_control)
+        await self._activate_pending()
+
+    async def stop(self, hub: Hub) -> None:
+        for name, record in list(self._records.items()):
+            if record.active:
+                for impl in self._impls("lydian_shutdown", name):
+                    try:
+                        await self._call(impl.function, impl, {"hub": hub}, name, "lydian_shutdown")
+                    except PluginFailure as exc:
+                        log.error("%s", exc)
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
+            self._unsubscribe = None
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def reload(self, hub: Hub, *, broadcast: bool = True) -> list[str]:
+        """Rescan entry points and start what is new; other replicas follow."""
+        added = self.discover()
+        started = await self._activate_pending()
+        if broadcast:
+            await hub.broker.publish(CONTROL_CHANNEL, encode_control(PluginsReload()))
+        return sorted(set(added) | set(started))
+
+    async def _activate_pending(self) -> list[str]:
+        started = []
+        async with self._lock:
+            for record in list(self._records.values()):
+                if record.started or record.error is not None:
+                    continue
+                record.started = True
+                if await self._activate(record):
+                    started.append(record.name)
+        return started
+
+    async def _activate(self, record: _Record) -> bool:
+        """Settings, then ``lydian_startup``, then collect commands and registries."""
+        assert self.hub is not None
+        name = record.name
+        try:
+            for impl in self._impls("lydian_plugin_settings", name):
+                struct = await self._call(impl.function, impl, {}, name, "lydian_plugin_settings")
+                if struct is not None:
+                    table = self.settings.plugin_config.get(name)
+                    self._settings[name] = load_plugin_settings(name, struct, table)
+                    self._secrets.extend(self._settings[name].secrets())
+            for impl in self._impls("lydian_startup", name):
+                await self._call(impl.function, impl, {"hub": self.hub}, name, "lydian_startup")
+            commands = await self._collect("lydian_commands", name)
+            for spec in commands:
+                if not isinstance(spec, CommandSpec):
+                    raise PluginFailure(
+                        name, "lydian_commands", f"expected CommandSpec items, got {spec!r:.100}"
+                    )
+            items = {hook: await self._collect(hook, name) for hook in LIST_HOOKS}
+            for agent in items["lydian_agents"]:
+                if not isinstance(getattr(agent, "name", None), str):
+                    raise PluginFailure(name, "lydian_agents", f"agent without a name: {agent!r}")
+        except (PluginConfigError, PluginFailure) as exc:
+            record.error = str(exc)
+            log.error("%s; the plugin stays off", exc)
+            return False
+        for spec in commands:
+            if spec.name in self._commands:
+                owner = self._commands[spec.name][1]
+                log.warning("plugin %r: /%s is taken by %r; skipped", name, spec.name, owner)
+                continue
+            self._commands[spec.name] = (spec, name)
+        for agent in items["lydian_agents"]:
+            self._agents.setdefault(agent.name, (name, bool(getattr(agent, "default_enabled", 0))))
+        for hook, found in items.items():
+            self._items[hook].extend((name, item) for item in found)
+        log.info("plugin %r %s started", name, record.version)
+        return True
+
+    async def _collect(self, hook: str, name: str) -> list[Any]:
+        out: list[Any] = []
+        for impl in self._impls(hook, name):
+            result = await self._call(impl.function, impl, {}, name, hook)
+            if result is None:
+                continue
+            if not isinstance(result, (list, tuple)):
+                raise PluginFailure(name, hook, f"expected a list, got {type(result).__name__}")
+            out.extend(result)
+        return out
+
+    # ------------------------------------------------------------ what plugins provide
+
+    def infos(self) -> list[PluginInfo]:
+        out = []
+        for name, record in sorted(self._records.items()):
+            settings = self._settings.get(name)
+            out.append(
+                PluginInfo(
+                    name=name,
+                    version=record.version,
+                    source=record.source,
+                    hooks=self.hooks_of(name),
+                    default_enabled=record.default_enabled,
+                    commands=sorted(
+                        s.name for s, owner in self._commands.values() if owner == name
+                    ),
+                    agents=sorted(a for a, (owner, _) in self._agents.items() if owner == name),
+                    error=record.error,
+                    settings=settings.public() if settings else None,
+                )
+            )
+        return out
+
+    def names(self) -> list[str]:
+        return sorted(self._records)
+
+    def agent_names(self) -> list[str]:
+        return sorted(self._agents)
+
+    def items(self, hook: str) -> list[tuple[str, Any]]:
+        """``(plugin, object)`` pairs a list hook returned, e.g. ``"lydian_llm_providers"``."""
+        return [(p, item) for p, item in self._items[hook] if self._records[p].active]
+
+    def command(self, name: str) -> tuple[CommandSpec, str] | None:
+        found = self._commands.get(name)
+        if found is None or (found[1] != CORE and not self._records[found[1]].active):
+            return None
+        return found
+
+    def all_commands(self) -> list[tuple[CommandSpec, str]]:
+        return [self.command(n) for n in sorted(self._commands) if self.command(n)]  # type: ignore[misc]
+
+    def settings_for(self, name: str, room: str | None = None) -> Any:
+        """A plugin's validated settings struct (room overrides applied), or None."""
+        found = self._settings.get(name)
+        return found.for_room(room) if found else None
+
+    # ------------------------------------------------------------ per-room enablement
+
+    def is_enabled(self, room: str, name: str) -> bool:
+        """Whether a plugin (or agent) may act in ``room`` right now."""
+        if name in self._agents:
+            owner, default = self._agents[name]
+            if not self._records[owner].active:
+                return False
+        else:
+            record = self._records.get(name)
+            if record is None or not record.active:
+                return False
+            default = record.default_enabled
+        return self._enabled.get(room, {}).get(name, default)
+
+    def rooms_enabled(self, name: str) -> list[str]:
+        return sorted(room for room, plugins in self._enabled.items() if plugins.get(name))
+
+    async def set_enabled(
+        self,
+        hub: Hub,
+        room: str,
+        name: str,
+        enabled: bool,
+        *,
+        by: Identity | str,
+        reason: str | None = None,
+    ) -> None:
+        """Persist, apply here, tell the other replicas, and announce it in the room."""
+        who = by.name if isinstance(by, Identity) else by
+        record = self._records.get(name)
+        if record is None and name not in self._agents:
+            known = ", ".join(self.names() + self.agent_names()) or "none"
+            raise UnknownPlugin(f"no plugin or agent {name!r}; installed: {known}")
+        if record is not None and enabled and not record.active:
+            raise PluginUnavailable(f"plugin {name!r} is off on this hub: {record.error}")
+        if await hub.store.get_room(room) is None:
+            raise UnknownRoomError(f"no room {room!r}")
+        await hub.store.set_room_plugin(room, name, enabled, who)
+        self._apply(PluginToggle(room=room, plugin=name, enabled=enabled, by=who))
+        await hub.broker.publish(
+            CONTROL_CHANNEL,
+            encode_control(PluginToggle(room=room, plugin=name, enabled=enabled, by=who)),
+        )
+        verb = "enabled" if enabled else "disabled"
+        detail = f"{who} {verb} plugin {name!r}" + (f": {reason}" if reason else "")
+        data: dict[str, Any] = {"plugin": name, "by": who}
+        if reason:
+            data["reason"] = reason
+        await hub.rooms.publish_event(
+            room, encode(RoomEvent(room=room, event=f"plugin_{verb}", detail=detail, data=data))
+        )
+
+    def _apply(self, toggle: PluginToggle) -> None:
+        self._enabled.setdefault(toggle.room, {})[toggle.plugin] = toggle.enabled
+        self._failures.pop((toggle.room, toggle.plugin), None)
+
+    def _on_control(self, data: bytes) -> None:
+        try:
+            message = _control_decoder.decode(data)
+        except msgspec.ValidationError:
+            return  # another kind of control message; not ours
+        except msgspec.DecodeError:
+            log.warning("undecodable control message: %r", data[:200])
+            return
+        if isinstance(message, PluginToggle):
+            self._apply(message)
+        elif self.hub is not None:
+            self.hub.spawn(self.reload(self.hub, broadcast=False), name="plugins-reload")
+
+    # ------------------------------------------------------------ isolated calls
+
+    async def _call(
+        self, fn: Callable[..., Any], impl: Any, kwargs: dict[str, Any], plugin: str, hook: str
+    ) -> Any:
+        """Call one implementation with a timeout; raise :class:`PluginFailure` on trouble."""
+        args = [kwargs.get(a) for a in impl.argnames] if impl is not None else kwargs["args"]
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(self.timeout):
+                if inspect.iscoroutinefunction(fn):
+                    result = await fn(*args)
+                else:
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(
+                        self._executor, functools.partial(fn, *args)
+                    )
+                    result = await await_me_maybe(result)
+        except CommandError:
+            raise
+        except TimeoutError:
+            raise PluginFailure(plugin, hook, f"timed out after {self.timeout:g} s") from None
+        except Exception as exc:
+            log.error("plugin %r raised in %s", plugin, hook, exc_info=True)
+            raise PluginFailure(plugin, hook, self.scrub(f"{type(exc).__name__}: {exc}")) from exc
+        finally:
+            if self.settings.trace_hooks:
+                log.info(
+                    "trace: %s.%s took %.1f ms", plugin, hook, (time.perf_counter() - start) * 1e3
+                )
+        if self.settings.trace_hooks:
+            log.info("trace: %s.%s returned %r", plugin, hook, result)
+        return result
+
+    def scrub(self, text: str) -> str:
+        """Remove secret values from a text shown to users; cap its length."""
+        for secret in self._secrets:
+            text = text.replace(secret, "********")
+        return text[:300]
+
+    async def _failed(self, room: str, failure: PluginFailure) -> None:
+        """Tell the room, count, and switch the plugin off there after too many failures."""
+        assert self.hub is not None
+        log.error("%s (room %s)", failure, room)
+        key = (room, failure.plugin)
+        count = self._failures.get(key, 0) + 1
+        self._failures[key] = count
+        event = RoomEvent(
+            room=room,
+            event="plugin_error",
+            detail=str(failure),
+            data={"plugin": failure.plugin, "hook": failure.hook, "failures": count},
+        )
+        await self.hub.rooms.publish_event(room, encode(event))
+        if count >= self.max_failures:
+            await self.set_enabled(
+                self.hub,
+                room,
+                failure.plugin,
+                False,
+                by="hub",
+                reason=f"switched off after {count} consecutive failures; admins: "
+                f"/plugins enable {failure.plugin} turns it back on",
+            )
+
+    def _succeeded(self, room: str, plugin: str) -> None:
+        self._failures.pop((room, plugin), None)
+
+    # ------------------------------------------------------------ room hooks
+
+    async def transform(self, text: str, room: str, author: UserRef, hub: Hub) -> str:
+        """Run the ``lydian_transform_message`` chain of the plugins enabled in ``room``."""
+        hook = "lydian_transform_message"
+        for impl in self._impls(hook):
+            name = impl.plugin_name
+            if not self.is_enabled(room, name):
+                continue
+            kwargs = {"text": text, "room": room, "author": author, "hub": hub}
+            try:
+                result = await self._call(impl.function, impl, kwargs, name, hook)
+                if result is not None and not isinstance(result, str):
+                    raise PluginFailure(
+                        name, hook, f"returned {type(result).__name__}, expected str or None"
+                    )
+                if result is not None and len(result) > hub.settings.max_text_chars:
+                    raise PluginFailure(name, hook, "returned a text over the size limit")
+            except PluginFailure as failure:
+                await self._failed(room, failure)
+                continue
+            self._succeeded(room, name)
+            if result is not None:
+                text = result
+        return text
+
+    async def observe(self, message: Any, hub: Hub) -> None:
+        """Run every enabled ``lydian_message`` hook concurrently, each isolated."""
+
+        async def one(impl: Any) -> None:
+            name = impl.plugin_name
+            try:
+                kwargs = {"message": message, "hub": hub}
+                await self._call(impl.function, impl, kwargs, name, "lydian_message")
+            except PluginFailure as failure:
+                await self._failed(message.room, failure)
+            else:
+                self._succeeded(message.room, name)
+
+        impls = [
+            i for i in self._impls("lydian_message") if self.is_enabled(message.room, i.plugin_name)
+        ]
+        if impls:
+            await asyncio.gather(*(one(i) for i in impls))
+
+    # ------------------------------------------------------------ commands
+
+    async def run_command(
+        self, hub: Hub, identity: Identity, room: str, text: str, ref: str | None = None
+    ) -> Frame:
+        """Parse and run a ``/command`` in ``room``; return the reply frame."""
+        try:
+            name, rest = split_command(text)
+        except UsageError as exc:
+            return Error(code=ErrorCode.USAGE, detail=exc.detail, id=ref, room=room)
+        found = self.command(name)
+        if found is None:
+            return Error(
+                code=ErrorCode.UNKNOWN_COMMAND,
+                detail=f"unknown command /{name}; /help lists the commands",
+                id=ref,
+                room=room,
+            )
+        spec, owner = found
+        if owner != CORE and not self.is_enabled(room, owner):
+            return Error(
+                code=ErrorCode.UNKNOWN_COMMAND,
+                detail=f"/{name} comes from plugin {owner!r}, which is not enabled in this room"
+                f" (an admin can run /plugins enable {owner})",
+                id=ref,
+                room=room,
+            )
+        if spec.admin_only and not identity.is_admin:
+            return Error(
+                code=ErrorCode.FORBIDDEN, detail=f"/{name} is for admins only", id=ref, room=room
+            )
+        ctx = CommandContext(hub, room, identity, name, owner, ref)
+        try:
+            args = spec.parse(rest)
+            if owner == CORE:
+                result = await await_me_maybe(spec.handler(ctx, args))
+            else:
+                result = await self._call(
+                    spec.handler, None, {"args": [ctx, args]}, owner, f"/{name}"
+                )
+                if result is not None and not isinstance(result, str):
+                    raise PluginFailure(
+                        owner, f"/{name}", f"returned {type(result).__name__}, expected str"
+                    )
+                self._succeeded(room, owner)
+        except CommandError as exc:
+            code = _error_code(exc)
+            return Error(code=code, detail=exc.detail, id=ref, room=room)
+        except PluginFailure as failure:
+            await self._failed(room, failure)
+            return Error(code=ErrorCode.PLUGIN_ERROR, detail=str(failure), id=ref, room=room)
+        return CommandResult(room=room, command=name, text=result or "", id=ref)
+
+
+def encode_control(message: PluginToggle | PluginsReload) -> bytes:
+    return msgspec.json.encode(message)
+
+
+def _error_code(exc: CommandError) -> ErrorCode:
+    try:
+        return ErrorCode(exc.code)
+    except ValueError:
+        return ErrorCode.USAGE
