@@ -17,7 +17,9 @@ from hub.auth import Identity, issue_token
 from hub.broker import Broker, user_channel
 from hub.config import Settings
 from hub.connection import Connection
+from hub.plugins import PluginHost
 from hub.presence import MemoryPresence, Presence
+from hub.presence_redis import RedisPresence
 from hub.protocol import (
     Attachment,
     ChatMessage,
@@ -39,9 +41,15 @@ class Hub:
     """Services of one hub process."""
 
     def __init__(
-        self, settings: Settings, store: Store, broker: Broker, presence: Presence | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        broker: Broker,
+        presence: Presence | None = None,
+        plugins: PluginHost | None = None,
     ) -> None:
         self.settings = settings
+        self.plugins = plugins or PluginHost(settings)
         self.store = store
         self.broker = broker
         self.presence = presence or MemoryPresence()
@@ -61,7 +69,7 @@ class Hub:
         self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
-    async def create(cls, settings: Settings) -> Hub:
+    async def create(cls, settings: Settings, plugins: PluginHost | None = None) -> Hub:
         """Open the store (migrating if configured) and start the broker."""
         store = await Store.open(
             settings.resolved_database_url(),
@@ -69,16 +77,27 @@ class Hub:
             pool_max=settings.db_pool_max,
             migrate=settings.auto_migrate,
         )
-        broker = Broker()
-        hub = cls(settings, store, broker)
+        if settings.redis_url:
+            broker = Broker.from_redis_url(settings.redis_url, settings.redis_prefix)
+            presence: Presence = RedisPresence(
+                broker.redis, settings.redis_prefix, settings.presence_ttl
+            )
+        else:
+            broker, presence = Broker(), MemoryPresence()
+        hub = cls(settings, store, broker, presence=presence, plugins=plugins)
         await hub.start()
         return hub
 
     async def start(self) -> None:
         await self.broker.start()
+        self.broker.on_reconnect(self.rooms.resync)
         self._heartbeat = asyncio.create_task(self._sweep(), name="heartbeat")
+        if isinstance(self.presence, RedisPresence):
+            self.spawn(self._keep_presence(self.presence), name="presence")
+        await self.plugins.start(self)
 
     async def stop(self) -> None:
+        await self.plugins.stop(self)
         for conn in list(self.connections.values()):
             conn.close(CloseCode.GOING_AWAY)
         tasks = [t for t in (self._heartbeat, *self._tasks) if t is not None]
@@ -135,6 +154,17 @@ class Hub:
                 if unsub is not None:
                     await unsub()
 
+    async def _keep_presence(self, presence: RedisPresence) -> None:
+        """Refresh this replica's presence entries; announce users of dead replicas offline."""
+        while True:
+            await asyncio.sleep(presence.ttl / 3)
+            try:
+                await presence.refresh()
+                for room_id, user in await presence.reap():
+                    await self.rooms.publish_presence(room_id, user, "offline")
+            except Exception as exc:  # Redis away: entries expire; rebuilt on the next refresh
+                log.debug("presence refresh failed: %s", exc)
+
     def _to_user(self, user_id: str, data: bytes) -> None:
         text = data.decode()
         for conn in tuple(self._by_user.get(user_id, ())):
@@ -181,7 +211,12 @@ class Hub:
         attachments: list[Attachment] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> tuple[ChatMessage, bool]:
-        """Persist then publish a room message. Returns ``(message, duplicate)``."""
+        """Persist then publish a room message. Returns ``(message, duplicate)``.
+
+        Plugins enabled in the room first transform the text, then observe the message in
+        the background; both isolated, so a failing plugin never loses or blocks it.
+        """
+        text = await self.plugins.transform(text, room_id, author, self)
         message, duplicate = await self.store.append_message(
             room_id,
             author,
@@ -196,6 +231,8 @@ class Hub:
             await self.rooms.publish_message(message)
             for listener in self._listeners:
                 self.spawn(listener(message), name=f"listener:{room_id}")
+            if self.plugins.observes(room_id):
+                self.spawn(self.plugins.observe(message, self), name=f"plugins:{room_id}")
         return message, duplicate
 
     async def post_direct(
@@ -214,9 +251,9 @@ class Hub:
 
 
 @contextlib.asynccontextmanager
-async def running_hub(settings: Settings):
+async def running_hub(settings: Settings, plugins: PluginHost | None = None):
     """Start a hub for the duration of a ``with`` block (used by the app's lifespan)."""
-    hub = await Hub.create(settings)
+    hub = await Hub.create(settings, plugins)
     try:
         yield hub
     finally:

@@ -579,6 +579,10 @@ class PluginHost:
                 text = result
         return text
 
+    def observes(self, room: str) -> bool:
+        """Whether any plugin enabled in ``room`` implements ``lydian_message``."""
+        return any(self.is_enabled(room, i.plugin_name) for i in self._impls("lydian_message"))
+
     async def observe(self, message: Any, hub: Hub) -> None:
         """Run every enabled ``lydian_message`` hook concurrently, each isolated."""
 
