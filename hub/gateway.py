@@ -307,12 +307,28 @@ class Session:
         )
 
     async def command(self, frame: Command) -> None:
-        self.error(
-            ErrorCode.UNKNOWN_COMMAND,
-            f"unknown command {frame.text.split()[0]!r}",
-            frame.id,
-            frame.room,
-        )
+        """Run a chat-ops command in a joined room; reply ``command_result`` or ``error``.
+
+        It runs in the background so that a slow plugin never stalls this socket. A plain
+        ``send`` is never a command: clients turn a leading ``/`` into a ``command`` frame.
+        """
+        assert self.conn.identity is not None
+        if not self._joined(frame.room, frame.id) or not self._text_ok(frame.text, frame.id):
+            return
+        identity = self.conn.identity
+
+        async def run() -> None:
+            try:
+                reply = await self.hub.plugins.run_command(
+                    self.hub, identity, frame.room, frame.text, frame.id
+                )
+            except Exception:
+                log.exception("command %r in %s failed", frame.text[:100], frame.room)
+                self.error(ErrorCode.INTERNAL, "the command failed", frame.id, frame.room)
+                return
+            self.conn.send(reply)
+
+        self.hub.spawn(run(), name=f"command:{frame.room}")
 
 
 @websocket("/ws")
