@@ -19,6 +19,8 @@ from hub.auth import ISSUER, Identity
 from hub.config import Settings, load_settings
 from hub.core import running_hub
 from hub.gateway import ws_endpoint
+from hub.plugin_api import plugin_routes
+from hub.plugins import PluginHost
 
 
 async def _identity_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Identity:
@@ -37,9 +39,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
+    plugins = PluginHost(settings)  # loaded now: plugin routes must be known to build the app
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        async with running_hub(settings) as hub:
+        async with running_hub(settings, plugins) as hub:
             app.state.hub = hub
             yield
 
@@ -56,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             healthz,
             ws_endpoint,
             *attachment_routes(settings),
+            *plugin_routes,
+            *plugins.routes(),
         ],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],

@@ -1,0 +1,128 @@
+"""REST API for plugins: list them, rescan entry points, enable or disable one per room."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get, post, put
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ValidationException
+from litestar.params import FromPath, JSONBody
+
+from hub.auth import Identity
+from hub.core import Hub
+from hub.plugins import (
+    PluginInfo,
+    PluginUnavailable,
+    UnknownPlugin,
+    UnknownRoomError,
+)
+
+AuthRequest = Request[Identity, Any, Any]
+
+
+class RoomPluginState(msgspec.Struct):
+    room: str
+    plugin: str
+    enabled: bool
+    kind: str  # plugin | agent
+
+
+class SetEnabled(msgspec.Struct):
+    enabled: bool
+
+
+def _require_admin(request: AuthRequest) -> None:
+    if not request.user.is_admin:
+        raise PermissionDeniedException("only admins can change plugins")
+
+
+async def _infos(hub: Hub) -> list[PluginInfo]:
+    enabled = await hub.store.room_plugins()
+    out = []
+    for info in hub.plugins.infos():
+        info.rooms = sorted(room for room, names in enabled.items() if names.get(info.name))
+        out.append(info)
+    return out
+
+
+class PluginController(Controller):
+    path = "/api/plugins"
+    tags = ["plugins"]
+
+    @get("/")
+    async def list_plugins(self, request: AuthRequest) -> list[PluginInfo]:
+        """Installed plugins: version, hooks, commands, status and rooms where enabled."""
+        return await _infos(request.app.state.hub)
+
+    @post("/reload", status_code=200)
+    async def reload(self, request: AuthRequest) -> list[PluginInfo]:
+        """Rescan the ``lydian.plugins`` entry points (after a ``pip install``); admins only.
+
+        New plugins start at once, on every replica; new HTTP routes need a restart.
+        """
+        _require_admin(request)
+        hub: Hub = request.app.state.hub
+        await hub.plugins.reload(hub)
+        return await _infos(hub)
+
+
+class RoomPluginController(Controller):
+    path = "/api/rooms/{room_id:str}/plugins"
+    tags = ["plugins"]
+
+    async def _room(self, request: AuthRequest, room_id: str) -> Hub:
+        hub: Hub = request.app.state.hub
+        room = await hub.room(room_id)
+        if room is None:
+            raise NotFoundException(f"no room {room_id!r}")
+        if not await hub.can_access(room, request.user):
+            raise PermissionDeniedException(f"room {room_id!r} is private")
+        return hub
+
+    def _state(self, hub: Hub, room_id: str, name: str) -> RoomPluginState:
+        plugins = hub.plugins
+        if name not in plugins.names() and name not in plugins.agent_names():
+            raise NotFoundException(f"no plugin or agent {name!r}")
+        kind = "agent" if name in plugins.agent_names() else "plugin"
+        return RoomPluginState(
+            room=room_id, plugin=name, enabled=plugins.is_enabled(room_id, name), kind=kind
+        )
+
+    @get("/")
+    async def list_room_plugins(
+        self, request: AuthRequest, room_id: FromPath[str]
+    ) -> list[RoomPluginState]:
+        """Every plugin and agent with whether it is on in this room."""
+        hub = await self._room(request, room_id)
+        names = hub.plugins.names() + hub.plugins.agent_names()
+        return [self._state(hub, room_id, name) for name in names]
+
+    @get("/{name:str}")
+    async def get_room_plugin(
+        self, request: AuthRequest, room_id: FromPath[str], name: FromPath[str]
+    ) -> RoomPluginState:
+        hub = await self._room(request, room_id)
+        return self._state(hub, room_id, name)
+
+    @put("/{name:str}")
+    async def set_room_plugin(
+        self,
+        request: AuthRequest,
+        room_id: FromPath[str],
+        name: FromPath[str],
+        data: JSONBody[SetEnabled],
+    ) -> RoomPluginState:
+        """Enable or disable a plugin or agent in this room, at once, on every replica."""
+        _require_admin(request)
+        hub = await self._room(request, room_id)
+        try:
+            await hub.plugins.set_enabled(hub, room_id, name, data.enabled, by=request.user)
+        except (UnknownPlugin, UnknownRoomError) as exc:
+            raise NotFoundException(exc.detail) from None
+        except PluginUnavailable as exc:
+            raise ValidationException(exc.detail) from None
+        return self._state(hub, room_id, name)
+
+
+plugin_routes = [PluginController, RoomPluginController]
