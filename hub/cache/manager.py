@@ -392,6 +392,46 @@ class CacheManager:
         await self._store(full, ns, data, entry_ttl, entry_tags)
         await self._broadcast([full], [], local=False)
 
+    @property
+    def epoch(self) -> int:
+        """Changes on every invalidation; pass it to :meth:`put` to refuse stale fills."""
+        return self._epoch
+
+    async def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        namespace: str = "default",
+        user: str | None = None,
+        ttl: float | None = ...,  # type: ignore[assignment]
+        tags: Iterable[str] = (),
+        events: Iterable[str] = (),
+        if_epoch: int | None = None,
+    ) -> bool:
+        """Fill the cache from the source (not a change: other replicas keep their copies).
+
+        With ``if_epoch``, nothing is stored if an invalidation happened since that epoch
+        (the value may predate it). Returns whether the value was stored. Raises like
+        :meth:`set`.
+        """
+        ns, strategy = self._resolve(namespace)
+        full = f"{namespace}:{strategy.scoped_key(key, user)}"
+        data = self._encode(full, value)
+        if len(data) > self.max_value_bytes:
+            self.stats_.rejected += 1
+            raise CacheValueTooLarge(
+                f"value for cache key {full!r} is {len(data)} bytes; "
+                f"the limit is {self.max_value_bytes}"
+            )
+        epoch = self._epoch if if_epoch is None else if_epoch
+        entry_ttl = strategy.ttl(full, ns.ttl) if ttl is ... else ttl
+        if not strategy.cacheable or entry_ttl == 0 or epoch != self._epoch:
+            return False
+        entry_tags = self._tags_for(ns, strategy, key, user, tags, events)
+        await self._store(full, ns, data, entry_ttl, entry_tags, epoch)
+        return True
+
     async def delete(self, key: str, *, namespace: str = "default", user: str | None = None) -> int:
         _, strategy = self._resolve(namespace)
         return await self.invalidate(key=f"{namespace}:{strategy.scoped_key(key, user)}")
@@ -403,12 +443,14 @@ class CacheManager:
         tag: str | None = None,
         event: str | None = None,
         namespace: str | None = None,
+        events: Iterable[str] = (),
         everything: bool = False,
     ) -> int:
         """Drop entries from every tier on every replica; returns the L1 entries dropped here.
 
         ``key`` is a full key (``namespace:key``; use :meth:`delete` for a namespace key),
-        ``tag`` a caller tag, ``event`` an event name, ``namespace`` a whole namespace.
+        ``tag`` a caller tag, ``event``/``events`` event names, ``namespace`` a whole
+        namespace. Several at once cost one Redis round trip.
         """
         keys = [key] if key is not None else []
         tags = []
@@ -416,6 +458,7 @@ class CacheManager:
             tags.append(f"t:{tag}")
         if event is not None:
             tags.append(f"e:{event}")
+        tags += (f"e:{e}" for e in events)
         if namespace is not None:
             tags.append(f"n:{namespace}")
         self.stats_.invalidations += 1

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +26,8 @@ from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 from hub.protocol import Attachment, ChatMessage, UserRef
 from hub.store.engines import bind, engine_for_url
 from hub.store.tables import Member, Message, Room, RoomPlugin
+
+log = logging.getLogger(__name__)
 
 
 class RoomInfo(msgspec.Struct, omit_defaults=True):
@@ -66,6 +69,19 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._write_lock = asyncio.Lock()  # SQLite has one writer; queue in-process, not on locks
+        self._change_listeners: list[Callable[[str, str], Awaitable[None]]] = []
+
+    def on_change(self, listener: Callable[[str, str], Awaitable[None]]) -> None:
+        """Call ``listener(kind, room_id)`` after each committed write, before the writer
+        returns; ``kind`` is ``room``, ``member`` or ``message`` (used by the query cache)."""
+        self._change_listeners.append(listener)
+
+    async def _changed(self, kind: str, room_id: str) -> None:
+        for listener in self._change_listeners:
+            try:
+                await listener(kind, room_id)
+            except Exception:
+                log.exception("store change listener failed for %s %s", kind, room_id)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -157,6 +173,7 @@ class Store:
             if await self.get_room(room_id) is not None:
                 raise RoomExists(room_id) from exc
             raise
+        await self._changed("room", room_id)
         return _room_info(row.to_dict())
 
     async def get_room(self, room_id: str) -> RoomInfo | None:
@@ -213,11 +230,13 @@ class Store:
             if await self.is_member(room_id, user_id):
                 return False
             raise
+        await self._changed("member", room_id)
         return True
 
     async def remove_member(self, room_id: str, user_id: str) -> None:
         async with self._write():
             await Member.delete().where((Member.room == room_id) & (Member.user_id == user_id))
+        await self._changed("member", room_id)
 
     async def is_member(self, room_id: str, user_id: str) -> bool:
         return await Member.exists().where((Member.room == room_id) & (Member.user_id == user_id))
@@ -293,6 +312,7 @@ class Store:
                 if existing is not None:
                     return existing, True
             raise
+        await self._changed("message", room_id)
         message = ChatMessage(
             room=room_id,
             offset=seq,
