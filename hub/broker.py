@@ -12,11 +12,14 @@ Channels: ``room:<id>`` (room traffic), ``user:<id>`` (direct messages),
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
 from litestar.channels.backends.base import ChannelsBackend
 from litestar.channels.backends.memory import MemoryChannelsBackend
+from litestar.channels.backends.redis import RedisChannelsPubSubBackend
+from redis.asyncio import Redis
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +41,76 @@ CONTROL_CHANNEL = "hub:control"
 class Broker:
     """Publish bytes to named channels; deliver them to every local handler of that channel."""
 
-    def __init__(self, backend: ChannelsBackend | None = None) -> None:
+    def __init__(
+        self,
+        backend: ChannelsBackend | None = None,
+        redis: Redis | None = None,
+        health_interval: float = 1.0,
+    ) -> None:
         self.backend = backend or MemoryChannelsBackend()
+        self.redis = redis
+        self.health_interval = health_interval
+        self.connected = True
         self._handlers: dict[str, list[Handler]] = {}
-        self._reader: asyncio.Task[None] | None = None
+        self._reconnect_callbacks: list[Callable[[], Awaitable[None]]] = []
+        self._tasks: list[asyncio.Task[None]] = []
         self._sub_lock = asyncio.Lock()
+
+    @classmethod
+    def from_redis_url(cls, url: str, prefix: str = "lydian") -> Broker:
+        """A broker on Redis pub/sub, shared by every replica that uses the same URL and prefix."""
+        redis = Redis.from_url(url, health_check_interval=5, socket_connect_timeout=2)
+        backend = RedisChannelsPubSubBackend(redis=redis, key_prefix=f"{prefix}:ch")
+        return cls(backend, redis=redis)
+
+    def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Call ``callback`` when the backend comes back after an outage (pub/sub lost messages)."""
+        self._reconnect_callbacks.append(callback)
 
     async def start(self) -> None:
         await self.backend.on_startup()
-        self._reader = asyncio.create_task(self._read(), name="broker-reader")
+        self._tasks.append(asyncio.create_task(self._read(), name="broker-reader"))
+        if self.redis is not None:
+            self._tasks.append(asyncio.create_task(self._watch(), name="broker-watchdog"))
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-            self._reader = None
-        await self.backend.on_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        with contextlib.suppress(Exception):
+            await self.backend.on_shutdown()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _watch(self) -> None:
+        """Ping Redis; after an outage, tell the callbacks so rooms resync from the store."""
+        assert self.redis is not None
+        while True:
+            await asyncio.sleep(self.health_interval)
+            try:
+                await asyncio.wait_for(self.redis.ping(), timeout=2)
+            except Exception:
+                if self.connected:
+                    log.warning("Redis unreachable: rooms continue locally, resync when it is back")
+                self.connected = False
+                continue
+            if not self.connected:
+                self.connected = True
+                log.warning("Redis is back: resubscribing and resyncing rooms from the store")
+                await self._resubscribe()
+                for callback in self._reconnect_callbacks:
+                    try:
+                        await callback()
+                    except Exception:
+                        log.exception("reconnect callback failed")
+
+    async def _resubscribe(self) -> None:
+        async with self._sub_lock:
+            channels = list(self._handlers)
+            if channels:
+                with contextlib.suppress(Exception):
+                    await self.backend.subscribe(channels)
 
     async def publish(self, channel: str, data: bytes) -> None:
         await self.backend.publish(data, [channel])

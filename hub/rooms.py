@@ -244,14 +244,43 @@ class RoomRegistry:
     # ------------------------------------------------------------ publishing
 
     async def publish_message(self, message: ChatMessage) -> None:
-        """Publish a committed message on its room channel."""
-        await self.broker.publish(
-            room_channel(message.room), envelope(encode(MessageFrame(message)), message.offset)
-        )
+        """Publish a committed message on its room channel.
+
+        If the broker is unreachable the message is still committed: local sockets get it at
+        once, and other replicas catch up from the store (gap fill, or resync on reconnect).
+        """
+        data = envelope(encode(MessageFrame(message)), message.offset)
+        try:
+            await self.broker.publish(room_channel(message.room), data)
+        except Exception:
+            log.warning(
+                "broker publish failed for %s@%d; delivering locally", message.room, message.offset
+            )
+            room = self.live.get(message.room)
+            if room is not None:
+                room.on_event(data)
+
+    async def resync(self) -> None:
+        """Deliver from the store whatever each live room missed (after a broker outage)."""
+        for room in list(self.live.values()):
+            if room.delivered is None:
+                continue
+            missed = await self.store.messages_after(room.id, room.delivered, self.max_replay)
+            for message in missed:
+                room.on_event(envelope(encode(MessageFrame(message)), message.offset))
 
     async def publish_event(self, room_id: str, frame_bytes: bytes) -> None:
-        """Publish an unordered room event (presence, typing, stream frames, announcements)."""
-        await self.broker.publish(room_channel(room_id), envelope(frame_bytes))
+        """Publish an unordered room event (presence, typing, stream frames, announcements).
+
+        Events are not persisted: during a broker outage only local sockets get them.
+        """
+        data = envelope(frame_bytes)
+        try:
+            await self.broker.publish(room_channel(room_id), data)
+        except Exception:
+            room = self.live.get(room_id)
+            if room is not None:
+                room.on_event(data)
 
     async def publish_presence(self, room_id: str, user: UserRef, status: str) -> None:
         from hub.protocol import PresenceFrame

@@ -1,0 +1,139 @@
+"""Several hub processes sharing PostgreSQL and Redis behave as one hub."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.procs import PrivateRedis, cluster, token
+
+
+async def _create_room(proc, room: str) -> None:
+    async with httpx.AsyncClient(
+        base_url=proc.http_url, headers={"Authorization": f"Bearer {token('owner')}"}
+    ) as http:
+        assert (await http.post("/api/rooms", json={"id": room})).status_code == 201
+
+
+async def _messages(client, count: int, timeout: float = 10) -> list[dict]:
+    frames = [
+        await client.expect("message", timeout=timeout, skip=("ping", "presence", "typing", "ack"))
+        for _ in range(count)
+    ]
+    return [f["message"] for f in frames]
+
+
+async def test_three_replicas_deliver_every_message_once_in_one_order(tmp_path):
+    async with cluster(tmp_path, 3) as replicas:
+        await _create_room(replicas[0], "ops")
+        clients = []
+        for i in range(6):
+            client = await replicas[i % 3].client(f"user{i}")
+            await client.join("ops")
+            clients.append(client)
+
+        async def chatter(i: int, client) -> None:
+            for j in range(5):
+                await client.send(
+                    {"type": "send", "room": "ops", "text": f"{i}.{j}", "id": f"{i}-{j}"}
+                )
+
+        await asyncio.gather(*(chatter(i, c) for i, c in enumerate(clients)))
+        seen = await asyncio.gather(*(_messages(c, 30) for c in clients))
+        orders = [[(m["offset"], m["text"]) for m in s] for s in seen]
+        assert [o for o, _ in orders[0]] == list(range(1, 31))  # gap-free, each once
+        assert all(order == orders[0] for order in orders)  # the same order everywhere
+        assert sorted(t for _, t in orders[0]) == sorted(
+            f"{i}.{j}" for i in range(6) for j in range(5)
+        )
+        for client in clients:
+            assert [f for f in await client.silent_for(0.2) if f["type"] == "message"] == []
+
+        # every replica reports the same presence
+        snapshots = []
+        for proc in replicas:
+            probe = await proc.client(f"probe-{proc.port}")
+            joined = await probe.join("ops")
+            snapshots.append({p["user"]["id"] for p in joined["presence"]} - {f"probe-{proc.port}"})
+            await probe.close()
+        assert all(s == {f"user{i}" for i in range(6)} for s in snapshots)
+
+
+async def test_a_killed_replicas_clients_resume_on_another_without_loss(tmp_path):
+    async with cluster(tmp_path, 2) as (doomed, survivor):
+        await _create_room(survivor, "ops")
+        writer = await survivor.client("writer")
+        await writer.join("ops")
+        victim = await doomed.client("victim")
+        await victim.join("ops")
+        for i in range(10):
+            await writer.say("ops", f"before {i}", f"b{i}")
+        got = await _messages(victim, 10)
+        last = got[-1]["offset"]
+
+        doomed.kill()
+        for i in range(10):  # keeps going while the victim is cut off
+            await writer.say("ops", f"during {i}", f"d{i}")
+        victim = await survivor.client("victim")
+        joined = await victim.join("ops", since=last)
+        assert joined["recovered"] and joined["replayed"] == 10
+        for i in range(5):
+            await writer.say("ops", f"after {i}", f"a{i}")
+        rest = await _messages(victim, 15)
+        assert [m["offset"] for m in got + rest] == list(range(1, 26))
+        assert [m["text"] for m in rest] == [f"during {i}" for i in range(10)] + [
+            f"after {i}" for i in range(5)
+        ]
+
+
+async def test_users_of_a_dead_replica_go_offline_within_the_presence_ttl(tmp_path):
+    async with cluster(tmp_path, 2, LYDIAN_PRESENCE_TTL="1.5") as (doomed, survivor):
+        await _create_room(survivor, "ops")
+        watcher = await survivor.client("watcher")
+        await watcher.join("ops")
+        ghost = await doomed.client("ghost")
+        await ghost.join("ops")
+        online = await watcher.expect(
+            lambda f: f["type"] == "presence" and f["user"]["id"] == "ghost"
+        )
+        assert online["status"] == "online"
+        doomed.kill()
+        start = asyncio.get_running_loop().time()
+        offline = await watcher.expect(
+            lambda f: f["type"] == "presence" and f["user"]["id"] == "ghost", timeout=10
+        )
+        assert offline["status"] == "offline"
+        assert asyncio.get_running_loop().time() - start < 1.5 + 1.5  # ttl + one reap period
+        probe = await survivor.client("probe")
+        assert {p["user"]["id"] for p in (await probe.join("ops"))["presence"]} == {
+            "watcher",
+            "probe",
+        }
+
+
+async def test_the_room_goes_on_while_redis_restarts(tmp_path):
+    redis = PrivateRedis()
+    await redis.start()
+    try:
+        async with cluster(tmp_path, 2, redis_url=redis.url) as (one, two):
+            await _create_room(one, "ops")
+            alice = await one.client("alice")
+            bob = await two.client("bob")
+            await alice.join("ops")
+            await bob.join("ops")
+            await alice.say("ops", "hello", "h")
+            assert (await bob.expect("message"))["message"]["text"] == "hello"
+
+            redis.stop()
+            acked = [await alice.say("ops", f"outage {i}", f"o{i}") for i in range(5)]
+            assert [a["offset"] for a in acked] == [2, 3, 4, 5, 6]  # the store keeps accepting
+            await redis.start()
+            # bob's replica resyncs from the store once Redis is back: nothing lost, no dupes
+            got = await _messages(bob, 5, timeout=15)
+            assert [m["text"] for m in got] == [f"outage {i}" for i in range(5)]
+            await bob.say("ops", "back to normal", "n")
+            texts = [m["text"] for m in await _messages(alice, 7, timeout=10)]
+            assert texts[-1] == "back to normal" and texts.count("outage 0") == 1
+    finally:
+        redis.stop()
