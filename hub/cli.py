@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--admin", action="store_true", help="grant the admin role")
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     token.set_defaults(func=_token)
+
+    from hub.plugin_cli import add_plugin_commands
+
+    add_plugin_commands(sub)
     return parser
 
 

@@ -1,0 +1,92 @@
+"""``lydian plugins list`` and ``lydian plugin new NAME``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from hub.config import Settings, load_settings
+from hub.plugin_config import PluginConfigError, load_plugin_settings
+from hub.plugins import PluginHost
+from hub.scaffold import render_plugin
+
+
+def check_settings(host: PluginHost, settings: Settings) -> dict[str, str]:
+    """Validate every plugin's settings without starting it: ``{plugin: error}``."""
+    errors: dict[str, str] = {}
+    for impl in host._impls("lydian_plugin_settings"):
+        try:
+            struct = impl.function()
+            if struct is not None:
+                load_plugin_settings(
+                    impl.plugin_name, struct, settings.plugin_config.get(impl.plugin_name)
+                )
+        except PluginConfigError as exc:
+            errors[impl.plugin_name] = str(exc)
+        except Exception as exc:
+            errors[impl.plugin_name] = f"lydian_plugin_settings: {type(exc).__name__}: {exc}"
+    return errors
+
+
+async def _enabled_rooms(settings: Settings) -> dict[str, dict[str, bool]]:
+    from hub.store.store import Store
+
+    store = await Store.open(settings.resolved_database_url(), migrate=settings.auto_migrate)
+    try:
+        return await store.room_plugins()
+    finally:
+        await store.close()
+
+
+def plugins_list(_: argparse.Namespace) -> int:
+    settings = load_settings()
+    host = PluginHost(settings)
+    errors = check_settings(host, settings)
+    try:
+        enabled = asyncio.run(_enabled_rooms(settings))
+    except Exception as exc:
+        print(f"lydian: cannot read room enablement from the store: {exc}", file=sys.stderr)
+        enabled = {}
+    rows = [("NAME", "VERSION", "HOOKS", "ROOMS", "STATUS")]
+    for info in host.infos():
+        rooms = sorted(r for r, names in enabled.items() if names.get(info.name))
+        if info.default_enabled:
+            rooms.insert(0, "(default on)")
+        status = info.error or errors.get(info.name) or "ok"
+        hooks = ",".join(h.removeprefix("lydian_") for h in info.hooks)
+        rows.append((info.name, info.version or "-", hooks or "-", ",".join(rooms) or "-", status))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)]
+        print("  ".join([*cells, row[4]]))
+    return 0
+
+
+def plugin_new(args: argparse.Namespace) -> int:
+    try:
+        target = render_plugin(args.name, Path(args.dir))
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
+        print(f"lydian: {exc}", file=sys.stderr)
+        return 2
+    print(f"created {target}")
+    print(f"next: pip install -e {target}; then, in a room: /plugins enable {args.name}")
+    return 0
+
+
+def add_plugin_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``plugins list`` and ``plugin new`` to the ``lydian`` parser."""
+    plugins = sub.add_parser("plugins", help="inspect installed plugins")
+    plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True)
+    listing = plugins_sub.add_parser(
+        "list", help="name, version, hooks, rooms where enabled, status"
+    )
+    listing.set_defaults(func=plugins_list)
+
+    plugin = sub.add_parser("plugin", help="create plugins")
+    plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)
+    new = plugin_sub.add_parser("new", help="render plugin_template/ into a new package")
+    new.add_argument("name", help="plugin name: lowercase letters, digits, '_'")
+    new.add_argument("--dir", default=".", help="parent folder (default: current)")
+    new.set_defaults(func=plugin_new)
