@@ -1,14 +1,11 @@
 # Lydian hub image: `docker build -t lydian-hub .`, run with `docker compose up` (docker-compose.yml).
-# Stage 1 builds the wheel (migrations are packed into it as hub/_migrations); stage 2 installs
+# Stage 1 builds the wheel (migrations and the plugin template are packed into it); stage 2 installs
 # only that wheel and its dependencies, so the image holds no source checkout and no build tools.
 
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY hub ./hub
-COPY plugins ./plugins
-COPY adapters ./adapters
-COPY migrations ./migrations
+# The whole context, as trimmed by .dockerignore: the wheel build picks what pyproject.toml names.
+COPY . .
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 FROM python:3.11-slim

@@ -137,6 +137,14 @@ def test_compose_environment_configures_the_hub(services: dict[str, Any]) -> Non
     assert settings.port == 8000
 
 
+def test_replicas_share_the_data_directory(compose: dict[str, Any], services: Any) -> None:
+    """Attachments are files under ``LYDIAN_DATA_DIR``: every replica must see every upload."""
+    data_dir = next(args for k, args in final_stage() if k == "ENV" and "LYDIAN_DATA_DIR" in args)
+    path = re.search(r"LYDIAN_DATA_DIR=(\S+)", data_dir)[1]
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in services["hub"]["volumes"]}
+    assert mounts[path] in (compose.get("volumes") or {}), "the data dir needs a named volume"
+
+
 def test_postgres_service(compose: dict[str, Any], services: dict[str, Any]) -> None:
     pg = services["postgres"]
     assert pg["image"] == "postgres:16"
@@ -194,13 +202,15 @@ def test_build_copies_what_the_wheel_needs() -> None:
     for keyword, args in dockerfile():
         if keyword == "COPY" and not args.startswith("--from"):
             copied |= set(args.split()[:-1])
+    if "." in copied:  # the whole context: everything that .dockerignore lets through
+        copied |= needed
     assert needed <= copied, f"not copied into the build: {needed - copied}"
     ignore = [
         p.strip()
         for p in (ROOT / ".dockerignore").read_text().splitlines()
         if p.strip() and not p.startswith("#")
     ]
-    for path in copied:
+    for path in needed:
         assert (ROOT / path).exists(), path
         assert not any(fnmatch.fnmatch(path, p) for p in ignore), f"{path} is dockerignored"
 
