@@ -109,7 +109,7 @@ class PluginsReload(msgspec.Struct, tag_field="type", tag="plugins_reload"):
 _control_decoder = msgspec.json.Decoder(PluginToggle | PluginsReload)
 
 
-class PluginInfo(msgspec.Struct, omit_defaults=True):
+class PluginInfo(msgspec.Struct):
     """A plugin as ``GET /api/plugins`` and ``lydian plugins list`` show it."""
 
     name: str
