@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 
 from litestar import WebSocket
@@ -19,13 +20,15 @@ from hub.protocol import CloseCode, Frame, UserRef, encode
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
+NODE = secrets.token_hex(4)
+"""This process's id: connection ids must be unique across replicas (presence keys on them)."""
 
 
 class Connection:
     """Server-side state of one WebSocket."""
 
     def __init__(self, socket: WebSocket, queue_size: int) -> None:
-        self.id = f"c{next(_ids)}"
+        self.id = f"{NODE}-{next(_ids)}"
         self.socket = socket
         self.identity: Identity | None = None
         self.user: UserRef | None = None

@@ -137,3 +137,32 @@ async def test_the_room_goes_on_while_redis_restarts(tmp_path):
             assert texts[-1] == "back to normal" and texts.count("outage 0") == 1
     finally:
         redis.stop()
+
+
+async def test_serve_with_workers_shares_one_port_and_rooms(tmp_path):
+    from tests.procs import HubProcess, cluster_env, pg_schema
+
+    async with pg_schema() as db:
+        env = cluster_env(db, LYDIAN_WORKERS="2")
+        proc = await HubProcess(env, tmp_path).start()
+        try:
+            await _create_room(proc, "ops")
+            clients = []
+            nodes: set[str] = set()
+            while len(nodes) < 2:  # connect in bursts until both workers serve some
+                assert len(clients) < 100, f"every connection went to one worker: {nodes}"
+                burst = await asyncio.gather(
+                    *(proc.client(f"user{len(clients) + i}") for i in range(10))
+                )
+                for client in burst:
+                    await client.join("ops")
+                    nodes.add(client.welcome["session"].split("-")[0])
+                clients.extend(burst)
+            for i, client in enumerate(clients):
+                await client.send({"type": "send", "room": "ops", "text": f"m{i}", "id": f"m{i}"})
+            n = len(clients)
+            seen = await asyncio.gather(*(_messages(c, n) for c in clients))
+            assert all([m["offset"] for m in s] == list(range(1, n + 1)) for s in seen)
+            assert all([m["id"] for m in s] == [m["id"] for m in seen[0]] for s in seen)
+        finally:
+            proc.stop()

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 from piccolo.apps.migrations.commands.forwards import ForwardsMigrationManager
 from piccolo.apps.migrations.tables import Migration
@@ -28,6 +32,9 @@ from hub.store.engines import bind, engine_for_url
 from hub.store.tables import Member, Message, Room, RoomPlugin
 
 log = logging.getLogger(__name__)
+
+
+MIGRATION_LOCK_KEY = 0x4C5944494E  # "LYDIN": the advisory lock migrations hold on PostgreSQL
 
 
 class RoomInfo(msgspec.Struct, omit_defaults=True):
@@ -99,8 +106,6 @@ class Store:
         engine = engine_for_url(url, server_settings=server_settings)
         bind(engine)
         if isinstance(engine, SQLiteEngine):
-            from pathlib import Path
-
             Path(engine.path).parent.mkdir(parents=True, exist_ok=True)
             await engine._run_in_new_connection("PRAGMA journal_mode=WAL")
         store = cls(engine)
@@ -111,7 +116,31 @@ class Store:
         return store
 
     async def migrate(self) -> None:
-        """Apply every migration in ``migrations/`` not yet applied (idempotent)."""
+        """Apply every migration in ``migrations/`` not yet applied (idempotent).
+
+        Replicas starting together take turns: a PostgreSQL advisory lock (a file lock for
+        SQLite) lets one process migrate while the others wait and then find nothing to do.
+        """
+        async with self._migration_lock():
+            await self._migrate()
+
+    @contextlib.asynccontextmanager
+    async def _migration_lock(self) -> AsyncIterator[None]:
+        if isinstance(self.engine, PostgresEngine):
+            conn = await asyncpg.connect(**self.engine.config)
+            try:
+                await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+                yield
+            finally:
+                await conn.close()  # closing the session releases the lock
+            return
+        fd = await asyncio.to_thread(_lock_file, f"{self.engine.path}.migrate.lock")
+        try:
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    async def _migrate(self) -> None:
         bind(self.engine)
         # Piccolo's own existence check sees a ``migration`` table in *any* schema; create ours
         # in the connection's schema first so non-default schemas migrate correctly.
@@ -402,6 +431,13 @@ class Store:
         for row in await query:
             out.setdefault(row["room"], {})[row["plugin"]] = bool(row["enabled"])
         return out
+
+
+def _lock_file(path: str) -> int:
+    """Open ``path`` and wait for an exclusive lock on it; return the descriptor."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 # ---------------------------------------------------------------------- row conversion
