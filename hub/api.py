@@ -85,7 +85,7 @@ class RoomController(Controller):
     async def list_rooms(self, request: AuthRequest) -> list[RoomInfo]:
         """Public rooms and the private rooms you are a member of."""
         hub: Hub = request.app.state.hub
-        return await hub.store.list_rooms(request.user.id)
+        return await hub.queries.list_rooms(request.user.id)
 
     @get("/{room_id:str}")
     async def get_room(self, request: AuthRequest, room_id: FromPath[str]) -> RoomInfo:
@@ -127,10 +127,10 @@ class RoomController(Controller):
         await _room_for(hub, room_id, request.user)
         limit = min(limit, hub.settings.history_page_max)
         if after is not None:
-            page = await hub.store.messages_after(room_id, after, limit + 1)
+            page = await hub.queries.messages_after(room_id, after, limit + 1)
             has_more = len(page) > limit
             return HistoryPage(room=room_id, messages=page[:limit], has_more=has_more)
-        page = await hub.store.messages_before(room_id, before, limit + 1)
+        page = await hub.queries.messages_before(room_id, before, limit + 1)
         has_more = len(page) > limit
         return HistoryPage(
             room=room_id, messages=page[-limit:] if has_more else page, has_more=has_more

@@ -16,11 +16,14 @@ from hub import __version__
 from hub.api import RoomController, guest_token, healthz
 from hub.attachments import attachment_routes
 from hub.auth import ISSUER, Identity
+from hub.cache.http import http_cache_middleware
+from hub.cache.routes import cache_routes
 from hub.config import Settings, load_settings
 from hub.core import running_hub
 from hub.gateway import ws_endpoint
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
+from hub.stream_api import stream_routes
 
 
 async def _identity_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Identity:
@@ -61,10 +64,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ws_endpoint,
             *attachment_routes(settings),
             *plugin_routes,
+            *stream_routes,
             *plugins.routes(),
+            *cache_routes,
         ],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],
+        middleware=[http_cache_middleware],  # runs after JWT auth: knows the user
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         debug=False,
     )

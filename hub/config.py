@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_default_ttl: float = 300.0
     cache_max_value_bytes: int = 1024 * 1024  # larger values are served uncached
     cache_loader_timeout: float = 10.0
-    cache_redis_prefix: str = "lydian:cache:"  # L2 keys and the invalidation channel
+    cache_redis_prefix: str = ""  # L2 keys and channel; "" = per database, see hub.cache.setup
     cache_warm_hottest: int = 100  # previous run's hottest keys loaded into L1 at startup
     max_upload_bytes: int = 10 * 1024 * 1024
     max_attachments_per_message: int = 10

@@ -15,6 +15,9 @@ from typing import Any
 
 from hub.auth import Identity, issue_token
 from hub.broker import Broker, user_channel
+from hub.cache.http import HttpCache
+from hub.cache.queries import QueryCache
+from hub.cache.setup import build_cache, start_cache
 from hub.config import Settings
 from hub.connection import Connection
 from hub.plugins import PluginHost
@@ -29,8 +32,10 @@ from hub.protocol import (
     UserRef,
     encode,
 )
+from hub.agents import Agents
 from hub.rooms import RoomRegistry
 from hub.store.store import RoomInfo, Store
+from hub.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,9 @@ class Hub:
         self.broker = broker
         self.presence = presence or MemoryPresence()
         self.secret = settings.resolved_secret()
+        self.cache = build_cache(settings)  # L1, plus Redis L2 when REDIS_URL is set
+        self.queries = QueryCache(store, self.cache)  # cached hot reads, dropped on writes
+        self.http_cache = HttpCache(self.cache)  # rules of the HTTP response cache
         self.rooms = RoomRegistry(
             store,
             broker,
@@ -67,6 +75,8 @@ class Hub:
         self._listeners: list[MessageListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
+        self.streams = StreamRegistry(self)  # streamed answers, cancellable from any replica
+        self.agents = Agents(self)  # agents and LLM providers from plugins
 
     @classmethod
     async def create(cls, settings: Settings, plugins: PluginHost | None = None) -> Hub:
@@ -94,9 +104,12 @@ class Hub:
         self._heartbeat = asyncio.create_task(self._sweep(), name="heartbeat")
         if isinstance(self.presence, RedisPresence):
             self.spawn(self._keep_presence(self.presence), name="presence")
+        await self.streams.setup()
         await self.plugins.start(self)
+        await start_cache(self)  # strategies from plugins, warming before ready
 
     async def stop(self) -> None:
+        await self.streams.stop()
         await self.plugins.stop(self)
         for conn in list(self.connections.values()):
             conn.close(CloseCode.GOING_AWAY)
@@ -105,6 +118,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.broker.stop()
+        await self.cache.stop()
         await self.store.close()
 
     def spawn(self, coro: Awaitable[Any], name: str | None = None) -> asyncio.Task[Any]:
@@ -187,7 +201,7 @@ class Hub:
     # ------------------------------------------------------------ rooms and messages
 
     async def room(self, room_id: str) -> RoomInfo | None:
-        return await self.store.get_room(room_id)
+        return await self.queries.get_room(room_id)
 
     async def can_access(self, room: RoomInfo, identity: Identity) -> bool:
         """Public rooms are open to all; private and DM rooms to members (and admins)."""

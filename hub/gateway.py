@@ -19,6 +19,7 @@ from hub.attachments import AttachmentStore, UnknownAttachment
 from hub.auth import Identity, TokenExpired, guest_identity, verify_token
 from hub.connection import Connection
 from hub.core import Hub
+from hub.streams import CancelRefused
 from hub.protocol import (
     Ack,
     Attachment,
@@ -287,7 +288,7 @@ class Session:
             self.error(ErrorCode.FORBIDDEN, f"room {frame.room!r} is private", frame.id, frame.room)
             return
         limit = min(frame.limit, self.settings.history_page_max)
-        page = await self.hub.store.messages_before(room.id, frame.before, limit + 1)
+        page = await self.hub.queries.messages_before(room.id, frame.before, limit + 1)
         has_more = len(page) > limit
         self.conn.send(
             History(
@@ -299,12 +300,17 @@ class Session:
         )
 
     async def cancel(self, frame: Cancel) -> None:
-        self.error(
-            ErrorCode.UNKNOWN_STREAM,
-            f"no stream {frame.stream_id!r} in {frame.room!r}",
-            frame.id,
-            frame.room,
-        )
+        """Stop a streamed answer for everyone (asker, room owner, admins); acked if ``id``."""
+        assert self.conn.identity is not None
+        if not self._joined(frame.room, frame.id):
+            return
+        try:
+            await self.hub.streams.cancel(frame.room, frame.stream_id, self.conn.identity)
+        except CancelRefused as exc:
+            self.error(exc.code, exc.detail, frame.id, frame.room)
+            return
+        if frame.id is not None:
+            self.conn.send(Ack(id=frame.id, room=frame.room))
 
     async def command(self, frame: Command) -> None:
         """Run a chat-ops command in a joined room; reply ``command_result`` or ``error``.
