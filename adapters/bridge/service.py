@@ -1,0 +1,481 @@
+"""The bridge between hub rooms and platform channels (one service per hub process).
+
+Inbound, an adapter calls :meth:`BridgeService.ingest` with a platform message; it is
+posted into every room bridged to that channel through ``hub.post_message`` with
+``meta={"source": platform, "channel": ..., "platform_id": ...}`` and a client id derived
+from the platform message, so a platform's retried delivery is stored once.
+
+Outbound, the service follows the broker channel of every bridged room and copies each
+message to every bridged channel except the one it came from; streamed answers become one
+platform message edited as tokens arrive, throttled per platform. Copies are recorded
+(platform message ↔ hub message), which serves edits, deletions and echo suppression: a
+platform message the bridge posted itself is never ingested again.
+
+Adapters must run in one hub process (they hold the platform connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from adapters.bridge.connector import Connector, StreamState
+from adapters.bridge.outbox import Outbox
+from adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
+from adapters.bridge.tables import bind
+from hub.auth import Identity
+from hub.broker import room_channel
+from hub.protocol import (
+    Attachment,
+    ChatMessage,
+    CommandResult,
+    MessageFrame,
+    RoomEvent,
+    StreamDelta,
+    StreamEnd,
+    StreamError,
+    StreamStart,
+    UserRef,
+    decode_server,
+    encode,
+)
+from hub.rooms import Envelope
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+_envelope = msgspec.json.Decoder(Envelope)
+
+StopHandler = Callable[[str, str, Identity], Awaitable[bool]]
+
+
+class BridgeService:
+    """Links, inbound posting, outbound fan-out and streamed answers for one hub."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.store = BridgeStore()
+        self.outbox = Outbox()
+        self.connectors: dict[str, Connector] = {}
+        self._links: dict[str, list[Link]] = {}
+        self._subs: dict[str, Callable[[], Awaitable[None]]] = {}
+        self._events: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._streams: dict[str, list[tuple[str, str, StreamState]]] = {}
+        self._forwarded: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._started = False
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load the links and follow the bridged rooms (idempotent)."""
+        async with self._lock:
+            if self._started:
+                return
+            bind(self.hub.store.engine)
+            for link in await self.store.links():
+                self._links.setdefault(link.room, []).append(link)
+            for room in list(self._links):
+                await self._follow(room)
+            self._worker = asyncio.create_task(self._work(), name="bridge:fan-out")
+            self._started = True
+
+    async def stop(self) -> None:
+        async with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            for unsubscribe in self._subs.values():
+                try:
+                    await unsubscribe()
+                except Exception:
+                    log.debug("unsubscribe failed", exc_info=True)
+            self._subs.clear()
+            await self.outbox.drain(timeout=2.0)
+            await self.outbox.close()
+            if self._worker is not None:
+                self._worker.cancel()
+                await asyncio.gather(self._worker, return_exceptions=True)
+
+    def register(self, connector: Connector) -> None:
+        self.connectors[connector.platform] = connector
+
+    def unregister(self, platform: str) -> None:
+        self.connectors.pop(platform, None)
+
+    # ------------------------------------------------------------ links
+
+    def links(self, room: str | None = None) -> list[Link]:
+        if room is not None:
+            return list(self._links.get(room, []))
+        return [link for links in self._links.values() for link in links]
+
+    def rooms_for(self, platform: str, channel: str) -> list[str]:
+        return [
+            room
+            for room, links in self._links.items()
+            if any(lk.platform == platform and lk.channel == channel for lk in links)
+        ]
+
+    async def bridge(self, room: str, platform: str, channel: str, by: str) -> bool:
+        """Bridge ``room`` to a platform channel; False if it was bridged already."""
+        link = Link(room, platform, channel, by)
+        added = await self.store.add_link(link)
+        if added:
+            self._links.setdefault(room, []).append(link)
+            await self._follow(room)
+        return added
+
+    async def unbridge(self, room: str, platform: str, channel: str | None = None) -> int:
+        removed = await self.store.remove_links(room, platform, channel)
+        kept = [
+            lk
+            for lk in self._links.get(room, [])
+            if not (lk.platform == platform and (channel is None or lk.channel == channel))
+        ]
+        if kept:
+            self._links[room] = kept
+        else:
+            self._links.pop(room, None)
+            unsubscribe = self._subs.pop(room, None)
+            if unsubscribe is not None:
+                await unsubscribe()
+        return removed
+
+    async def _follow(self, room: str) -> None:
+        if room not in self._subs:
+            self._subs[room] = await self.hub.broker.subscribe(
+                room_channel(room), lambda data, r=room: self._events.put_nowait((r, data))
+            )
+
+    # ------------------------------------------------------------ identities and commands
+
+    async def identity_for(self, user: PlatformUser, admin: bool = False) -> Identity:
+        """The hub identity a platform user acts as (linked hub user, else ``platform:id``)."""
+        known = await self.store.user(user.platform, user.id)
+        hub_user = known.hub_user if known else None
+        return Identity(
+            id=hub_user or f"{user.platform}:{user.id}",
+            name=user.name,
+            roles=("admin",) if admin else (),
+        )
+
+    async def run_command(
+        self, platform: str, channel: str, identity: Identity, text: str
+    ) -> tuple[bool, str]:
+        """Run a hub chat-ops command from a platform channel; ``(ok, reply text)``."""
+        rooms = self.rooms_for(platform, channel)
+        if not rooms:
+            return False, (
+                f"this {platform} channel is not bridged to a hub room; an admin runs "
+                f"/bridge {platform} {channel} in the room"
+            )
+        text = text.strip()
+        if not text.startswith("/"):
+            text = "/" + text
+        reply = await self.hub.plugins.run_command(self.hub, identity, rooms[0], text)
+        if isinstance(reply, CommandResult):
+            return reply.ok, reply.text
+        return False, str(getattr(reply, "detail", reply))
+
+    # ------------------------------------------------------------ inbound
+
+    async def ingest(
+        self,
+        platform: str,
+        channel: str,
+        platform_msg: str,
+        user: PlatformUser,
+        text: str,
+        attachments: list[Attachment] | None = None,
+    ) -> list[ChatMessage]:
+        """Post a platform message into every room bridged to its channel, once."""
+        if await self.store.copy_of(platform, channel, platform_msg) is not None:
+            return []  # our own copy coming back, or a platform retry of one already posted
+        rooms = self.rooms_for(platform, channel)
+        if not rooms:
+            return []
+        user = await self.store.remember_user(user)
+        author = UserRef(id=user.hub_user or f"{platform}:{user.id}", name=user.name)
+        if user.avatar:
+            author.avatar = user.avatar
+        text = text[: self.hub.settings.max_text_chars]
+        posted = []
+        for room in rooms:
+            message, duplicate = await self.hub.post_message(
+                room,
+                author,
+                text,
+                client_id=f"{platform}:{platform_msg}"[:100],
+                attachments=attachments or [],
+                meta={"source": platform, "channel": channel, "platform_id": platform_msg},
+            )
+            if duplicate:
+                continue
+            self._remember_forwarded(message.id, platform, channel)
+            await self.store.add_copy(
+                MessageCopy(platform, channel, platform_msg, message.id, room, origin=True)
+            )
+            posted.append(message)
+        return posted
+
+    async def ingest_edit(self, platform: str, channel: str, platform_msg: str, text: str) -> int:
+        """A platform message was edited: edit its copies elsewhere and tell the rooms."""
+        return await self._propagate(platform, channel, platform_msg, text)
+
+    async def ingest_delete(self, platform: str, channel: str, platform_msg: str) -> int:
+        return await self._propagate(platform, channel, platform_msg, None)
+
+    async def _propagate(
+        self, platform: str, channel: str, platform_msg: str, text: str | None
+    ) -> int:
+        source = await self.store.copy_of(platform, channel, platform_msg)
+        if source is None or not source.origin:
+            return 0  # unknown, or an edit of our own copy (echo)
+        count = 0
+        for copy in await self.store.copies(source.hub_msg):
+            if copy.platform == platform and copy.channel == channel:
+                continue
+            connector = self.connectors.get(copy.platform)
+            if connector is None:
+                continue
+            key = (copy.platform, copy.channel)
+            if text is None:
+                self.outbox.put(
+                    key, _bind(connector.delete, copy.channel, copy.platform_msg), "delete"
+                )
+            else:
+                author = UserRef(id=f"{platform}:?", name="")
+                known = await self._author_of(source)
+                self.outbox.put(
+                    key,
+                    _bind(connector.edit, copy.channel, copy.platform_msg, known or author, text),
+                    "edit",
+                )
+            count += 1
+        event = "message_deleted" if text is None else "message_edited"
+        data: dict[str, Any] = {"id": source.hub_msg, "source": platform}
+        if text is not None:
+            data["text"] = text
+        await self.hub.rooms.publish_event(
+            source.room,
+            encode(
+                RoomEvent(
+                    room=source.room,
+                    event=event,
+                    detail=f"a message was {event.split('_')[1]} on {platform}",
+                    data=data,
+                )
+            ),
+        )
+        return count
+
+    async def _author_of(self, copy: MessageCopy) -> UserRef | None:
+        page = await self.hub.store.messages_before(copy.room, None, 200)
+        for message in page:
+            if message.id == copy.hub_msg:
+                return message.user
+        return None
+
+    # ------------------------------------------------------------ outbound
+
+    async def _work(self) -> None:
+        while True:
+            room, data = await self._events.get()
+            try:
+                await self._handle(room, data)
+            except Exception:
+                log.exception("bridge: failed to handle an event of room %s", room)
+
+    async def _handle(self, room: str, data: bytes) -> None:
+        frame = decode_server(bytes(_envelope.decode(data).frame))
+        match frame:
+            case MessageFrame():
+                await self._forward(frame.message)
+            case StreamStart():
+                await self._stream_start(frame)
+            case StreamDelta():
+                self._stream_delta(frame)
+            case StreamEnd():
+                self._stream_end(
+                    frame.stream_id, frame.message.text, frame.message, frame.cancelled
+                )
+            case StreamError():
+                text = frame.message.text if frame.message else None
+                self._stream_end(frame.stream_id, text, frame.message, False, frame.detail)
+
+    def _targets(self, room: str) -> list[tuple[Link, Connector]]:
+        out = []
+        for link in self._links.get(room, []):
+            connector = self.connectors.get(link.platform)
+            if connector is not None:
+                out.append((link, connector))
+        return out
+
+    def _remember_forwarded(self, hub_msg: str, platform: str, channel: str) -> bool:
+        """Mark a (message, channel) pair as handled; False if it was already."""
+        key = (hub_msg, platform, channel)
+        if key in self._forwarded:
+            return False
+        self._forwarded[key] = None
+        while len(self._forwarded) > 50_000:
+            self._forwarded.popitem(last=False)
+        return True
+
+    async def _forward(self, message: ChatMessage) -> None:
+        source = (message.meta.get("source"), message.meta.get("channel"))
+        for link, connector in self._targets(message.room):
+            if (link.platform, link.channel) == source:
+                continue
+            if not self._remember_forwarded(message.id, link.platform, link.channel):
+                continue
+            self.outbox.put(
+                (link.platform, link.channel),
+                self._post_job(connector, link, message),
+                f"post {message.id}",
+            )
+
+    def _post_job(
+        self, connector: Connector, link: Link, message: ChatMessage
+    ) -> Callable[[], Awaitable[None]]:
+        async def job() -> None:
+            platform_msg = await connector.post(
+                link.channel, message.user, message.text, list(message.attachments)
+            )
+            await self.store.add_copy(
+                MessageCopy(
+                    link.platform, link.channel, platform_msg, message.id, link.room, origin=False
+                )
+            )
+
+        return job
+
+    # ------------------------------------------------------------ streams
+
+    def streams(self, stream_id: str) -> list[tuple[str, str, StreamState]]:
+        return list(self._streams.get(stream_id, []))
+
+    async def _stream_start(self, frame: StreamStart) -> None:
+        if frame.stream_id in self._streams:
+            return
+        entries = []
+        for link, connector in self._targets(frame.room):
+            state = StreamState(room=frame.room, stream_id=frame.stream_id, agent=frame.agent)
+            if frame.reply_to:
+                for copy in await self.store.copies(frame.reply_to):
+                    if (copy.platform, copy.channel) == (link.platform, link.channel):
+                        state.thread = copy.platform_msg
+            entries.append((link.platform, link.channel, state))
+            self.outbox.put(
+                (link.platform, link.channel),
+                _bind(self._open, connector, link.channel, state),
+                f"stream {frame.stream_id} open",
+            )
+        self._streams[frame.stream_id] = entries
+
+    async def _open(self, connector: Connector, channel: str, state: StreamState) -> None:
+        if state.platform_msg is None:
+            state.platform_msg = await connector.stream_open(channel, state)
+            state.last_edit = time.monotonic()
+
+    def _stream_delta(self, frame: StreamDelta) -> None:
+        for platform, channel, state in self._streams.get(frame.stream_id, []):
+            state.text += frame.text
+            if state.edit_queued or state.finished:
+                continue
+            state.edit_queued = True
+            connector = self.connectors.get(platform)
+            if connector is not None:
+                self.outbox.put(
+                    (platform, channel),
+                    _bind(self._update, connector, channel, state),
+                    f"stream {frame.stream_id} edit",
+                )
+
+    async def _update(self, connector: Connector, channel: str, state: StreamState) -> None:
+        wait = state.last_edit + connector.edit_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        state.edit_queued = False
+        if state.finished or state.platform_msg is None:
+            return
+        text = state.text
+        await connector.stream_update(channel, state, text)
+        state.last_edit = time.monotonic()
+
+    def _stream_end(
+        self,
+        stream_id: str,
+        text: str | None,
+        message: ChatMessage | None,
+        cancelled: bool,
+        error: str | None = None,
+    ) -> None:
+        entries = self._streams.pop(stream_id, [])
+        for platform, channel, state in entries:
+            state.finished = True
+            connector = self.connectors.get(platform)
+            if connector is None:
+                continue
+            final = text if text is not None else state.text
+            if error and text is None:
+                final = f"{final}\n⚠ {error}".strip()
+            if message is not None:
+                self._remember_forwarded(message.id, platform, channel)
+            self.outbox.put(
+                (platform, channel),
+                _bind(self._close, connector, channel, state, final, cancelled, message),
+                f"stream {stream_id} close",
+            )
+
+    async def _close(
+        self,
+        connector: Connector,
+        channel: str,
+        state: StreamState,
+        text: str,
+        cancelled: bool,
+        message: ChatMessage | None,
+    ) -> None:
+        if state.platform_msg is None:
+            state.platform_msg = await connector.stream_open(channel, state)
+            state.last_edit = time.monotonic()
+        wait = state.last_edit + connector.edit_interval - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        await connector.stream_close(channel, state, text, cancelled)
+        state.last_edit = time.monotonic()
+        if message is not None:
+            await self.store.add_copy(
+                MessageCopy(
+                    connector.platform, channel, state.platform_msg, message.id, state.room, False
+                )
+            )
+
+
+def _bind(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:
+    async def job() -> Any:
+        return await fn(*args)
+
+    return job
+
+
+_services: weakref.WeakKeyDictionary[Any, BridgeService] = weakref.WeakKeyDictionary()
+
+
+def bridge_for(hub: Hub) -> BridgeService:
+    """The hub's bridge service (created on first use; started by :meth:`start`)."""
+    service = _services.get(hub)
+    if service is None:
+        service = _services[hub] = BridgeService(hub)
+    return service
