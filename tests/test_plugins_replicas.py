@@ -1,0 +1,40 @@
+"""Per-room enablement across replicas: a change made on one applies on all at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.plugin_support import command, frame_where, room_event
+from tests.procs import cluster, token
+
+
+async def test_enabling_on_one_replica_applies_on_the_other_at_once(tmp_path):
+    async with cluster(tmp_path, 2) as (one, two):
+        headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
+        async with httpx.AsyncClient(base_url=one.http_url, headers=headers) as http:
+            assert (await http.post("/api/rooms", json={"id": "ops"})).status_code == 201
+            bob = await two.client("bob")
+            await bob.join("ops")
+            assert (await command(bob, "ops", "/echo hi", "e0"))["code"] == "unknown_command"
+
+            resp = await http.put("/api/rooms/ops/plugins/echo", json={"enabled": True})
+            assert resp.status_code == 200 and resp.json()["enabled"] is True
+            # the announcement reaches bob on the other replica; the command answers there
+            await frame_where(bob, room_event("ops", "plugin_enabled", "echo"))
+            assert (await command(bob, "ops", "/echo hi", "e1"))["text"] == "hi"
+
+            admin = await two.client("root", admin=True)
+            await admin.join("ops")
+            await command(admin, "ops", "/plugins disable echo", "p1")
+        async with httpx.AsyncClient(base_url=one.http_url, headers=headers) as http:
+            for _ in range(50):  # pub/sub delivery is asynchronous; bounded wait
+                state = (await http.get("/api/rooms/ops/plugins/echo")).json()
+                if not state["enabled"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert state["enabled"] is False
+            carol = await one.client("carol")
+            await carol.join("ops")
+            assert (await command(carol, "ops", "/echo hi", "e2"))["code"] == "unknown_command"
