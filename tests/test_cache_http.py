@@ -182,3 +182,9 @@ async def test_cache_stats_endpoint(server):
         assert bad.status_code == 400
     async with server.http("alice") as alice:
         assert (await alice.get("/api/rooms/general/messages")).headers["x-cache"] == "MISS"
+
+
+async def test_hub_collects_strategies_from_the_plugin_hook(server):
+    names = set(server.hub.cache.strategies.names())
+    assert {"ttl", "lru", "adaptive", "per-user", "none"} <= names
+    assert server.hub.cache.started

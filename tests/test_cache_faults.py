@@ -1,0 +1,116 @@
+"""Redis stopped and restarted under the cache (a private redis-server this test owns):
+no request fails, one warning, L2 and cross-replica invalidation come back by themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from redis.asyncio import Redis
+
+from hub.cache import CacheManager
+from tests.procs import PrivateRedis
+
+
+@pytest.fixture
+async def redis_server():
+    server = PrivateRedis()
+    await server.start()
+    yield server
+    server.stop()
+
+
+async def _until(predicate, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_manager_survives_redis_stop_and_restart(redis_server, caplog):
+    caplog.set_level(logging.WARNING, logger="hub.cache")
+    a = CacheManager(redis_url=redis_server.url, prefix="faults:", redis_timeout=0.3)
+    b = CacheManager(redis_url=redis_server.url, prefix="faults:", redis_timeout=0.3)
+    await a.start()
+    await b.start()
+    calls = {"n": 0}
+
+    async def load() -> dict[str, int]:
+        calls["n"] += 1
+        return {"n": calls["n"]}
+
+    try:
+        assert await a.get("warm", load) == {"n": 1}
+
+        redis_server.stop()
+        # every operation keeps working: L1 hits, loader fills, writes, invalidations
+        for i in range(50):
+            assert await a.get("warm", load) == {"n": 1}
+            assert await a.get(f"cold{i}", load) is not None
+            await a.set(f"written{i}", i)
+            assert await a.get(f"written{i}") == i
+            await a.invalidate(key=f"default:cold{i}")
+        unavailable = [r for r in caplog.records if "Redis L2 unavailable" in r.getMessage()]
+        assert len(unavailable) == 1, "one warning per outage, not one per request"
+        assert a.l2 is not None and not a.l2.available
+        failures = a.l2.failures
+        assert failures < 50, "the breaker stops calling a dead Redis on every request"
+
+        await redis_server.start()  # same port, empty
+
+        async def recovered() -> bool:
+            await a.get("probe", load)  # traffic probes the breaker after its backoff
+            return a.l2 is not None and a.l2.available
+
+        await _until(recovered)
+        await a.set("after", {"back": True})
+        raw = Redis.from_url(redis_server.url)
+        assert await raw.exists("faults:k:default:after") == 1, "L2 writes resumed"
+        await raw.aclose()
+        assert any("is back" in r.getMessage() for r in caplog.records)
+
+        # the invalidation channel reconnected too: B's L1 follows A's invalidations again
+        async def subscribed() -> bool:
+            await b.get("shared", load)
+            await a.invalidate(key="default:shared")
+            await asyncio.sleep(0.05)
+            return "default:shared" not in b.l1
+
+        await _until(subscribed)
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_hub_requests_never_fail_while_redis_restarts(redis_server, make_server):
+    async with make_server(redis_url=redis_server.url) as server:
+        await server.create_room("general", owner="alice")
+        statuses: list[int] = []
+        stop = asyncio.Event()
+
+        async def traffic() -> None:
+            async with server.http("alice") as alice:
+                i = 0
+                while not stop.is_set() and i < 2000:
+                    i += 1
+                    statuses.append((await alice.get("/api/rooms/general/messages")).status_code)
+                    statuses.append((await alice.get("/api/rooms")).status_code)
+                    await asyncio.sleep(0.01)
+
+        worker = asyncio.create_task(traffic())
+        await asyncio.sleep(0.3)
+        redis_server.stop()
+        await asyncio.sleep(1.0)
+        await redis_server.start()
+        await asyncio.sleep(1.5)
+        stop.set()
+        await asyncio.wait_for(worker, 30)
+        assert len(statuses) > 50
+        assert set(statuses) == {200}, [s for s in statuses if s != 200][:5]
+        async with server.http("alice") as alice:
+            posted = await alice.post("/api/rooms/general/messages", json={"text": "after"})
+            assert posted.status_code == 201
+            page = await alice.get("/api/rooms/general/messages")
+            assert page.json()["messages"][-1]["text"] == "after"
