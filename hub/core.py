@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from hub.agents import Agents
 from hub.auth import Identity, issue_token
 from hub.broker import Broker, user_channel
 from hub.cache.http import HttpCache
@@ -32,7 +33,6 @@ from hub.protocol import (
     UserRef,
     encode,
 )
-from hub.agents import Agents
 from hub.rooms import RoomRegistry
 from hub.store.store import RoomInfo, Store
 from hub.streams import StreamRegistry

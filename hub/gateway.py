@@ -19,7 +19,6 @@ from hub.attachments import AttachmentStore, UnknownAttachment
 from hub.auth import Identity, TokenExpired, guest_identity, verify_token
 from hub.connection import Connection
 from hub.core import Hub
-from hub.streams import CancelRefused
 from hub.protocol import (
     Ack,
     Attachment,
@@ -44,6 +43,7 @@ from hub.protocol import (
     Welcome,
     decode_client,
 )
+from hub.streams import CancelRefused
 
 log = logging.getLogger(__name__)
 

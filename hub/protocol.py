@@ -230,13 +230,17 @@ class StreamSnapshot(msgspec.Struct, omit_defaults=True):
     text: str
     seq: int
     reply_to: str | None = None
+    requested_by: str | None = None
 
 
 class StreamStart(Frame, tag="stream_start"):
+    """An agent starts answering; ``requested_by`` is the user id who asked (may cancel)."""
+
     room: str
     stream_id: str
     agent: UserRef
     reply_to: str | None = None
+    requested_by: str | None = None
 
 
 class StreamDelta(Frame, tag="stream_delta"):

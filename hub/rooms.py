@@ -19,7 +19,16 @@ import msgspec
 
 from hub.broker import Broker, room_channel
 from hub.connection import Connection
-from hub.protocol import ChatMessage, Joined, MessageFrame, TypingFrame, UserRef, encode
+from hub.protocol import (
+    ChatMessage,
+    Joined,
+    MessageFrame,
+    StreamSnapshot,
+    TypingFrame,
+    UserRef,
+    encode,
+)
+from hub.stream_state import STREAM_PREFIX, StreamSnapshots
 
 if TYPE_CHECKING:
     from hub.presence import Presence
@@ -70,6 +79,7 @@ class LiveRoom:
         self._gap_task: asyncio.Task[None] | None = None
         self.unsubscribe: Callable[[], Awaitable[None]] | None = None
         self.typing: dict[str, asyncio.TimerHandle] = {}
+        self.streams = StreamSnapshots(room_id)  # answers streaming now, for mid-stream joins
 
     # ------------------------------------------------------------ broker side
 
@@ -78,6 +88,8 @@ class LiveRoom:
         env = _envelope_decoder.decode(data)
         text = bytes(env.frame).decode()
         if env.offset == 0:
+            if text.startswith(STREAM_PREFIX) and not self.streams.apply(text):
+                return  # a delta this room has passed on already
             self._fan_out(0, text)
             return
         if self.delivered is not None and env.offset <= self.delivered:
@@ -156,6 +168,7 @@ class RoomRegistry:
         self.typing_ttl = typing_ttl
         self.live: dict[str, LiveRoom] = {}
         self._lock = asyncio.Lock()
+        self.stream_source: Callable[[str], list[StreamSnapshot]] | None = None
 
     async def _live(self, room_id: str) -> LiveRoom:
         async with self._lock:
@@ -163,6 +176,8 @@ class RoomRegistry:
             if room is None:
                 room = LiveRoom(room_id, self.store)
                 room.unsubscribe = await self.broker.subscribe(room_channel(room_id), room.on_event)
+                if self.stream_source is not None:  # streams this process runs, begun earlier
+                    room.streams.seed(self.stream_source(room_id))
                 room.start(await self.store.latest_offset(room_id))
                 self.live[room_id] = room
             return room
@@ -185,6 +200,7 @@ class RoomRegistry:
             await self.leave(conn, room_id, announce=False)
             room = await self._live(room_id)
         sub = room.add(conn)  # from here on, live frames collect in its backlog
+        snapshots = room.streams.list()  # same instant: later deltas are in the backlog
         latest = room.delivered or 0  # read with no await since add(): backlog holds the rest
         conn.rooms.add(room_id)
         if await self.presence.connect(room_id, conn.user, conn.id):
@@ -211,7 +227,7 @@ class RoomRegistry:
                 presence=await self.presence.snapshot(room_id),
                 recovered=recovered,
                 replayed=len(replay),
-                streams=streams or [],
+                streams=streams if streams is not None else snapshots,
                 id=ref,
             )
         )

@@ -1,0 +1,84 @@
+"""LLM providers as the hub sees them: a chat request in, a stream of text pieces out.
+
+A provider is any object with a ``name``, ``configured(hub)``, ``models(hub)`` and
+``stream(request, hub)`` (an async iterator of text pieces). Plugins register them with
+``lydian_llm_providers``. Closing the iterator (or cancelling the task that reads it) must
+close the upstream request: that is how a cancelled answer stops costing tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import msgspec
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+CHARS_PER_TOKEN = 4
+"""Rough size of a token for budgets: English text averages about four characters."""
+
+
+class ChatTurn(msgspec.Struct):
+    """One message of a conversation: ``role`` is ``system``, ``user`` or ``assistant``."""
+
+    role: str
+    content: str
+
+
+class CompletionRequest(msgspec.Struct, kw_only=True):
+    messages: list[ChatTurn]
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+class LLMError(Exception):
+    """A provider failed in a way worth telling the room; ``code`` is stable, ``detail`` human."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+NO_PROVIDER = "no_provider"
+UPSTREAM_ERROR = "upstream_error"
+UPSTREAM_TIMEOUT = "upstream_timeout"
+BAD_RESPONSE = "bad_response"
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """What the hub needs from an LLM provider."""
+
+    name: str
+
+    def configured(self, hub: Hub) -> bool:
+        """Whether the provider has what it needs (URL, key, model) on this hub."""
+        ...
+
+    def models(self, hub: Hub) -> list[str]: ...
+
+    def stream(self, request: CompletionRequest, hub: Hub) -> AsyncIterator[str]:
+        """Yield the answer piece by piece; raise :class:`LLMError` on upstream trouble."""
+        ...
+
+
+def estimate_tokens(text: str) -> int:
+    return max(1, -(-len(text) // CHARS_PER_TOKEN))
+
+
+def fit_to_budget(turns: Sequence[ChatTurn], budget: int) -> list[ChatTurn]:
+    """The newest turns whose estimated tokens fit in ``budget`` (oldest dropped first)."""
+    kept: list[ChatTurn] = []
+    used = 0
+    for turn in reversed(turns):
+        cost = estimate_tokens(turn.content) + 4  # role and separators
+        if used + cost > budget:
+            break
+        kept.append(turn)
+        used += cost
+    kept.reverse()
+    return kept

@@ -1,0 +1,470 @@
+"""Streamed answers: one :class:`Stream` per answer, fanned out to the room as it arrives.
+
+``hub.streams.start(room, agent, ...)`` publishes ``stream_start`` and returns a
+:class:`Stream`; ``stream.run(pieces)`` reads an async iterator of text pieces (usually a
+provider's) and publishes them as coalesced ``stream_delta`` frames: the first piece at
+once (time to first token), then at most one delta per ``stream_flush_interval`` or when
+``stream_flush_chars`` have piled up, ``seq`` increasing. The end persists the text
+through ``hub.post_message(kind="agent")`` with the stream id, metrics and whether it was
+cancelled, then publishes ``stream_end`` (or ``stream_error`` with the partial text kept).
+
+Cancelling goes through the broker channel ``hub:streams``: whichever connection or replica
+receives the cancel, the process that runs the stream cancels the task reading the
+provider, which closes the upstream request. Who may cancel: the member who asked, the
+room's owner, and admins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hub.auth import Identity
+from hub.llm import BAD_RESPONSE, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, LLMError
+from hub.protocol import (
+    ChatMessage,
+    ErrorCode,
+    Frame,
+    StreamDelta,
+    StreamEnd,
+    StreamError,
+    StreamSnapshot,
+    StreamStart,
+    UserRef,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+STREAMS_CHANNEL = "hub:streams"
+"""Broker channel carrying cancel requests to whichever process runs the stream."""
+
+
+class CancelRequest(msgspec.Struct, tag_field="type", tag="stream_cancel"):
+    room: str
+    stream_id: str
+    by: str
+    admin: bool = False
+
+
+_cancel_decoder = msgspec.json.Decoder(CancelRequest)
+
+
+class StreamMetrics(msgspec.Struct, omit_defaults=True):
+    """Figures of one finished stream (also stored in the final message's ``meta``)."""
+
+    stream_id: str
+    room: str
+    agent: str
+    started_at: float
+    duration_ms: float
+    tokens: int
+    deltas: int
+    cancelled: bool
+    ttft_ms: float | None = None
+    tokens_per_s: float | None = None
+    error: str | None = None
+
+
+class CancelRefused(Exception):
+    """A cancel the caller may not make; ``code`` is an :class:`ErrorCode`."""
+
+    def __init__(self, code: ErrorCode, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+class Stream:
+    """One answer being streamed into a room by this process."""
+
+    def __init__(
+        self,
+        registry: StreamRegistry,
+        room: str,
+        agent: UserRef,
+        *,
+        reply_to: str | None,
+        requested_by: str | None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.hub = registry.hub
+        self.id = uuid.uuid4().hex
+        self.room = room
+        self.agent = agent
+        self.reply_to = reply_to
+        self.requested_by = requested_by
+        self.meta = dict(meta or {})
+        self.seq = 0
+        self.tokens = 0
+        self.cancelled = False
+        self.message: ChatMessage | None = None
+        self._parts: list[str] = []  # published text
+        self._pending: list[str] = []  # received, not yet published
+        self._pending_chars = 0
+        self._wake = asyncio.Event()
+        self._closing = asyncio.Event()
+        self._pump: asyncio.Task[None] | None = None
+        self._started = time.monotonic()
+        self._started_wall = time.time()
+        self._first: float | None = None
+        self._last_flush = 0.0
+        self.done = asyncio.get_running_loop().create_future()
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def text(self) -> str:
+        """Text published so far."""
+        return "".join(self._parts)
+
+    def snapshot(self) -> StreamSnapshot:
+        return StreamSnapshot(
+            stream_id=self.id,
+            agent=self.agent,
+            text=self.text,
+            seq=self.seq,
+            reply_to=self.reply_to,
+            requested_by=self.requested_by,
+        )
+
+    def cancel(self) -> bool:
+        """Stop reading the provider (closing the upstream request); the end is published."""
+        if self.cancelled or self.done.done():
+            return False
+        self.cancelled = True
+        if self._pump is not None:
+            self._pump.cancel()
+        return True
+
+    # ------------------------------------------------------------ running
+
+    async def run(self, pieces: AsyncIterator[str]) -> ChatMessage | None:
+        """Stream ``pieces`` to the room; persist and announce the end. Returns the message."""
+        flusher = asyncio.create_task(self._flush_loop(), name=f"stream-flush:{self.id}")
+        self._pump = asyncio.create_task(self._read(pieces), name=f"stream-read:{self.id}")
+        if self.cancelled:
+            self._pump.cancel()
+        error: LLMError | None = None
+        try:
+            await self._pump
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not self.cancelled or (task is not None and task.cancelling()):
+                self._pump.cancel()
+                flusher.cancel()
+                self._resolve(None)
+                raise
+        except LLMError as exc:
+            error = exc
+        except Exception as exc:
+            log.warning("stream %s in %s failed", self.id, self.room, exc_info=True)
+            error = LLMError(UPSTREAM_ERROR, f"{type(exc).__name__}: {exc}"[:300])
+        self._closing.set()
+        self._wake.set()
+        await flusher
+        try:
+            return await self._finish(error)
+        finally:
+            self.registry._forget(self)
+
+    async def _read(self, pieces: AsyncIterator[str]) -> None:
+        iterator = aiter(pieces)
+        first_timeout = self.registry.first_token_timeout
+        idle_timeout = self.registry.idle_timeout
+        try:
+            while True:
+                limit = first_timeout if self._first is None else idle_timeout
+                try:
+                    async with asyncio.timeout(limit):
+                        piece = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    what = "the first token" if self._first is None else "the next token"
+                    detail = f"no answer for {limit:g} s (waiting for {what})"
+                    raise LLMError(UPSTREAM_TIMEOUT, detail) from None
+                if not isinstance(piece, str):
+                    raise LLMError(BAD_RESPONSE, f"provider yielded {type(piece).__name__}")
+                if not piece:
+                    continue
+                if self._first is None:
+                    self._first = time.monotonic()
+                self.tokens += 1
+                self._pending.append(piece)
+                self._pending_chars += len(piece)
+                self._wake.set()
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(BaseException):
+                    await close()
+
+    async def _flush_loop(self) -> None:
+        """Publish pending text: the first piece at once, then coalesced by time or size."""
+        loop = asyncio.get_running_loop()
+        interval = self.registry.flush_interval
+        max_chars = self.registry.flush_chars
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._closing.is_set() and self.seq > 0 and self._pending_chars < max_chars:
+                delay = self._last_flush + interval - loop.time()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._closing.wait()
+            await self._flush()
+            if self._closing.is_set() and not self._pending:
+                return
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_chars = 0
+        self.seq += 1
+        self._parts.append(text)
+        self._last_flush = asyncio.get_running_loop().time()
+        await self.registry.publish(
+            self.room, StreamDelta(room=self.room, stream_id=self.id, seq=self.seq, text=text)
+        )
+
+    def metrics(self, error: LLMError | None) -> StreamMetrics:
+        end = time.monotonic()
+        ttft = (self._first - self._started) * 1000 if self._first is not None else None
+        rate = None
+        if self._first is not None and self.tokens > 1 and end > self._first:
+            rate = round((self.tokens - 1) / (end - self._first), 1)
+        return StreamMetrics(
+            stream_id=self.id,
+            room=self.room,
+            agent=self.agent.id,
+            started_at=self._started_wall,
+            duration_ms=round((end - self._started) * 1000, 2),
+            tokens=self.tokens,
+            deltas=self.seq,
+            cancelled=self.cancelled,
+            ttft_ms=round(ttft, 2) if ttft is not None else None,
+            tokens_per_s=rate,
+            error=error.code if error else None,
+        )
+
+    async def _finish(self, error: LLMError | None) -> ChatMessage | None:
+        metrics = self.metrics(error)
+        self.registry.record(metrics)
+        text = self.text
+        meta = {
+            **self.meta,
+            "stream_id": self.id,
+            "cancelled": self.cancelled,
+            "metrics": msgspec.to_builtins(metrics),
+        }
+        if error is not None:
+            meta["error"] = {"code": error.code, "detail": error.detail}
+        message: ChatMessage | None = None
+        if error is None or text:
+            try:
+                message, _ = await self.hub.post_message(
+                    self.room, self.agent, text, kind="agent", reply_to=self.reply_to, meta=meta
+                )
+            except Exception as exc:
+                log.exception("stream %s: could not persist the answer", self.id)
+                error = error or LLMError("internal", f"could not persist the answer: {exc}")
+        self.message = message
+        frame: Frame
+        if error is None and message is not None:
+            frame = StreamEnd(
+                room=self.room, stream_id=self.id, message=message, cancelled=self.cancelled
+            )
+        else:
+            assert error is not None
+            frame = StreamError(
+                room=self.room,
+                stream_id=self.id,
+                code=error.code,
+                detail=error.detail,
+                message=message,
+            )
+        await self.registry.publish(self.room, frame)
+        self._resolve(message)
+        return message
+
+    def _resolve(self, message: ChatMessage | None) -> None:
+        if not self.done.done():
+            self.done.set_result(message)
+
+
+class StreamRegistry:
+    """The streams this process runs, their cancel channel, and recent metrics."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        settings = hub.settings
+        self.flush_interval: float = getattr(settings, "stream_flush_interval", 0.03)
+        self.flush_chars: int = getattr(settings, "stream_flush_chars", 512)
+        self.first_token_timeout: float = getattr(settings, "stream_first_token_timeout", 60.0)
+        self.idle_timeout: float = getattr(settings, "stream_idle_timeout", 30.0)
+        self.local: dict[str, Stream] = {}
+        self.recent: deque[StreamMetrics] = deque(maxlen=500)
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
+
+    async def setup(self) -> None:
+        """Follow the cancel channel; seed new live rooms with the streams running here."""
+        self.hub.rooms.stream_source = self.snapshots
+        self._unsubscribe = await self.hub.broker.subscribe(STREAMS_CHANNEL, self._on_cancel)
+
+    async def stop(self) -> None:
+        """Cancel running streams and give them a moment to persist their partial answers."""
+        streams = list(self.local.values())
+        for stream in streams:
+            stream.cancel()
+        if streams:
+            await asyncio.wait([s.done for s in streams], timeout=2)
+        if self._unsubscribe is not None:
+            await self._unsubscribe()
+            self._unsubscribe = None
+
+    async def publish(self, room: str, frame: Frame) -> None:
+        await self.hub.rooms.publish_event(room, encode(frame))
+
+    # ------------------------------------------------------------ streams
+
+    async def start(
+        self,
+        room: str,
+        agent: UserRef,
+        *,
+        reply_to: str | None = None,
+        requested_by: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Stream:
+        """Announce a new stream in ``room`` (``stream_start``) and return it, not yet running."""
+        stream = Stream(self, room, agent, reply_to=reply_to, requested_by=requested_by, meta=meta)
+        self.local[stream.id] = stream
+        await self.publish(
+            room,
+            StreamStart(
+                room=room,
+                stream_id=stream.id,
+                agent=agent,
+                reply_to=reply_to,
+                requested_by=requested_by,
+            ),
+        )
+        return stream
+
+    async def launch(
+        self,
+        room: str,
+        agent: UserRef,
+        pieces: AsyncIterator[str],
+        *,
+        reply_to: str | None = None,
+        requested_by: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Stream:
+        """Start a stream and run it in the background (a hub task); returns at once."""
+        stream = await self.start(
+            room, agent, reply_to=reply_to, requested_by=requested_by, meta=meta
+        )
+        self.hub.spawn(stream.run(pieces), name=f"stream:{stream.id}")
+        return stream
+
+    def _forget(self, stream: Stream) -> None:
+        self.local.pop(stream.id, None)
+
+    def snapshots(self, room: str) -> list[StreamSnapshot]:
+        """This process's streams in ``room`` as published so far (seeds a new live room)."""
+        return [s.snapshot() for s in self.local.values() if s.room == room and s.seq >= 0]
+
+    def record(self, metrics: StreamMetrics) -> None:
+        self.recent.append(metrics)
+        log.info(
+            "stream %s in %s: %d tokens, ttft %s ms, %s tok/s%s%s",
+            metrics.stream_id,
+            metrics.room,
+            metrics.tokens,
+            metrics.ttft_ms,
+            metrics.tokens_per_s,
+            ", cancelled" if metrics.cancelled else "",
+            f", error {metrics.error}" if metrics.error else "",
+        )
+
+    # ------------------------------------------------------------ cancelling
+
+    def _find(self, room: str, stream_id: str) -> StreamSnapshot | None:
+        stream = self.local.get(stream_id)
+        if stream is not None and stream.room == room:
+            return stream.snapshot()
+        live = self.hub.rooms.live.get(room)
+        streams = getattr(live, "streams", None)
+        return streams.get(stream_id) if streams is not None else None
+
+    async def may_cancel(self, room: str, requested_by: str | None, who: str, admin: bool) -> bool:
+        """The member who asked, the room's owner and admins may stop an answer."""
+        if admin or (requested_by is not None and who == requested_by):
+            return True
+        info = await self.hub.store.get_room(room)
+        return info is not None and info.created_by == who
+
+    async def cancel(self, room: str, stream_id: str, identity: Identity) -> None:
+        """Ask whichever process runs the stream to stop it; raise :class:`CancelRefused`.
+
+        When this process knows the stream (it runs it, or one of its sockets follows the
+        room), the permission is checked here so the caller gets a clear answer; the
+        running process checks again either way.
+        """
+        known = self._find(room, stream_id)
+        if known is None and room in self.hub.rooms.live:
+            raise CancelRefused(
+                ErrorCode.UNKNOWN_STREAM, f"no active stream {stream_id!r} in {room!r}"
+            )
+        if known is not None and not await self.may_cancel(
+            room, known.requested_by, identity.id, identity.is_admin
+        ):
+            raise CancelRefused(
+                ErrorCode.FORBIDDEN,
+                "only the member who asked, the room's owner or an admin can stop this answer",
+            )
+        request = CancelRequest(
+            room=room, stream_id=stream_id, by=identity.id, admin=identity.is_admin
+        )
+        local = self.local.get(stream_id)
+        if local is not None:  # fast path: no broker round trip
+            local.cancel()
+            return
+        await self.hub.broker.publish(STREAMS_CHANNEL, msgspec.json.encode(request))
+
+    def _on_cancel(self, data: bytes) -> None:
+        try:
+            request = _cancel_decoder.decode(data)
+        except msgspec.DecodeError:
+            log.warning("undecodable stream control message: %r", data[:200])
+            return
+        stream = self.local.get(request.stream_id)
+        if stream is None or stream.room != request.room:
+            return
+        if request.admin or request.by == stream.requested_by:
+            stream.cancel()
+            return
+        self.hub.spawn(self._cancel_checked(stream, request), name=f"stream-cancel:{stream.id}")
+
+    async def _cancel_checked(self, stream: Stream, request: CancelRequest) -> None:
+        if await self.may_cancel(stream.room, stream.requested_by, request.by, request.admin):
+            stream.cancel()
+        else:
+            log.warning("refused cancel of %s by %s", stream.id, request.by)

@@ -1,0 +1,190 @@
+"""Built-in ``openai_api`` plugin: the hub's agents behind an OpenAI-compatible API.
+
+``GET /v1/models`` lists the agents; ``POST /v1/chat/completions`` runs one (``model`` is
+the agent's name), streamed as OpenAI's SSE chunks ending with ``data: [DONE]`` or as one
+JSON answer. Any OpenAI client works: ``OpenAI(base_url="http://hub/v1", api_key=TOKEN)``
+with a hub token as the key. Nothing here is cached (``Cache-Control: no-store``); a
+client that disconnects closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from hub.agents import Agent
+from hub.hookspecs import hookimpl
+from hub.llm import ChatTurn, LLMError
+from hub.streams import StreamMetrics
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class InMessage(msgspec.Struct):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(msgspec.Struct):
+    model: str
+    messages: list[InMessage]
+    stream: bool = False
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+
+
+_request_decoder = msgspec.json.Decoder(ChatRequest)
+_encode = msgspec.json.encode
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None) -> Response[Any]:
+    body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
+    return Response(body, status_code=status, headers=NO_STORE)
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+
+
+def _model(agent: Agent) -> dict[str, Any]:
+    return {"id": agent.name, "object": "model", "created": 0, "owned_by": "lydian"}
+
+
+@get("/v1/models", tags=["openai"])
+async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The hub's agents, as OpenAI models."""
+    agents = request.app.state.hub.agents.agents()
+    data = [_model(a) for _, a in sorted(agents.items())]
+    return Response({"object": "list", "data": data}, headers=NO_STORE)
+
+
+@post("/v1/chat/completions", tags=["openai"], status_code=200)
+async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Run an agent on a conversation (``model`` = agent name), streamed or not."""
+    hub = request.app.state.hub
+    try:
+        body = _request_decoder.decode(await request.body())
+    except msgspec.DecodeError as exc:
+        return _error(400, f"invalid request: {exc}", "invalid_request_error")
+    agent = hub.agents.agent(body.model)
+    if agent is None:
+        known = ", ".join(sorted(hub.agents.agents())) or "none"
+        return _error(
+            404,
+            f"no model {body.model!r}; models: {known}",
+            "invalid_request_error",
+            "model_not_found",
+        )
+    turns = [ChatTurn(role=m.role, content=_text(m.content)) for m in body.messages]
+    if not any(t.role == "user" for t in turns):
+        return _error(400, "messages need at least one user message", "invalid_request_error")
+    pieces = hub.agents.complete(
+        agent, turns, max_tokens=body.max_completion_tokens or body.max_tokens
+    )
+    run = _Run(hub, agent, pieces)
+    if body.stream:
+        return Stream(run.sse(), media_type="text/event-stream", headers=NO_STORE)
+    try:
+        text = "".join([piece async for piece in run.pieces()])
+    except LLMError as exc:
+        return _error(502, exc.detail, "upstream_error", exc.code)
+    return Response(run.completion(text), headers=NO_STORE)
+
+
+class _Run:
+    """One completion: OpenAI-shaped output and the same metrics as room streams."""
+
+    def __init__(self, hub: Any, agent: Agent, pieces: AsyncIterator[str]) -> None:
+        self.hub = hub
+        self.agent = agent
+        self.source = pieces
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.tokens = 0
+        self.error: str | None = None
+
+    async def pieces(self) -> AsyncIterator[str]:
+        start = time.monotonic()
+        first: float | None = None
+        finished = False
+        try:
+            async for piece in self.source:
+                if first is None:
+                    first = time.monotonic()
+                self.tokens += 1
+                yield piece
+            finished = True
+        except LLMError as exc:
+            self.error = exc.code
+            raise
+        finally:
+            end = time.monotonic()
+            rate = None
+            if first is not None and self.tokens > 1 and end > first:
+                rate = round((self.tokens - 1) / (end - first), 1)
+            self.hub.streams.record(
+                StreamMetrics(
+                    stream_id=self.id,
+                    room="/v1",
+                    agent=self.agent.user.id,
+                    started_at=time.time() - (end - start),
+                    duration_ms=round((end - start) * 1000, 2),
+                    tokens=self.tokens,
+                    deltas=self.tokens,
+                    cancelled=not finished and self.error is None,
+                    ttft_ms=round((first - start) * 1000, 2) if first is not None else None,
+                    tokens_per_s=rate,
+                    error=self.error,
+                )
+            )
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.agent.name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + _encode(chunk) + b"\n\n"
+
+    async def sse(self) -> AsyncIterator[bytes]:
+        yield self._chunk({"role": "assistant", "content": ""})
+        try:
+            async for piece in self.pieces():
+                yield self._chunk({"content": piece})
+        except LLMError as exc:
+            error = {"error": {"message": exc.detail, "type": "upstream_error", "code": exc.code}}
+            yield b"data: " + _encode(error) + b"\n\n"
+            return
+        yield self._chunk({}, "stop")
+        yield b"data: [DONE]\n\n"
+
+    def completion(self, text: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.agent.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 0, "completion_tokens": self.tokens, "total_tokens": 0},
+        }
+
+
+@hookimpl
+def lydian_routes() -> list[Any]:
+    return [list_models, chat_completions]

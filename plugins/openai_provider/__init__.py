@@ -1,0 +1,142 @@
+"""Built-in ``openai`` LLM provider: any OpenAI-compatible server, streamed.
+
+One provider for OpenAI, Azure OpenAI (its ``/openai/v1`` endpoint), Ollama, vLLM and
+llama.cpp's server: they all speak ``POST /v1/chat/completions`` with SSE. Settings
+(``[plugins.openai_provider]``): ``base_url``, ``model``, ``timeout``; the key comes only
+from the environment (``LYDIAN_PLUGIN_OPENAI_PROVIDER_API_KEY``). It counts as configured
+once ``base_url`` or the key is set; until then the offline provider answers.
+
+Cancelling the task that reads :meth:`OpenAIProvider.stream` closes the HTTP response, so
+the upstream server sees the connection go and stops generating.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
+import openai
+
+from hub.hookspecs import hookimpl
+from hub.llm import BAD_RESPONSE, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, CompletionRequest, LLMError
+from hub.plugin_config import Secret
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+PLUGIN = "openai_provider"
+
+
+class OpenAISettings(msgspec.Struct):
+    base_url: str = ""
+    """e.g. ``http://127.0.0.1:11434/v1`` (Ollama); empty means OpenAI's own API."""
+    api_key: Annotated[str, Secret] = ""
+    model: str = "gpt-4o-mini"
+    timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    """Seconds to connect and between two chunks before the answer fails as timed out."""
+    temperature: float | None = None
+
+
+class OpenAIProvider:
+    """Streams chat completions with the ``openai`` library's async client."""
+
+    name = "openai"
+
+    def __init__(self) -> None:
+        self._clients: weakref.WeakKeyDictionary[Any, tuple[OpenAISettings, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def settings(self, hub: Hub) -> OpenAISettings:
+        return hub.plugins.settings_for(PLUGIN) or OpenAISettings()
+
+    def configured(self, hub: Hub) -> bool:
+        settings = self.settings(hub)
+        return bool(settings.base_url or settings.api_key)
+
+    def models(self, hub: Hub) -> list[str]:
+        return [self.settings(hub).model]
+
+    def client(self, hub: Hub) -> openai.AsyncOpenAI:
+        settings = self.settings(hub)
+        cached = self._clients.get(hub)
+        if cached is not None and cached[0] == settings:
+            return cached[1]
+        client = openai.AsyncOpenAI(
+            base_url=settings.base_url or None,
+            api_key=settings.api_key or "not-needed",
+            timeout=settings.timeout,
+            max_retries=0,  # a retried stream would repeat what the room has seen
+        )
+        self._clients[hub] = (settings, client)
+        return client
+
+    async def close(self, hub: Hub) -> None:
+        cached = self._clients.pop(hub, None)
+        if cached is not None:
+            await cached[1].close()
+
+    async def stream(self, request: CompletionRequest, hub: Hub) -> AsyncIterator[str]:
+        settings = self.settings(hub)
+        extra: dict[str, Any] = {}
+        if request.max_tokens is not None:
+            extra["max_tokens"] = request.max_tokens
+        temperature = request.temperature if request.temperature is not None else None
+        if temperature is None:
+            temperature = settings.temperature
+        if temperature is not None:
+            extra["temperature"] = temperature
+        try:
+            upstream = await self.client(hub).chat.completions.create(
+                model=request.model or settings.model,
+                messages=[{"role": t.role, "content": t.content} for t in request.messages],
+                stream=True,
+                **extra,
+            )
+        except Exception as exc:
+            raise _llm_error(exc) from exc
+        async with upstream:  # leaving closes the response: the upstream sees the disconnect
+            try:
+                async for chunk in upstream:
+                    for choice in chunk.choices or ():
+                        content = choice.delta.content if choice.delta else None
+                        if content:
+                            yield content
+            except Exception as exc:
+                raise _llm_error(exc) from exc
+
+
+def _llm_error(exc: Exception) -> LLMError:
+    if isinstance(exc, openai.APITimeoutError):
+        return LLMError(UPSTREAM_TIMEOUT, "the model server timed out")
+    if isinstance(exc, openai.APIStatusError):
+        return LLMError(
+            UPSTREAM_ERROR, f"the model server answered {exc.status_code}: {exc.message}"
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        return LLMError(UPSTREAM_ERROR, "lost the connection to the model server")
+    if isinstance(exc, openai.APIError):
+        return LLMError(UPSTREAM_ERROR, f"the model server reported an error: {exc.message}")
+    if isinstance(exc, (ValueError, AttributeError, TypeError, KeyError)):
+        return LLMError(BAD_RESPONSE, f"unreadable chunk from the model server: {exc}"[:300])
+    return LLMError(UPSTREAM_ERROR, f"{type(exc).__name__}: {exc}"[:300])
+
+
+_provider = OpenAIProvider()
+
+
+@hookimpl
+def lydian_plugin_settings() -> type[msgspec.Struct]:
+    return OpenAISettings
+
+
+@hookimpl
+def lydian_llm_providers() -> list[OpenAIProvider]:
+    return [_provider]
+
+
+@hookimpl
+async def lydian_shutdown(hub: Hub) -> None:
+    await _provider.close(hub)
