@@ -17,7 +17,8 @@ from hub.protocol import ChatMessage
 from tests import support
 from tests.plugin_support import add_plugin, command, frame_where, room_event
 
-FAST = {"plugin_hook_timeout": 0.3, "plugin_max_failures": 3}
+# only the plugins under test: other installed plugins must not add events or messages
+FAST = {"plugin_hook_timeout": 0.3, "plugin_max_failures": 3, "plugins": "echo"}
 
 
 class _Collect(logging.Handler):
@@ -197,7 +198,7 @@ async def test_garbage_return_values_are_rejected_with_a_clear_error(make_server
 
 
 async def test_a_plugin_failing_repeatedly_is_switched_off_in_that_room(make_server):
-    async with make_server(plugin_hook_timeout=0.3, plugin_max_failures=2) as server:
+    async with make_server(plugin_hook_timeout=0.3, plugin_max_failures=2, plugins="") as server:
         ada = await _setup(server, ("raising", Raising()))
         await server.create_room("lobby")
         await ada.join("lobby")
