@@ -1,0 +1,1145 @@
+/*! Lydian web chat widget. Embed with one tag:
+ *   <script src="https://hub.example/widget.js" data-room="support"
+ *           data-token-url="/my-token"></script>
+ * Options (data-* attributes on the script tag, or LydianWidget.mount({...})):
+ *   room        room id to join (required)
+ *   token-url   URL returning {"token": "..."} (POST, or GET if POST is refused);
+ *               without it the widget connects as a guest
+ *   target      CSS selector of an element to render into (default: a launcher button)
+ *   title       panel title (default: "#<room>")
+ *   hub         hub base URL (default: where widget.js was loaded from)
+ *   open        "true" to open the launcher panel at once
+ * Vanilla JS, no build step, no dependencies. User text only ever reaches the DOM
+ * through textContent and attributes checked here; never through innerHTML.
+ */
+(function () {
+  "use strict";
+
+  var VERSION = "0.1.0";
+  var HISTORY_PAGE = 30;
+  var TYPING_RESEND_MS = 3000;
+  var TYPING_SHOW_MS = 8000;
+  var BACKOFF_BASE_MS = 500;
+  var BACKOFF_MAX_MS = 15000;
+  var GROUP_GAP_S = 300;
+  var SVG_NS = "http://www.w3.org/2000/svg";
+  var ICONS = {
+    chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
+    close: "M6 6l12 12M18 6L6 18",
+    send: "M3 11.5L21 3l-8.5 18-2.2-7.3L3 11.5z",
+    clip:
+      "M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.6-8.6a3.7 3.7 0 0 1 5.2 5.2l-8.6 8.6a1.8 1.8 0 0 1-2.6-2.6l7.9-7.9",
+    stop: "M7 7h10v10H7z",
+    file: "M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8l-5-5zM14 3v5h5",
+  };
+
+  var currentScript = document.currentScript;
+
+  // ------------------------------------------------------------------ small DOM helpers
+
+  function h(tag, attrs, children) {
+    var el = document.createElement(tag);
+    if (attrs) {
+      for (var key in attrs) {
+        if (!Object.prototype.hasOwnProperty.call(attrs, key)) continue;
+        var value = attrs[key];
+        if (value === null || value === undefined || value === false) continue;
+        if (key === "class") el.className = value;
+        else if (key === "text") el.textContent = value;
+        else if (key.slice(0, 2) === "on") el.addEventListener(key.slice(2), value);
+        else el.setAttribute(key, value === true ? "" : String(value));
+      }
+    }
+    (children || []).forEach(function (child) {
+      if (child === null || child === undefined) return;
+      el.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
+    });
+    return el;
+  }
+
+  function icon(name, cls) {
+    var svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    svg.setAttribute("focusable", "false");
+    svg.setAttribute("class", "lw-icon " + (cls || ""));
+    var path = document.createElementNS(SVG_NS, "path");
+    path.setAttribute("d", ICONS[name]);
+    svg.appendChild(path);
+    return svg;
+  }
+
+  function initials(name) {
+    var parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
+    var letters = parts.length > 1 ? parts[0][0] + parts[parts.length - 1][0] : (parts[0] || "?")[0];
+    return letters.toUpperCase();
+  }
+
+  function hue(id) {
+    var n = 0;
+    for (var i = 0; i < String(id).length; i++) n = (n * 31 + String(id).charCodeAt(i)) >>> 0;
+    return n % 360;
+  }
+
+  function avatar(user, cls) {
+    var el = h("span", { class: "lw-avatar " + (cls || ""), "aria-hidden": "true", text: initials(user.name) });
+    el.style.setProperty("--lw-hue", String(hue(user.id)));
+    return el;
+  }
+
+  function formatTime(ts) {
+    var d = new Date(ts * 1000);
+    return d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  }
+
+  function formatSize(bytes) {
+    if (bytes < 1024) return bytes + " B";
+    if (bytes < 1024 * 1024) return (bytes / 1024).toFixed(bytes < 10240 ? 1 : 0) + " KB";
+    return (bytes / 1048576).toFixed(1) + " MB";
+  }
+
+  function safeHref(raw, base) {
+    try {
+      var url = new URL(raw, base);
+      return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  // ------------------------------------------------------------------ safe markdown subset
+
+  var INLINE = new RegExp(
+    [
+      "(`+)([^`]|[^`][\\s\\S]*?[^`])\\1(?!`)", // 1,2 inline code
+      "\\[([^\\]\\n]+)\\]\\(([^)\\s]+)\\)", // 3,4 [text](url)
+      "(https?:\\/\\/[^\\s<>]*[^\\s<>.,;:!?)\\]'\"])", // 5 bare URL
+      "\\*\\*([^*\\n]+)\\*\\*", // 6 bold
+      "(?<![\\w])__([^_\\n]+)__(?![\\w])", // 7 bold
+      "\\*([^*\\s][^*\\n]*)\\*", // 8 italic
+      "(?<![\\w])_([^_\\s][^_\\n]*)_(?![\\w])", // 9 italic
+      "~~([^~\\n]+)~~", // 10 strike
+    ].join("|"),
+    "g"
+  );
+
+  function link(href, label) {
+    var a = h("a", { href: href, target: "_blank", rel: "noopener noreferrer nofollow" });
+    inline(label, a);
+    return a;
+  }
+
+  function inline(text, parent) {
+    var last = 0;
+    var m;
+    INLINE.lastIndex = 0;
+    var matches = [];
+    while ((m = INLINE.exec(text)) !== null) matches.push(m);
+    matches.forEach(function (m) {
+      if (m.index > last) parent.appendChild(document.createTextNode(text.slice(last, m.index)));
+      last = m.index + m[0].length;
+      var href;
+      if (m[2] !== undefined) parent.appendChild(h("code", { text: m[2] }));
+      else if (m[3] !== undefined) {
+        href = safeHref(m[4]);
+        if (href && /^https?:/i.test(m[4])) parent.appendChild(link(href, m[3]));
+        else parent.appendChild(document.createTextNode(m[0]));
+      } else if (m[5] !== undefined) {
+        href = safeHref(m[5]);
+        parent.appendChild(href ? h("a", { href: href, target: "_blank", rel: "noopener noreferrer nofollow", text: m[5] }) : document.createTextNode(m[5]));
+      } else if (m[6] !== undefined || m[7] !== undefined) {
+        var b = h("strong");
+        inline(m[6] !== undefined ? m[6] : m[7], b);
+        parent.appendChild(b);
+      } else if (m[8] !== undefined || m[9] !== undefined) {
+        var i = h("em");
+        inline(m[8] !== undefined ? m[8] : m[9], i);
+        parent.appendChild(i);
+      } else if (m[10] !== undefined) {
+        var s = h("s");
+        inline(m[10], s);
+        parent.appendChild(s);
+      }
+    });
+    if (last < text.length) parent.appendChild(document.createTextNode(text.slice(last)));
+  }
+
+  var LIST_ITEM = /^\s{0,3}([-*+]|\d{1,9}[.)])\s+(.*)$/;
+
+  /** Render the markdown subset (fenced code, lists, quotes, paragraphs, inline) as DOM. */
+  function renderMarkdown(text) {
+    var frag = document.createDocumentFragment();
+    var lines = String(text).replace(/\r\n?/g, "\n").split("\n");
+    var i = 0;
+    var para = [];
+    function flush() {
+      if (!para.length) return;
+      var p = h("p");
+      para.forEach(function (line, n) {
+        if (n) p.appendChild(h("br"));
+        inline(line, p);
+      });
+      frag.appendChild(p);
+      para = [];
+    }
+    while (i < lines.length) {
+      var line = lines[i];
+      var fence = /^\s{0,3}(```+|~~~+)\s*([\w+#.-]*)\s*$/.exec(line);
+      if (fence) {
+        flush();
+        var body = [];
+        i++;
+        while (i < lines.length && lines[i].trim().indexOf(fence[1]) !== 0) body.push(lines[i++]);
+        i++; // closing fence (or end of text)
+        var code = h("code", { text: body.join("\n") });
+        if (fence[2]) code.setAttribute("data-lang", fence[2]);
+        frag.appendChild(h("pre", { class: "lw-code", tabindex: "0" }, [code]));
+        continue;
+      }
+      var item = LIST_ITEM.exec(line);
+      if (item) {
+        flush();
+        var ordered = /\d/.test(item[1]);
+        var list = h(ordered ? "ol" : "ul");
+        if (ordered && parseInt(item[1], 10) !== 1) list.setAttribute("start", String(parseInt(item[1], 10)));
+        while (i < lines.length && (item = LIST_ITEM.exec(lines[i])) && /\d/.test(item[1]) === ordered) {
+          var li = h("li");
+          inline(item[2], li);
+          list.appendChild(li);
+          i++;
+        }
+        frag.appendChild(list);
+        continue;
+      }
+      if (/^\s{0,3}>\s?/.test(line)) {
+        flush();
+        var quote = h("blockquote");
+        var qlines = [];
+        while (i < lines.length && /^\s{0,3}>\s?/.test(lines[i])) qlines.push(lines[i++].replace(/^\s{0,3}>\s?/, ""));
+        qlines.forEach(function (q, n) {
+          if (n) quote.appendChild(h("br"));
+          inline(q, quote);
+        });
+        frag.appendChild(quote);
+        continue;
+      }
+      if (!line.trim()) flush();
+      else para.push(line);
+      i++;
+    }
+    flush();
+    return frag;
+  }
+
+  // ------------------------------------------------------------------ the widget
+
+  function Widget(options) {
+    this.opts = options;
+    this.room = options.room;
+    this.hub = (options.hub || "").replace(/\/+$/, "");
+    this.wsUrl = this.hub.replace(/^http/, "ws") + "/ws";
+    this.state = "idle";
+    this.token = null;
+    this.me = null;
+    this.epoch = null;
+    this.lastOffset = null;
+    this.oldest = null;
+    this.hasMore = true;
+    this.loadingOlder = false;
+    this.messages = new Map(); // offset -> element
+    this.streams = new Map(); // stream_id -> {el, text, seq, agent}
+    this.outbox = new Map(); // client id -> send frame (resent after a reconnect)
+    this.presence = new Map();
+    this.typing = new Map();
+    this.uploads = [];
+    this.attempt = 0;
+    this.seq = 0;
+    this.lastTypingSent = 0;
+    this.ws = null;
+    this.stats = { connects: 0, joins: 0, lastSince: null, replayed: 0, duplicatesDropped: 0, frames: 0 };
+    this.build();
+    this.connect();
+  }
+
+  Widget.prototype.nextId = function (prefix) {
+    this.seq += 1;
+    return prefix + "-" + Date.now().toString(36) + "-" + this.seq + "-" + Math.random().toString(36).slice(2, 7);
+  };
+
+  // ---------------------------------------------------------------- layout
+
+  Widget.prototype.build = function () {
+    var self = this;
+    var opts = this.opts;
+    var inlineTarget = opts.target ? document.querySelector(opts.target) : null;
+    this.mode = inlineTarget ? "inline" : "launcher";
+    this.host = h("div", { class: "lydian-widget-host", "data-lydian-room": this.room });
+    this.host.style.visibility = "hidden";
+    var root = (this.root = this.host.attachShadow({ mode: "open" }));
+    var css = h("link", { rel: "stylesheet", href: this.hub + "/widget.css?v=" + VERSION });
+    css.addEventListener("load", function () {
+      self.host.style.visibility = "";
+    });
+    css.addEventListener("error", function () {
+      self.host.style.visibility = "";
+    });
+    root.appendChild(css);
+
+    var panelId = "lw-panel-" + Math.random().toString(36).slice(2, 8);
+    var title = opts.title || "#" + this.room;
+    this.statusText = h("span", { class: "lw-status-text", text: "Connecting…" });
+    this.status = h("span", { class: "lw-status", role: "status", "aria-live": "polite" }, [
+      h("span", { class: "lw-dot", "aria-hidden": "true" }),
+      this.statusText,
+    ]);
+    this.presenceList = h("ul", { class: "lw-presence", "aria-label": "Online now" });
+    this.presenceCount = h("span", { class: "lw-presence-count" });
+    var header = h("header", { class: "lw-header" }, [
+      h("div", { class: "lw-heading" }, [h("h2", { class: "lw-title", text: title }), this.status]),
+      h("div", { class: "lw-online" }, [this.presenceList, this.presenceCount]),
+    ]);
+    if (this.mode === "launcher") {
+      header.appendChild(
+        h("button", { type: "button", class: "lw-icon-btn lw-close", "aria-label": "Close chat", onclick: function () { self.toggle(false); } }, [icon("close")])
+      );
+    }
+
+    this.older = h("div", { class: "lw-older", "aria-hidden": "true" });
+    this.list = h("div", { class: "lw-messages" });
+    this.streamBox = h("div", { class: "lw-streams" });
+    this.pendingBox = h("div", { class: "lw-pending" });
+    this.log = h("div", { class: "lw-log", role: "log", "aria-live": "polite", "aria-label": "Messages in " + title, tabindex: "0" }, [
+      this.older,
+      this.list,
+      this.streamBox,
+      this.pendingBox,
+    ]);
+    this.log.addEventListener("scroll", function () {
+      if (self.log.scrollTop < 80) self.loadOlder();
+    });
+    this.typingLine = h("div", { class: "lw-typing", "aria-live": "polite" });
+
+    this.input = h("textarea", { class: "lw-input", rows: "1", "aria-label": "Message " + title, placeholder: "Message " + title, maxlength: "16000" });
+    this.input.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+        ev.preventDefault();
+        self.submit();
+      }
+    });
+    this.input.addEventListener("input", function () {
+      self.autosize();
+      self.onTyping();
+    });
+    this.input.addEventListener("blur", function () {
+      self.stopTyping();
+    });
+    this.fileInput = h("input", { type: "file", multiple: true, hidden: true, tabindex: "-1", accept: "image/*,audio/*,.pdf,.txt,.md,.csv,.docx,.xlsx,.pptx,.odt,.ods" });
+    this.fileInput.addEventListener("change", function () {
+      self.addFiles(self.fileInput.files);
+      self.fileInput.value = "";
+    });
+    this.chips = h("ul", { class: "lw-chips", "aria-label": "Attachments to send" });
+    this.sendButton = h("button", { type: "submit", class: "lw-icon-btn lw-send", "aria-label": "Send message" }, [icon("send")]);
+    var form = h("form", { class: "lw-composer" }, [
+      this.chips,
+      h("div", { class: "lw-row" }, [
+        h("button", { type: "button", class: "lw-icon-btn lw-attach", "aria-label": "Attach a file", title: "Attach an image, audio clip or document", onclick: function () { self.fileInput.click(); } }, [icon("clip")]),
+        this.fileInput,
+        this.input,
+        this.sendButton,
+      ]),
+      h("div", { class: "lw-hint", id: panelId + "-hint", text: "Enter to send · Shift+Enter for a new line" }),
+    ]);
+    this.input.setAttribute("aria-describedby", panelId + "-hint");
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      self.submit();
+    });
+    this.drop = h("div", { class: "lw-drop", "aria-hidden": "true" }, [h("span", { text: "Drop to attach" })]);
+
+    this.panel = h("section", { class: "lw-panel lw-mode-" + this.mode, id: panelId, role: "region", "aria-label": "Chat: " + title, "data-state": "idle" }, [
+      header,
+      this.log,
+      this.typingLine,
+      form,
+      this.drop,
+    ]);
+    this.panel.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape" && self.mode === "launcher") {
+        self.toggle(false);
+      }
+    });
+    this.panel.addEventListener("paste", function (ev) {
+      var files = ev.clipboardData && ev.clipboardData.files;
+      if (files && files.length) {
+        ev.preventDefault();
+        self.addFiles(files);
+      }
+    });
+    var depth = 0;
+    this.panel.addEventListener("dragenter", function (ev) {
+      if (!ev.dataTransfer || Array.prototype.indexOf.call(ev.dataTransfer.types, "Files") < 0) return;
+      depth++;
+      self.panel.classList.add("lw-dragging");
+    });
+    this.panel.addEventListener("dragleave", function () {
+      depth = Math.max(0, depth - 1);
+      if (!depth) self.panel.classList.remove("lw-dragging");
+    });
+    this.panel.addEventListener("dragover", function (ev) {
+      ev.preventDefault();
+    });
+    this.panel.addEventListener("drop", function (ev) {
+      ev.preventDefault();
+      depth = 0;
+      self.panel.classList.remove("lw-dragging");
+      if (ev.dataTransfer && ev.dataTransfer.files.length) self.addFiles(ev.dataTransfer.files);
+    });
+
+    if (this.mode === "launcher") {
+      this.launcher = h("button", { type: "button", class: "lw-launcher", "aria-label": "Open chat", "aria-expanded": "false", "aria-controls": panelId }, [
+        icon("chat"),
+        h("span", { class: "lw-badge", "aria-hidden": "true", hidden: true }),
+      ]);
+      this.launcher.addEventListener("click", function () {
+        self.toggle();
+      });
+      this.panel.hidden = true;
+      root.appendChild(h("div", { class: "lw-frame lw-floating" }, [this.panel, this.launcher]));
+      document.body.appendChild(this.host);
+      if (opts.open === "true" || opts.open === true) this.toggle(true);
+    } else {
+      root.appendChild(h("div", { class: "lw-frame lw-embedded" }, [this.panel]));
+      inlineTarget.appendChild(this.host);
+    }
+  };
+
+  Widget.prototype.toggle = function (open) {
+    if (this.mode !== "launcher") return;
+    var show = open === undefined ? this.panel.hidden : open;
+    this.panel.hidden = !show;
+    this.launcher.setAttribute("aria-expanded", String(show));
+    this.launcher.setAttribute("aria-label", show ? "Close chat" : "Open chat");
+    if (show) {
+      this.unread = 0;
+      this.updateBadge();
+      this.scrollToBottom();
+      this.input.focus();
+    } else {
+      this.launcher.focus();
+    }
+  };
+
+  Widget.prototype.updateBadge = function () {
+    if (!this.launcher) return;
+    var badge = this.launcher.querySelector(".lw-badge");
+    badge.hidden = !this.unread;
+    badge.textContent = this.unread > 99 ? "99+" : String(this.unread || "");
+  };
+
+  Widget.prototype.autosize = function () {
+    this.input.style.height = "auto";
+    this.input.style.height = Math.min(this.input.scrollHeight, 160) + "px";
+  };
+
+  Widget.prototype.setState = function (state, text) {
+    this.state = state;
+    this.panel.setAttribute("data-state", state);
+    this.statusText.textContent = text;
+  };
+
+  Widget.prototype.nearBottom = function () {
+    return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 80;
+  };
+
+  Widget.prototype.scrollToBottom = function () {
+    this.log.scrollTop = this.log.scrollHeight;
+  };
+
+  Widget.prototype.note = function (text, kind) {
+    var stick = this.nearBottom();
+    var el = h("div", { class: "lw-note lw-note-" + (kind || "info"), role: kind === "error" ? "alert" : null }, [text]);
+    this.pendingBox.appendChild(el);
+    if (stick) this.scrollToBottom();
+    return el;
+  };
+
+  // ---------------------------------------------------------------- connection
+
+  Widget.prototype.fetchToken = function () {
+    var url = this.opts.tokenUrl;
+    if (!url) return Promise.resolve(null);
+    function read(resp) {
+      if (!resp.ok) throw new Error("token endpoint answered " + resp.status);
+      return resp.json().then(function (body) {
+        if (!body || typeof body.token !== "string") throw new Error("token endpoint sent no token");
+        return body.token;
+      });
+    }
+    return fetch(url, { method: "POST", credentials: "same-origin" }).then(function (resp) {
+      if (resp.status === 405) return fetch(url, { credentials: "same-origin" }).then(read);
+      return read(resp);
+    });
+  };
+
+  Widget.prototype.connect = function () {
+    var self = this;
+    clearTimeout(this.retryTimer);
+    this.setState(this.attempt ? "reconnecting" : "connecting", this.attempt ? "Reconnecting…" : "Connecting…");
+    var tokenReady = this.token || !this.opts.tokenUrl ? Promise.resolve(this.token) : this.fetchToken();
+    tokenReady.then(
+      function (token) {
+        self.token = token;
+        self.open();
+      },
+      function (err) {
+        self.retry("Could not sign in: " + err.message);
+      }
+    );
+  };
+
+  Widget.prototype.open = function () {
+    var self = this;
+    var ws;
+    try {
+      ws = new WebSocket(this.wsUrl);
+    } catch (e) {
+      this.retry("Cannot connect");
+      return;
+    }
+    this.ws = ws;
+    this.stats.connects++;
+    ws.onopen = function () {
+      var hello = { type: "hello", client: "lydian-web/" + VERSION };
+      if (self.token) hello.token = self.token;
+      ws.send(JSON.stringify(hello));
+    };
+    ws.onmessage = function (ev) {
+      if (ws !== self.ws) return;
+      self.alive();
+      var frame;
+      try {
+        frame = JSON.parse(ev.data);
+      } catch (e) {
+        return;
+      }
+      self.stats.frames++;
+      try {
+        self.handle(frame);
+      } catch (e) {
+        if (window.console) console.error("lydian widget: failed to handle", frame && frame.type, e);
+      }
+    };
+    ws.onclose = function (ev) {
+      if (ws !== self.ws) return;
+      self.ws = null;
+      clearTimeout(self.watchdog);
+      if (ev.code === 4401) self.token = null;
+      self.retry(ev.code === 4429 ? "Connection too slow" : "Connection lost");
+    };
+  };
+
+  /** Reset the watchdog: a socket that hears nothing for 2.5 heartbeats is dead. */
+  Widget.prototype.alive = function () {
+    var self = this;
+    clearTimeout(this.watchdog);
+    if (!this.heartbeat) return;
+    this.watchdog = setTimeout(function () {
+      if (self.ws) self.ws.close(4000, "heartbeat missed");
+    }, this.heartbeat * 2500);
+  };
+
+  Widget.prototype.retry = function (why) {
+    var self = this;
+    this.presence.clear();
+    this.renderPresence();
+    this.clearTyping();
+    this.attempt++;
+    var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, this.attempt - 1));
+    var delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2)); // "equal jitter"
+    var until = Date.now() + delay;
+    this.setState("reconnecting", why + " · retrying in " + Math.ceil(delay / 1000) + " s");
+    clearInterval(this.countdown);
+    this.countdown = setInterval(function () {
+      var left = Math.max(0, Math.ceil((until - Date.now()) / 1000));
+      self.statusText.textContent = why + " · retrying in " + left + " s";
+    }, 1000);
+    this.retryTimer = setTimeout(function () {
+      clearInterval(self.countdown);
+      self.connect();
+    }, delay);
+  };
+
+  Widget.prototype.send = function (frame) {
+    if (!this.ws || this.ws.readyState !== 1) return false;
+    this.ws.send(JSON.stringify(frame));
+    return true;
+  };
+
+  // ---------------------------------------------------------------- frames
+
+  Widget.prototype.handle = function (f) {
+    switch (f.type) {
+      case "ping":
+        this.send({ type: "pong" });
+        break;
+      case "welcome":
+        this.me = f.user;
+        this.roles = f.roles || [];
+        this.heartbeat = f.heartbeat_interval;
+        this.alive();
+        var join = { type: "join", room: this.room, id: this.nextId("j") };
+        if (this.lastOffset !== null) {
+          join.since = this.lastOffset;
+          if (this.epoch) join.epoch = this.epoch;
+        }
+        this.stats.lastSince = join.since === undefined ? null : join.since;
+        this.send(join);
+        break;
+      case "joined":
+        this.onJoined(f);
+        break;
+      case "message":
+        if (f.message.room === this.room) this.addMessage(f.message, true);
+        break;
+      case "history":
+        this.onHistory(f);
+        break;
+      case "presence":
+        if (f.status === "offline") this.presence.delete(f.user.id);
+        else this.presence.set(f.user.id, f.user);
+        this.renderPresence();
+        break;
+      case "typing":
+        this.onTypingFrame(f);
+        break;
+      case "stream_start":
+        this.streamFor(f.stream_id, f.agent, f.requested_by);
+        break;
+      case "stream_delta":
+        this.onDelta(f);
+        break;
+      case "stream_end":
+        this.endStream(f.stream_id, f.message, f.cancelled ? "Stopped" : null);
+        break;
+      case "stream_error":
+        this.endStream(f.stream_id, f.message, null);
+        this.note("The answer failed: " + f.detail, "error");
+        break;
+      case "ack":
+        this.settle(f.id);
+        break;
+      case "command_result":
+        this.note((f.ok ? "" : "⚠ ") + f.text, f.ok ? "info" : "error").classList.add("lw-command");
+        break;
+      case "event":
+        this.note(f.detail, "info");
+        break;
+      case "error":
+        this.onError(f);
+        break;
+    }
+  };
+
+  Widget.prototype.onJoined = function (f) {
+    this.stats.joins++;
+    this.stats.replayed += f.replayed || 0;
+    this.attempt = 0;
+    this.setState("online", "Connected");
+    var fresh = this.lastOffset === null || f.recovered === false || (this.epoch && this.epoch !== f.epoch);
+    this.epoch = f.epoch;
+    if (fresh && this.lastOffset !== null) this.clearMessages();
+    this.presence.clear();
+    var self = this;
+    (f.presence || []).forEach(function (p) {
+      self.presence.set(p.user.id, p.user);
+    });
+    this.renderPresence();
+    // streams running now: take their text so far; the others ended while we were away
+    // and their final messages arrive with the replay
+    var live = new Set();
+    (f.streams || []).forEach(function (s) {
+      live.add(s.stream_id);
+      var st = self.streamFor(s.stream_id, s.agent, s.requested_by);
+      if (s.seq > st.seq) {
+        st.seq = s.seq;
+        st.text = s.text;
+        self.renderStream(st);
+      }
+    });
+    this.streams.forEach(function (st, id) {
+      if (!live.has(id)) self.dropStream(id);
+    });
+    if (fresh) {
+      this.hasMore = true;
+      this.oldest = null;
+      this.requestHistory(null);
+    }
+    // sends that were not acknowledged before the drop: the same id makes them idempotent
+    this.outbox.forEach(function (frame) {
+      self.send(frame);
+    });
+  };
+
+  Widget.prototype.clearMessages = function () {
+    this.messages.clear();
+    this.list.textContent = "";
+    this.lastOffset = null;
+    this.oldest = null;
+  };
+
+  Widget.prototype.requestHistory = function (before) {
+    var frame = { type: "history", room: this.room, limit: HISTORY_PAGE, id: this.nextId("h") };
+    if (before !== null) frame.before = before;
+    this.loadingOlder = true;
+    this.older.textContent = "Loading…";
+    this.send(frame);
+  };
+
+  Widget.prototype.loadOlder = function () {
+    if (this.loadingOlder || !this.hasMore || this.oldest === null || this.state !== "online") return;
+    if (this.oldest <= 1) {
+      this.hasMore = false;
+      return;
+    }
+    this.requestHistory(this.oldest);
+  };
+
+  Widget.prototype.onHistory = function (f) {
+    if (f.room !== this.room) return;
+    var before = this.log.scrollHeight - this.log.scrollTop;
+    var first = this.oldest === null;
+    var self = this;
+    f.messages.forEach(function (m) {
+      self.addMessage(m, false);
+    });
+    this.hasMore = f.has_more;
+    this.loadingOlder = false;
+    this.older.textContent = this.hasMore ? "" : "This is the beginning of the room.";
+    this.panel.classList.toggle("lw-at-start", !this.hasMore);
+    if (first) this.scrollToBottom();
+    else this.log.scrollTop = this.log.scrollHeight - before; // keep what the reader was looking at
+    // fill the panel: keep loading while there is no scrollbar yet
+    if (this.hasMore && this.log.scrollHeight <= this.log.clientHeight + 10) this.loadOlder();
+  };
+
+  Widget.prototype.onError = function (f) {
+    if (f.code === "auth_failed" || f.code === "token_expired") {
+      this.token = null;
+      if (this.ws) this.ws.close(4000, f.code);
+      return;
+    }
+    if (f.id && this.outbox.has(f.id)) {
+      this.settle(f.id);
+      this.note("Not sent: " + f.detail, "error");
+      return;
+    }
+    var ref = f.id || "";
+    if (ref.indexOf("h-") === 0) this.loadingOlder = false;
+    if (ref.indexOf("j-") === 0) {
+      this.setState("offline", f.detail); // unknown or private room: retrying will not help
+    } else if (ref.indexOf("c-") === 0) {
+      this.streams.forEach(function (st) {
+        if (st.cancelRef === ref) st.resetStop();
+      });
+      this.note("Could not stop the answer: " + f.detail, "error");
+      return;
+    }
+    this.note(f.detail, "error");
+  };
+
+  // ---------------------------------------------------------------- messages
+
+  Widget.prototype.addMessage = function (m, live) {
+    if (this.messages.has(m.offset)) {
+      this.stats.duplicatesDropped++;
+      return;
+    }
+    if (m.client_id && this.outbox.has(m.client_id) && this.me && m.user.id === this.me.id) this.settle(m.client_id);
+    var stick = this.nearBottom();
+    var el = this.renderMessage(m);
+    this.messages.set(m.offset, el);
+    // insert in offset order (almost always at the end)
+    var next = null;
+    for (var node = this.list.lastElementChild; node; node = node.previousElementSibling) {
+      if (Number(node.getAttribute("data-offset")) < m.offset) break;
+      next = node;
+    }
+    this.list.insertBefore(el, next);
+    this.regroup(el);
+    if (el.nextElementSibling) this.regroup(el.nextElementSibling);
+    if (this.lastOffset === null || m.offset > this.lastOffset) this.lastOffset = m.offset;
+    if (this.oldest === null || m.offset < this.oldest) this.oldest = m.offset;
+    if (live) {
+      if (stick || (this.me && m.user.id === this.me.id)) this.scrollToBottom();
+      if (this.mode === "launcher" && this.panel.hidden && !(this.me && m.user.id === this.me.id)) {
+        this.unread = (this.unread || 0) + 1;
+        this.updateBadge();
+      }
+    }
+  };
+
+  /** Consecutive messages of one author within a few minutes share one header. */
+  Widget.prototype.regroup = function (el) {
+    var prev = el.previousElementSibling;
+    var same =
+      prev &&
+      prev.getAttribute("data-user") === el.getAttribute("data-user") &&
+      Number(el.getAttribute("data-ts")) - Number(prev.getAttribute("data-ts")) < GROUP_GAP_S &&
+      el.getAttribute("data-kind") !== "system";
+    el.classList.toggle("lw-cont", !!same);
+  };
+
+  Widget.prototype.renderMessage = function (m, extraLabel) {
+    var mine = this.me && m.user.id === this.me.id;
+    var kind = m.kind || "user";
+    var el = h("article", {
+      class: "lw-msg lw-kind-" + kind + (mine ? " lw-mine" : ""),
+      "data-offset": m.offset,
+      "data-user": m.user.id,
+      "data-ts": m.ts,
+      "data-kind": kind,
+      "aria-label": m.user.name + ", " + formatTime(m.ts),
+    });
+    var meta = h("div", { class: "lw-meta" }, [
+      h("span", { class: "lw-author", text: mine ? m.user.name + " (you)" : m.user.name }),
+      kind === "agent" ? h("span", { class: "lw-tag", text: "AI" }) : null,
+      h("time", { datetime: new Date(m.ts * 1000).toISOString(), title: new Date(m.ts * 1000).toLocaleString(), text: formatTime(m.ts) }),
+    ]);
+    var body = h("div", { class: "lw-body" }, [meta]);
+    if (m.text) body.appendChild(h("div", { class: "lw-text" }, [renderMarkdown(m.text)]));
+    var label = extraLabel || (m.meta && m.meta.cancelled ? "Stopped" : m.meta && m.meta.error ? "Answer interrupted" : null);
+    if (label) body.appendChild(h("div", { class: "lw-flag", text: label }));
+    if (m.attachments && m.attachments.length) body.appendChild(this.renderAttachments(m.attachments));
+    el.appendChild(avatar(m.user));
+    el.appendChild(body);
+    return el;
+  };
+
+  Widget.prototype.renderAttachments = function (items) {
+    var self = this;
+    var box = h("div", { class: "lw-atts" });
+    items.forEach(function (a) {
+      var url = safeHref(a.url, self.hub + "/");
+      if (!url) return;
+      var kind = String(a.media_type).split("/")[0];
+      if (kind === "image") {
+        box.appendChild(
+          h("a", { class: "lw-att lw-att-image", href: url, target: "_blank", rel: "noopener noreferrer" }, [
+            h("img", { src: url, alt: a.name, loading: "lazy" }),
+          ])
+        );
+      } else if (kind === "audio") {
+        box.appendChild(
+          h("figure", { class: "lw-att lw-att-audio" }, [
+            h("audio", { controls: true, preload: "none", src: url, "aria-label": a.name }),
+            h("figcaption", { text: a.name }),
+          ])
+        );
+      } else {
+        box.appendChild(
+          h("a", { class: "lw-att lw-att-file", href: url, download: a.name, target: "_blank", rel: "noopener noreferrer" }, [
+            icon("file"),
+            h("span", { class: "lw-file-name", text: a.name }),
+            h("span", { class: "lw-file-size", text: formatSize(a.size) }),
+          ])
+        );
+      }
+    });
+    return box;
+  };
+
+  // ---------------------------------------------------------------- streamed answers
+
+  /** Who may stop an answer: the member who asked and admins (the hub checks it again). */
+  Widget.prototype.mayStop = function (requestedBy) {
+    if (!requestedBy || !this.me) return true;
+    return requestedBy === this.me.id || (this.roles || []).indexOf("admin") >= 0;
+  };
+
+  Widget.prototype.streamFor = function (id, agent, requestedBy) {
+    var st = this.streams.get(id);
+    if (st) return st;
+    var self = this;
+    agent = agent || { id: "agent", name: "Assistant" };
+    var text = h("div", { class: "lw-text" });
+    var stop = h("button", { type: "button", class: "lw-stop", "aria-label": "Stop this answer", hidden: !this.mayStop(requestedBy) }, [icon("stop"), "Stop"]);
+    var el = h("article", { class: "lw-msg lw-kind-agent lw-streaming", "data-stream": id, "aria-busy": "true", "aria-label": agent.name + " is answering" }, [
+      avatar(agent),
+      h("div", { class: "lw-body" }, [
+        h("div", { class: "lw-meta" }, [h("span", { class: "lw-author", text: agent.name }), h("span", { class: "lw-tag", text: "AI" }), h("span", { class: "lw-live", text: "answering…" })]),
+        text,
+        h("div", { class: "lw-stream-actions" }, [stop]),
+      ]),
+    ]);
+    st = { id: id, el: el, textEl: text, text: "", seq: 0, agent: agent, stop: stop, cancelRef: null };
+    st.resetStop = function () {
+      stop.disabled = false;
+      stop.lastChild.textContent = "Stop";
+    };
+    stop.addEventListener("click", function () {
+      stop.disabled = true;
+      stop.lastChild.textContent = "Stopping…";
+      st.cancelRef = self.nextId("c");
+      self.send({ type: "cancel", room: self.room, stream_id: id, id: st.cancelRef });
+    });
+    this.streams.set(id, st);
+    var stick = this.nearBottom();
+    this.streamBox.appendChild(el);
+    this.renderStream(st);
+    if (stick) this.scrollToBottom();
+    return st;
+  };
+
+  Widget.prototype.onDelta = function (f) {
+    if (f.room !== this.room) return;
+    var st = this.streamFor(f.stream_id, null);
+    if (f.seq <= st.seq) return; // already seen (e.g. in the snapshot after a reconnect)
+    st.seq = f.seq;
+    st.text += f.text;
+    var stick = this.nearBottom();
+    this.renderStream(st);
+    if (stick) this.scrollToBottom();
+  };
+
+  Widget.prototype.renderStream = function (st) {
+    st.textEl.textContent = "";
+    st.textEl.appendChild(renderMarkdown(st.text));
+    var cursor = h("span", { class: "lw-cursor", "aria-hidden": "true" });
+    var last = st.textEl.lastElementChild;
+    while (last && (last.tagName === "UL" || last.tagName === "OL")) last = last.lastElementChild;
+    if (last && last.tagName === "PRE") last = last.firstElementChild;
+    (last || st.textEl).appendChild(cursor);
+  };
+
+  Widget.prototype.dropStream = function (id) {
+    var st = this.streams.get(id);
+    if (!st) return;
+    st.el.remove();
+    this.streams.delete(id);
+  };
+
+  Widget.prototype.endStream = function (id, message, label) {
+    this.dropStream(id);
+    if (message && message.room === this.room) {
+      if (label) {
+        message = Object.assign({}, message, { meta: Object.assign({}, message.meta || {}, { cancelled: true }) });
+      }
+      this.addMessage(message, true);
+    }
+  };
+
+  // ---------------------------------------------------------------- presence and typing
+
+  Widget.prototype.renderPresence = function () {
+    var self = this;
+    var users = Array.from(this.presence.values());
+    users.sort(function (a, b) {
+      return a.name.localeCompare(b.name);
+    });
+    this.presenceList.textContent = "";
+    users.slice(0, 5).forEach(function (u) {
+      var me = self.me && u.id === self.me.id;
+      var li = h("li", { class: "lw-person", title: u.name + (me ? " (you)" : ""), "data-user": u.id }, [avatar(u, "lw-avatar-sm"), h("span", { class: "lw-sr", text: u.name + (me ? " (you)" : "") })]);
+      self.presenceList.appendChild(li);
+    });
+    this.presenceCount.textContent = users.length ? users.length + " online" : "";
+    this.presenceList.setAttribute("aria-label", "Online now: " + users.map(function (u) { return u.name; }).join(", "));
+  };
+
+  Widget.prototype.onTypingFrame = function (f) {
+    if (f.room !== this.room || (this.me && f.user.id === this.me.id)) return;
+    var self = this;
+    var entry = this.typing.get(f.user.id);
+    if (entry) clearTimeout(entry.timer);
+    if (f.active) {
+      this.typing.set(f.user.id, {
+        user: f.user,
+        timer: setTimeout(function () {
+          self.typing.delete(f.user.id);
+          self.renderTyping();
+        }, TYPING_SHOW_MS),
+      });
+    } else this.typing.delete(f.user.id);
+    this.renderTyping();
+  };
+
+  Widget.prototype.clearTyping = function () {
+    this.typing.forEach(function (e) {
+      clearTimeout(e.timer);
+    });
+    this.typing.clear();
+    this.renderTyping();
+  };
+
+  Widget.prototype.renderTyping = function () {
+    var names = Array.from(this.typing.values()).map(function (e) {
+      return e.user.name;
+    });
+    this.typingLine.textContent = "";
+    if (!names.length) return;
+    var text =
+      names.length === 1 ? names[0] + " is typing…" : names.length === 2 ? names[0] + " and " + names[1] + " are typing…" : names.length + " people are typing…";
+    this.typingLine.appendChild(h("span", { class: "lw-dots", "aria-hidden": "true" }, [h("i"), h("i"), h("i")]));
+    this.typingLine.appendChild(document.createTextNode(text));
+  };
+
+  Widget.prototype.onTyping = function () {
+    var now = Date.now();
+    if (!this.input.value.trim()) {
+      this.stopTyping();
+      return;
+    }
+    if (now - this.lastTypingSent > TYPING_RESEND_MS) {
+      this.lastTypingSent = now;
+      this.send({ type: "typing", room: this.room, active: true });
+    }
+  };
+
+  Widget.prototype.stopTyping = function () {
+    if (!this.lastTypingSent) return;
+    this.lastTypingSent = 0;
+    this.send({ type: "typing", room: this.room, active: false });
+  };
+
+  // ---------------------------------------------------------------- composing and sending
+
+  Widget.prototype.submit = function () {
+    var text = this.input.value;
+    var ready = this.uploads.filter(function (u) {
+      return u.attachment;
+    });
+    if (this.uploads.some(function (u) { return u.busy; })) {
+      this.note("Wait for the upload to finish.", "info");
+      return;
+    }
+    if (!text.trim() && !ready.length) return;
+    var id = this.nextId("m");
+    var frame;
+    if (/^\/\w/.test(text.trim()) && !ready.length) {
+      frame = { type: "command", room: this.room, text: text.trim(), id: id };
+      this.send(frame) || this.note("Offline: the command was not sent.", "error");
+    } else {
+      frame = { type: "send", room: this.room, text: text.trim() ? text : "", id: id };
+      if (ready.length) frame.attachments = ready.map(function (u) { return u.attachment.id; });
+      this.outbox.set(id, frame);
+      this.showPending(id, frame, ready);
+      this.send(frame); // if offline, it goes out after the reconnect
+    }
+    this.lastTypingSent = 0;
+    this.input.value = "";
+    this.uploads = [];
+    this.renderChips();
+    this.autosize();
+    this.input.focus();
+  };
+
+  Widget.prototype.showPending = function (id, frame, uploads) {
+    var el = h("div", { class: "lw-msg lw-mine lw-ghost", "data-pending": id, "aria-label": "Sending" }, [
+      h("div", { class: "lw-body" }, [
+        h("div", { class: "lw-meta" }, [h("span", { class: "lw-author", text: "Sending…" })]),
+        frame.text ? h("div", { class: "lw-text" }, [renderMarkdown(frame.text)]) : null,
+        uploads.length ? h("div", { class: "lw-text", text: uploads.map(function (u) { return "📎 " + u.name; }).join("  ") }) : null,
+      ]),
+    ]);
+    this.pendingBox.appendChild(el);
+    this.scrollToBottom();
+  };
+
+  Widget.prototype.settle = function (id) {
+    this.outbox.delete(id);
+    var ghost = this.pendingBox.querySelector('[data-pending="' + CSS.escape(id) + '"]');
+    if (ghost) ghost.remove();
+  };
+
+  Widget.prototype.addFiles = function (files) {
+    var self = this;
+    Array.prototype.forEach.call(files, function (file) {
+      var up = { name: file.name || "pasted file", busy: true, attachment: null, error: null };
+      self.uploads.push(up);
+      self.upload(file).then(
+        function (att) {
+          up.busy = false;
+          up.attachment = att;
+          self.renderChips();
+        },
+        function (err) {
+          up.busy = false;
+          up.error = err.message;
+          self.renderChips();
+        }
+      );
+    });
+    this.renderChips();
+  };
+
+  Widget.prototype.upload = function (file) {
+    var body = new FormData();
+    body.append("file", file, file.name || "pasted-file");
+    var headers = this.token ? { Authorization: "Bearer " + this.token } : {};
+    var url = this.hub + "/api/rooms/" + encodeURIComponent(this.room) + "/attachments";
+    return fetch(url, { method: "POST", body: body, headers: headers }).then(function (resp) {
+      return resp.json().then(
+        function (data) {
+          if (!resp.ok) throw new Error((data && data.detail) || "upload failed (" + resp.status + ")");
+          return data;
+        },
+        function () {
+          throw new Error("upload failed (" + resp.status + ")");
+        }
+      );
+    });
+  };
+
+  Widget.prototype.renderChips = function () {
+    var self = this;
+    this.chips.textContent = "";
+    this.uploads.forEach(function (up, index) {
+      var state = up.error ? "lw-chip-error" : up.busy ? "lw-chip-busy" : "lw-chip-ready";
+      var label = up.error ? up.name + ": " + up.error : up.busy ? up.name + " · uploading…" : up.name;
+      self.chips.appendChild(
+        h("li", { class: "lw-chip " + state }, [
+          h("span", { class: "lw-chip-name", text: label }),
+          h("button", {
+            type: "button",
+            class: "lw-chip-remove",
+            "aria-label": "Remove " + up.name,
+            onclick: function () {
+              self.uploads.splice(index, 1);
+              self.renderChips();
+              self.input.focus();
+            },
+          }, ["×"]),
+        ])
+      );
+    });
+  };
+
+  // ------------------------------------------------------------------ mounting
+
+  var instances = [];
+
+  function mount(options) {
+    if (!options || !options.room) throw new Error("LydianWidget.mount needs a room");
+    var widget = new Widget(options);
+    instances.push(widget);
+    return widget;
+  }
+
+  function fromScript(script) {
+    var d = script.dataset;
+    var base = d.hub || new URL(script.src, location.href).origin;
+    return { room: d.room, tokenUrl: d.tokenUrl, target: d.target, title: d.title, open: d.open, hub: base };
+  }
+
+  window.LydianWidget = { mount: mount, instances: instances, renderMarkdown: renderMarkdown, version: VERSION };
+
+  if (currentScript && currentScript.dataset.room) {
+    var options = fromScript(currentScript);
+    var start = function () {
+      mount(options);
+    };
+    if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+    else start();
+  }
+})();
