@@ -202,8 +202,11 @@ class PluginHost:
                 record.error = f"import failed: {type(exc).__name__}: {exc}"
                 self._records[ep.name] = record
                 continue
-            if self.register(plugin, ep.name, version=version, source="entry point"):
-                added.append(ep.name)
+            try:
+                if self.register(plugin, ep.name, version=version, source="entry point"):
+                    added.append(ep.name)
+            except ValueError as exc:  # e.g. two distributions claim the same name
+                log.error("plugin %r from %s skipped: %s", ep.name, ep.value, exc)
         return added
 
     def register(
@@ -211,7 +214,7 @@ class PluginHost:
     ) -> bool:
         """Add a plugin object (module or instance); it becomes active on the next
         :meth:`start` or :meth:`reload`. Returns False (and records why) if it is invalid."""
-        if name in self._records or name in self._commands or name == CORE:
+        if name in self._records or name == CORE:
             raise ValueError(f"a plugin named {name!r} exists already")
         record = _Record(name, plugin, version or getattr(plugin, "__version__", ""), source)
         self._records[name] = record
@@ -539,7 +542,7 @@ class PluginHost:
             data={"plugin": failure.plugin, "hook": failure.hook, "failures": count},
         )
         await self.hub.rooms.publish_event(room, encode(event))
-        if count >= self.max_failures:
+        if count == self.max_failures:  # exactly once, even with failures in flight
             await self.set_enabled(
                 self.hub,
                 room,
