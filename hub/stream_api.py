@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, delete, get
 from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
-from litestar.params import FromPath, Parameter
+from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED
 
@@ -107,9 +107,9 @@ async def room_events(
     request: AuthRequest,
     room_id: FromPath[str],
     since: Annotated[
-        int | None, Parameter(ge=0, description="replay messages after this offset first")
+        int | None, QueryParameter(ge=0, description="replay messages after this offset first")
     ] = None,
-    last_event_id: Annotated[str | None, Parameter(header="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     """The room's live frames as Server-Sent Events (``text/event-stream``)."""
     hub: Hub = request.app.state.hub
@@ -178,7 +178,7 @@ def _percentile(values: list[float], q: float) -> float | None:
 
 @get("/api/streams/metrics", tags=["streams"])
 async def stream_metrics(
-    request: AuthRequest, limit: Annotated[int, Parameter(ge=1, le=500)] = 50
+    request: AuthRequest, limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50
 ) -> MetricsReport:
     """Per-stream figures of this process (time to first token, tokens/s, cancelled); admins."""
     if not request.user.is_admin:

@@ -1,0 +1,276 @@
+"""A fake OpenAI-compatible server on 127.0.0.1: ``/v1/chat/completions`` over real HTTP/1.1.
+
+It streams SSE chunks exactly like OpenAI's API (chunked transfer encoding, ``data: {…}``
+lines, ``data: [DONE]``) and follows a :class:`Script`: delay before the first token and
+between tokens, an abrupt connection drop, a malformed chunk, a hang (for timeouts) or an
+error status. Every request is logged with what was sent and whether the client closed the
+connection before the end, so tests can prove that a cancel really closed the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_TOKENS = [f"word{i} " for i in range(20)]
+MAX_HANG = 30.0
+"""Seconds a hanging response waits at most for the client to give up (keeps tests bounded)."""
+
+
+@dataclass
+class Script:
+    """How the next responses behave."""
+
+    tokens: list[str] = field(default_factory=lambda: list(DEFAULT_TOKENS))
+    first_delay: float = 0.0
+    token_delay: float = 0.0
+    drop_after: int | None = None
+    """Close the connection abruptly after this many tokens."""
+    malformed_after: int | None = None
+    """Send a chunk that is not JSON after this many tokens."""
+    hang_after: int | None = None
+    """Stop sending (connection left open) after this many tokens."""
+    status: int = 200
+    """A non-200 status answers an OpenAI-style JSON error instead of a stream."""
+
+
+@dataclass
+class RequestLog:
+    path: str
+    body: dict[str, Any]
+    started: float = field(default_factory=time.monotonic)
+    sent: int = 0
+    completed: bool = False
+    client_closed_at: float | None = None
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def client_closed(self) -> bool:
+        return self.client_closed_at is not None
+
+
+class FakeOpenAI:
+    """``async with FakeOpenAI(Script(...)) as fake: fake.base_url``."""
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.script = script or Script()
+        self.requests: list[RequestLog] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    async def __aenter__(self) -> FakeOpenAI:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    def chat_requests(self) -> list[RequestLog]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    async def wait_for_request(self, timeout: float = 5.0) -> RequestLog:
+        deadline = time.monotonic() + timeout
+        while not self.chat_requests():
+            if time.monotonic() > deadline:
+                raise AssertionError("the fake OpenAI server got no chat request")
+            await asyncio.sleep(0.005)
+        return self.chat_requests()[-1]
+
+    # ------------------------------------------------------------ HTTP
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    return
+                method, path, body = request
+                keep = await self._route(method, path, body, reader, writer)
+                if not keep:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self._handlers.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    async def _route(
+        self,
+        method: str,
+        path: str,
+        body: bytes,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        if method == "GET" and path.endswith("/models"):
+            await _json(writer, 200, {"object": "list", "data": [{"id": "fake-model"}]})
+            return True
+        if method != "POST" or not path.endswith("/chat/completions"):
+            await _json(writer, 404, {"error": {"message": f"no route {path}"}})
+            return True
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            await _json(writer, 400, {"error": {"message": "body is not JSON"}})
+            return True
+        log = RequestLog(path=path, body=payload)
+        self.requests.append(log)
+        script = self.script
+        try:
+            if script.status != 200:
+                error = {"message": "scripted failure", "type": "server_error", "code": None}
+                await _json(writer, script.status, {"error": error})
+                return True
+            if not payload.get("stream"):
+                await asyncio.sleep(script.first_delay)
+                await _json(writer, 200, _completion(payload, "".join(script.tokens)))
+                log.sent = len(script.tokens)
+                log.completed = True
+                return True
+            return await self._stream(payload, log, reader, writer)
+        finally:
+            log.ended.set()
+
+    async def _stream(
+        self,
+        payload: dict[str, Any],
+        log: RequestLog,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> bool:
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"cache-control: no-cache\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        await writer.drain()
+        watcher = asyncio.create_task(_until_eof(reader))
+        sender = asyncio.create_task(self._send_tokens(payload, log, writer))
+        done, _ = await asyncio.wait({watcher, sender}, return_when=asyncio.FIRST_COMPLETED)
+        if watcher in done:  # the client went away first
+            log.client_closed_at = time.monotonic()
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+            return False
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        outcome = sender.result()
+        if outcome == "drop":
+            writer.transport.abort()
+            return False
+        if outcome == "hang":
+            try:
+                await asyncio.wait_for(_until_eof(reader), MAX_HANG)
+                log.client_closed_at = time.monotonic()
+            except TimeoutError:
+                pass
+            return False
+        log.completed = True
+        return True
+
+    async def _send_tokens(
+        self, payload: dict[str, Any], log: RequestLog, writer: asyncio.StreamWriter
+    ) -> str:
+        script = self.script
+        model = payload.get("model", "fake-model")
+        await _chunk(writer, _event(_delta(model, {"role": "assistant", "content": ""})))
+        await asyncio.sleep(script.first_delay)
+        for index, token in enumerate(script.tokens):
+            if index and script.token_delay:
+                await asyncio.sleep(script.token_delay)
+            if script.drop_after is not None and index == script.drop_after:
+                return "drop"
+            if script.hang_after is not None and index == script.hang_after:
+                return "hang"
+            if script.malformed_after is not None and index == script.malformed_after:
+                await _chunk(writer, b'data: {"choices": [{"delta": {"content": \n\n')
+                await asyncio.sleep(MAX_HANG)  # the client must give up on its own
+                return "hang"
+            await _chunk(writer, _event(_delta(model, {"content": token})))
+            log.sent += 1
+        await _chunk(writer, _event(_delta(model, {}, "stop")))
+        await _chunk(writer, b"data: [DONE]\n\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        return "done"
+
+
+def _delta(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 0,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _completion(payload: dict[str, Any], text: str) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 0,
+        "model": payload.get("model", "fake-model"),
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        ],
+    }
+
+
+def _event(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+
+async def _chunk(writer: asyncio.StreamWriter, data: bytes) -> None:
+    writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+    await writer.drain()
+
+
+async def _until_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(4096):
+        pass
+
+
+async def _json(writer: asyncio.StreamWriter, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    writer.write(
+        f"HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(data)}\r\n\r\n".encode()
+        + data
+    )
+    await writer.drain()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    body = await reader.readexactly(length) if length else b""
+    return method, path, body
