@@ -14,7 +14,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=build /wheels /wheels
-RUN pip install /wheels/*.whl && rm -rf /wheels \
+# With the `adapters` extra: the Slack and Discord bridges are plugins loaded at start.
+RUN pip install "$(echo /wheels/*.whl)[adapters]" && rm -rf /wheels \
     && useradd --system --user-group --uid 10001 --create-home --home-dir /var/lib/lydian lydian
 
 # Without DATABASE_URL the hub falls back to SQLite (and a generated secret) in LYDIAN_DATA_DIR.

@@ -215,6 +215,14 @@ def test_build_copies_what_the_wheel_needs() -> None:
         assert not any(fnmatch.fnmatch(path, p) for p in ignore), f"{path} is dockerignored"
 
 
+def test_image_installs_the_wheel_with_the_adapter_extra() -> None:
+    """The bridges (Slack, Discord) are plugins whose libraries live in the ``adapters`` extra."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "adapters" in project["optional-dependencies"]
+    installs = [args for k, args in final_stage() if k == "RUN" and "pip install" in args]
+    assert len(installs) == 1 and "/wheels/" in installs[0] and "[adapters]" in installs[0]
+
+
 def test_dockerignore_keeps_local_state_and_secrets_out() -> None:
     ignore = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".lydian", ".env", "lydian.toml", "*.sqlite3"} <= ignore
