@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.openapi import OpenAPIConfig
 from litestar.security.jwt import JWTAuth, Token
@@ -32,6 +33,20 @@ async def _identity_from_token(token: Token, _: ASGIConnection[Any, Any, Any, An
         id=token.sub,
         name=str(token.extras.get("name") or token.sub),
         roles=tuple(str(r) for r in roles),
+    )
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """Sites allowed to call the HTTP API from a browser (``LYDIAN_CORS_ORIGINS=a,b``), e.g.
+    the web widget embedded elsewhere uploading attachments. Tokens are bearer headers,
+    never cookies, so no credentials are allowed."""
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
     )
 
 
@@ -72,5 +87,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         on_app_init=[jwt_auth.on_app_init],
         middleware=[http_cache_middleware],  # runs after JWT auth: knows the user
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
+        cors_config=_cors(settings),
         debug=False,
     )

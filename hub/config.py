@@ -51,6 +51,7 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_warm_hottest: int = 100  # previous run's hottest keys loaded into L1 at startup
     max_upload_bytes: int = 10 * 1024 * 1024
     max_attachments_per_message: int = 10
+    cors_origins: str = ""  # "https://a.example,https://b.example" may call the API (or "*")
     log_level: str = "info"
     plugins: str | None = None  # allow-list "a,b" (env LYDIAN_PLUGINS); None loads every plugin
     trace_hooks: bool = False  # log every plugin hook call (env LYDIAN_TRACE_HOOKS=1)

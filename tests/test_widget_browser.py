@@ -13,9 +13,13 @@ import itertools
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
+import threading
 import time
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from hub.auth import Identity, issue_token
 from hub.protocol import UserRef
 from tests.support import TEST_SECRET, free_port
-from tests.test_attachments import PDF, tiny_png
+from tests.test_attachments import PDF
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -344,12 +348,36 @@ async def test_history_loads_older_pages_on_scroll_up(server, browser):
     assert (await alice.texts())[0] == "message number 1"
 
 
+def gradient_png(width: int = 240, height: int = 140) -> bytes:
+    """A small real PNG (a teal-to-indigo gradient) for the attachment screenshots."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(
+        b"\x00"
+        + b"".join(
+            bytes((20 + x * 60 // width, 184 - y * 100 // height, 166 + x * 70 // width))
+            for x in range(width)
+        )
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
 async def test_attachments_are_uploaded_and_shown_to_everyone(server, browser):
     alice = await open_widget(browser, server.http_url, "Alice")
     bob = await open_widget(browser, server.http_url, "Bob")
     await alice.css(".lw-composer input[type=file]").set_input_files(
         [
-            {"name": "dot.png", "mimeType": "image/png", "buffer": tiny_png()},
+            {"name": "chart.png", "mimeType": "image/png", "buffer": gradient_png()},
             {"name": "runbook.pdf", "mimeType": "application/pdf", "buffer": PDF},
             {"name": "virus.exe", "mimeType": "image/png", "buffer": b"MZ\x90\x00" + bytes(64)},
         ]
@@ -363,9 +391,9 @@ async def test_attachments_are_uploaded_and_shown_to_everyone(server, browser):
         message = page.messages.nth(0)
         await expect(message.locator(".lw-att")).to_have_count(2)
         image = message.locator(".lw-att-image img")
-        await expect(image).to_have_attribute("alt", "dot.png")
+        await expect(image).to_have_attribute("alt", "chart.png")
         await page.page.wait_for_function(
-            "el => el.complete && el.naturalWidth === 1", arg=await image.element_handle()
+            "el => el.complete && el.naturalWidth === 240", arg=await image.element_handle()
         )
         await expect(message.locator(".lw-att-file .lw-file-name")).to_have_text("runbook.pdf")
     await expect(alice.css(".lw-chips li")).to_have_count(0)
@@ -491,3 +519,83 @@ async def test_page_reconnects_after_hub_restart_and_shows_missed_messages_once(
     finally:
         for proc in procs:
             proc.kill()
+
+
+# ------------------------------------------------------------------ embedded on another site
+
+
+class HostSite:
+    """A third-party site on another loopback origin: a page embedding the widget with one
+    tag, and its own token endpoint (as a real site would mint tokens for its users)."""
+
+    def __init__(self) -> None:
+        self.hub_url = ""
+        self.token = ""
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                tag = (
+                    f'<script src="{site.hub_url}/widget.js" data-room="lobby" '
+                    'data-token-url="/token" data-title="Partner support"></script>'
+                )
+                page = f"<!doctype html><title>Partner</title><h1>Partner site</h1>{tag}"
+                self._send("text/html", page.encode())
+
+            def do_POST(self) -> None:
+                self._send("application/json", json.dumps({"token": site.token}).encode())
+
+            def _send(self, ctype: str, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_widget_embedded_on_another_origin_chats_and_uploads_with_cors(make_server, browser):
+    site = HostSite()
+    try:
+        for cors in ("", site.origin):
+            async with make_server(cors_origins=cors) as server:
+                with contextlib.suppress(AssertionError):
+                    await server.create_room("lobby")
+                site.hub_url = server.http_url
+                site.token = server.token("dave", name="Dave")
+                page = await browser.new_page(viewport=DESKTOP)
+                dave = WidgetPage(page)
+                await page.goto(site.origin + "/")
+                launcher = dave.css(".lw-launcher")
+                await launcher.click()
+                await expect(dave.panel).to_have_attribute("data-state", "online")
+                await expect(dave.css(".lw-title")).to_have_text("Partner support")
+                await dave.say(f"hello from a partner site (cors={bool(cors)})")
+                await expect(dave.messages.last.locator(".lw-author")).to_have_text("Dave (you)")
+                await dave.css(".lw-composer input[type=file]").set_input_files(
+                    {"name": "runbook.pdf", "mimeType": "application/pdf", "buffer": PDF}
+                )
+                if not cors:  # the hub does not let other sites call its HTTP API by default
+                    await expect(dave.css(".lw-chip-error")).to_have_count(1)
+                    await page.close()
+                    continue
+                await expect(dave.css(".lw-chip-ready")).to_have_count(1)
+                await dave.css(".lw-input").press("Enter")
+                await expect(dave.messages.last.locator(".lw-file-name")).to_have_text(
+                    "runbook.pdf"
+                )
+                assert dave.errors == []
+                await page.close()
+    finally:
+        site.close()

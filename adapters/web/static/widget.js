@@ -1078,7 +1078,10 @@
     body.append("file", file, file.name || "pasted-file");
     var headers = this.token ? { Authorization: "Bearer " + this.token } : {};
     var url = this.hub + "/api/rooms/" + encodeURIComponent(this.room) + "/attachments";
-    return fetch(url, { method: "POST", body: body, headers: headers }).then(function (resp) {
+    var sent = fetch(url, { method: "POST", body: body, headers: headers }).catch(function () {
+      throw new Error("the hub could not be reached (or does not allow uploads from this site)");
+    });
+    return sent.then(function (resp) {
       return resp.json().then(
         function (data) {
           if (!resp.ok) throw new Error((data && data.detail) || "upload failed (" + resp.status + ")");
