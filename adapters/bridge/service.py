@@ -74,6 +74,8 @@ class BridgeService:
         self._forwarded: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._started = False
         self._lock = asyncio.Lock()
+        self._ingesting: dict[tuple[str, str, str], asyncio.Event] = {}
+        self._origins: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -200,11 +202,31 @@ class BridgeService:
         attachments: list[Attachment] | None = None,
     ) -> list[ChatMessage]:
         """Post a platform message into every room bridged to its channel, once."""
+        rooms = self.rooms_for(platform, channel)
+        key = (platform, channel, platform_msg)
+        if not rooms or key in self._ingesting:
+            return []
+        done = self._ingesting[key] = asyncio.Event()
+        try:
+            return await self._ingest(
+                rooms, platform, channel, platform_msg, user, text, attachments
+            )
+        finally:
+            done.set()
+            del self._ingesting[key]
+
+    async def _ingest(
+        self,
+        rooms: list[str],
+        platform: str,
+        channel: str,
+        platform_msg: str,
+        user: PlatformUser,
+        text: str,
+        attachments: list[Attachment] | None,
+    ) -> list[ChatMessage]:
         if await self.store.copy_of(platform, channel, platform_msg) is not None:
             return []  # our own copy coming back, or a platform retry of one already posted
-        rooms = self.rooms_for(platform, channel)
-        if not rooms:
-            return []
         user = await self.store.remember_user(user)
         author = UserRef(id=user.hub_user or f"{platform}:{user.id}", name=user.name)
         if user.avatar:
@@ -216,7 +238,7 @@ class BridgeService:
                 room,
                 author,
                 text,
-                client_id=f"{platform}:{platform_msg}"[:100],
+                client_id=f"{platform}:{channel}:{platform_msg}"[:100],
                 attachments=attachments or [],
                 meta={"source": platform, "channel": channel, "platform_id": platform_msg},
             )
@@ -239,6 +261,9 @@ class BridgeService:
     async def _propagate(
         self, platform: str, channel: str, platform_msg: str, text: str | None
     ) -> int:
+        ingesting = self._ingesting.get((platform, channel, platform_msg))
+        if ingesting is not None:  # the message itself is still being posted
+            await ingesting.wait()
         source = await self.store.copy_of(platform, channel, platform_msg)
         if source is None or not source.origin:
             return 0  # unknown, or an edit of our own copy (echo)
@@ -333,7 +358,13 @@ class BridgeService:
         return True
 
     async def _forward(self, message: ChatMessage) -> None:
+        if message.meta.get("stream_id") in self._streams:
+            return  # a streamed answer's final message: its stream's close delivers it
         source = (message.meta.get("source"), message.meta.get("channel"))
+        if source[0] and message.meta.get("platform_id"):
+            self._origins[message.id] = (*source, str(message.meta["platform_id"]))
+            while len(self._origins) > 10_000:
+                self._origins.popitem(last=False)
         for link, connector in self._targets(message.room):
             if (link.platform, link.channel) == source:
                 continue
@@ -365,6 +396,25 @@ class BridgeService:
     def streams(self, stream_id: str) -> list[tuple[str, str, StreamState]]:
         return list(self._streams.get(stream_id, []))
 
+    async def stop_stream(
+        self, platform: str, channel: str, platform_msg: str, identity: Identity
+    ) -> str | None:
+        """A Stop on a platform copy of a streamed answer: cancel it everywhere.
+
+        Returns None when ``platform_msg`` is not a running answer, else a short result.
+        """
+        from hub.streams import CancelRefused
+
+        for stream_id, entries in list(self._streams.items()):
+            for p, c, state in entries:
+                if (p, c, state.platform_msg) == (platform, channel, platform_msg):
+                    try:
+                        await self.hub.streams.cancel(state.room, stream_id, identity)
+                    except CancelRefused as exc:
+                        return exc.detail
+                    return "stopped"
+        return None
+
     async def _stream_start(self, frame: StreamStart) -> None:
         if frame.stream_id in self._streams:
             return
@@ -372,6 +422,9 @@ class BridgeService:
         for link, connector in self._targets(frame.room):
             state = StreamState(room=frame.room, stream_id=frame.stream_id, agent=frame.agent)
             if frame.reply_to:
+                origin = self._origins.get(frame.reply_to)
+                if origin is not None and origin[:2] == (link.platform, link.channel):
+                    state.thread = origin[2]
                 for copy in await self.store.copies(frame.reply_to):
                     if (copy.platform, copy.channel) == (link.platform, link.channel):
                         state.thread = copy.platform_msg

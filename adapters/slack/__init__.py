@@ -1,0 +1,1 @@
+"""Slack adapter: bridges hub rooms to Slack channels (slack-bolt, Events API or Socket Mode)."""

@@ -1,0 +1,279 @@
+"""A fake Slack: the Web API methods the adapter uses, and a sender of signed Events API
+requests and slash commands, as Slack would deliver them to the hub.
+
+Point ``slack_sdk`` at it with ``base_url=fake.api_url``. ``fake.rate_limit("chat.postMessage",
+retry_after=1)`` makes the next call of that method answer 429 with ``Retry-After``. When
+``echo_events`` is on, every message the bot posts comes back to the hub as a ``message``
+event with the bot's ids, as Slack does, so echo suppression is exercised for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+from aiohttp import web
+
+from tests.fakes.server import LoopbackServer
+
+TEAM = "T0FAKE"
+BOT_USER = "UBOT"
+BOT_ID = "BBOT"
+
+
+class FakeSlack(LoopbackServer):
+    def __init__(self, signing_secret: str, token: str = "xoxb-fake") -> None:
+        super().__init__()
+        self.signing_secret = signing_secret
+        self.token = token
+        self.hub_url: str | None = None
+        self.echo_events = True
+        self.native_streaming = True
+        self.users: dict[str, dict[str, Any]] = {}
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, ts) -> message
+        self.calls: list[tuple[str, dict[str, Any], float]] = []
+        self.rejected: list[tuple[str, float]] = []  # 429s given: (method, time)
+        self._limits: dict[str, list[float]] = {}
+        self._ts = itertools.count(1)
+        self._events = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.app.router.add_route("*", "/api/{method}", self._api)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/api/"
+
+    def add_user(self, user_id: str, name: str, avatar: str | None = None) -> None:
+        self.users[user_id] = {
+            "id": user_id,
+            "name": name.lower(),
+            "real_name": name,
+            "profile": {"display_name": name, "real_name": name, "image_72": avatar},
+        }
+
+    def rate_limit(self, method: str, retry_after: float = 1.0, times: int = 1) -> None:
+        self._limits.setdefault(method, []).extend([retry_after] * times)
+
+    def in_channel(self, channel: str) -> list[dict[str, Any]]:
+        """Messages in ``channel`` in posting order (current text, after edits)."""
+        found = [m for (c, _), m in self.messages.items() if c == channel and not m.get("deleted")]
+        return sorted(found, key=lambda m: float(m["ts"]))
+
+    def posted(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
+        return [params for name, params, _ in self.calls if name == method]
+
+    # ------------------------------------------------------------ Web API
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        params: dict[str, Any] = dict(request.query)
+        if request.content_type == "application/json":
+            params.update(await request.json())
+        else:
+            params.update(dict(await request.post()))
+        return params
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        if request.headers.get("Authorization") != f"Bearer {self.token}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        pending = self._limits.get(method)
+        if pending:
+            retry = pending.pop(0)
+            self.rejected.append((method, time.monotonic()))
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"},
+                status=429,
+                headers={"Retry-After": f"{retry:g}"},
+            )
+        self.calls.append((method, params, time.monotonic()))
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        return web.json_response(await handler(params))
+
+    def _next_ts(self) -> str:
+        return f"1700000000.{next(self._ts):06d}"
+
+    async def _m_auth_test(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://fake.slack.test/",
+            "team": "Fake",
+            "user": "lydian",
+            "team_id": TEAM,
+            "user_id": BOT_USER,
+            "bot_id": BOT_ID,
+        }
+
+    async def _m_users_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(p.get("user", ""))
+        return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+
+    async def _m_conversations_info(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "channel": {"id": p.get("channel"), "name": p.get("channel")}}
+
+    async def _m_chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
+        channel = str(p.get("channel"))
+        ts = self._next_ts()
+        message = {
+            "ts": ts,
+            "channel": channel,
+            "text": p.get("text", ""),
+            "username": p.get("username"),
+            "icon_url": p.get("icon_url"),
+            "bot_id": BOT_ID,
+            "user": BOT_USER,
+        }
+        self.messages[(channel, ts)] = message
+        self._echo({"type": "message", "subtype": "bot_message", **message})
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    async def _m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get((str(p.get("channel")), str(p.get("ts"))))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        message["text"] = p.get("text", "")
+        message["edits"] = message.get("edits", 0) + 1
+        self._echo(
+            {
+                "type": "message",
+                "subtype": "message_changed",
+                "channel": message["channel"],
+                "message": {**message},
+                "ts": self._next_ts(),
+            }
+        )
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    async def _m_chat_delete(self, p: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get((str(p.get("channel")), str(p.get("ts"))))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        message["deleted"] = True
+        return {"ok": True}
+
+    async def _m_chat_startStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        if not self.native_streaming:
+            return {"ok": False, "error": "unknown_method"}
+        channel = str(p.get("channel"))
+        ts = self._next_ts()
+        self.messages[(channel, ts)] = {
+            "ts": ts,
+            "channel": channel,
+            "text": p.get("markdown_text") or "",
+            "thread_ts": p.get("thread_ts"),
+            "streaming": True,
+            "bot_id": BOT_ID,
+        }
+        return {"ok": True, "channel": channel, "ts": ts}
+
+    async def _m_chat_appendStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get((str(p.get("channel")), str(p.get("ts"))))
+        if message is None or not message.get("streaming"):
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message["text"] += p.get("markdown_text") or ""
+        message["appends"] = message.get("appends", 0) + 1
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    async def _m_chat_stopStream(self, p: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get((str(p.get("channel")), str(p.get("ts"))))
+        if message is None or not message.get("streaming"):
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message["text"] += p.get("markdown_text") or ""
+        message["streaming"] = False
+        return {"ok": True, "channel": message["channel"], "ts": message["ts"]}
+
+    # ------------------------------------------------------------ deliveries to the hub
+
+    def _echo(self, event: dict[str, Any]) -> None:
+        if self.echo_events and self.hub_url:
+            task = asyncio.ensure_future(self.send_event(event))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def settle(self) -> None:
+        """Wait for the echo deliveries in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def sign(self, body: bytes, timestamp: int | None = None, secret: str | None = None) -> dict:
+        ts = str(timestamp if timestamp is not None else int(time.time()))
+        base = b"v0:" + ts.encode() + b":" + body
+        key = (secret or self.signing_secret).encode()
+        signature = "v0=" + hmac.new(key, base, hashlib.sha256).hexdigest()
+        return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature}
+
+    async def deliver(
+        self,
+        path: str,
+        body: bytes,
+        content_type: str,
+        *,
+        retry_num: int | None = None,
+        secret: str | None = None,
+        timestamp: int | None = None,
+    ) -> httpx.Response:
+        assert self.hub_url is not None
+        headers = {"Content-Type": content_type, **self.sign(body, timestamp, secret)}
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = "http_timeout"
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await client.post(self.hub_url + path, content=body, headers=headers)
+
+    def event_body(self, event: dict[str, Any], event_id: str | None = None) -> bytes:
+        envelope = {
+            "token": "legacy",
+            "team_id": TEAM,
+            "api_app_id": "AFAKE",
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{next(self._events):08d}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+            "event": event,
+        }
+        return json.dumps(envelope).encode()
+
+    async def send_event(self, event: dict[str, Any], **kw: Any) -> httpx.Response:
+        event_id = kw.pop("event_id", None)
+        return await self.deliver(
+            "/slack/events", self.event_body(event, event_id), "application/json", **kw
+        )
+
+    async def user_says(self, channel: str, user: str, text: str, **kw: Any) -> str:
+        """A user posts in ``channel``: store it and deliver the ``message`` event; its ts."""
+        ts = self._next_ts()
+        message = {"type": "message", "channel": channel, "user": user, "text": text, "ts": ts}
+        self.messages[(channel, ts)] = dict(message)
+        resp = await self.send_event({**message, "event_ts": ts, **kw.pop("extra", {})}, **kw)
+        assert resp.status_code == 200, resp.text
+        return ts
+
+    async def slash(
+        self, command: str, text: str, user: str, channel: str, **kw: Any
+    ) -> httpx.Response:
+        body = urlencode(
+            {
+                "token": "legacy",
+                "team_id": TEAM,
+                "channel_id": channel,
+                "user_id": user,
+                "user_name": self.users.get(user, {}).get("name", user),
+                "command": command,
+                "text": text,
+                "api_app_id": "AFAKE",
+                "response_url": f"{self.url}/response/1",
+                "trigger_id": "trig",
+            }
+        ).encode()
+        return await self.deliver(
+            "/slack/commands", body, "application/x-www-form-urlencoded", **kw
+        )
