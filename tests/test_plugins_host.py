@@ -8,6 +8,7 @@ from typing import Annotated
 import msgspec
 import pytest
 
+from hub.commands import Arg, CommandSpec
 from hub.hookspecs import hookimpl
 from hub.plugin_config import PerRoom, PluginConfigError, Secret, load_plugin_settings
 from hub.plugins import PluginHost, await_me_maybe
@@ -146,3 +147,38 @@ async def test_agents_are_enabled_per_room_under_their_own_name(server):
     async with server.http("root", admin=True) as http:
         state = (await http.get("/api/rooms/ops/plugins/summarizer")).json()
     assert state == {"room": "ops", "plugin": "summarizer", "enabled": True, "kind": "agent"}
+
+
+class AdminTools:
+    LYDIAN_DEFAULT_ENABLED = True
+
+    @hookimpl
+    def lydian_commands(self):
+        async def purge(ctx, args):
+            return f"purged {args['count']} messages in {ctx.room}"
+
+        return [
+            CommandSpec(
+                name="purge",
+                help="delete recent messages",
+                handler=purge,
+                args=[Arg("count", type=int)],
+                admin_only=True,
+            )
+        ]
+
+
+async def test_admin_only_plugin_commands(server):
+    await server.create_room("ops")
+    await add_plugin(server, AdminTools(), "admintools")
+    bob = await server.client("bob")
+    root = await server.client("root", admin=True)
+    for client in (bob, root):
+        await client.join("ops")
+    denied = await command(bob, "ops", "/purge 5", "c1")
+    assert denied["code"] == "forbidden" and denied["detail"] == "/purge is for admins only"
+    assert (await command(root, "ops", "/purge 5", "c2"))["text"] == "purged 5 messages in ops"
+    usage = await command(root, "ops", "/purge five", "c3")
+    assert usage["code"] == "usage" and "usage: /purge COUNT" in usage["detail"]
+    helped = await command(bob, "ops", "/help purge", "c4")
+    assert helped["text"].startswith("/purge COUNT — delete recent messages (admin)")
