@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 
 import pytest
 from redis.asyncio import Redis
 
 from hub.cache import CacheManager
 from tests.procs import PrivateRedis
+from tests.support import free_port
 
 
 @pytest.fixture
@@ -114,3 +116,83 @@ async def test_hub_requests_never_fail_while_redis_restarts(redis_server, make_s
             assert posted.status_code == 201
             page = await alice.get("/api/rooms/general/messages")
             assert page.json()["messages"][-1]["text"] == "after"
+
+
+class DurableRedis:
+    """A redis-server with an append-only file, so data survives kill -9 and restart."""
+
+    def __init__(self, directory) -> None:
+        self.dir = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+                str(self.dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = Redis.from_url(self.url)
+        try:
+
+            async def up() -> bool:
+                try:
+                    return bool(await client.ping())
+                except Exception:
+                    return False
+
+            await _until(up)
+        finally:
+            await client.aclose()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+async def test_invalidations_made_during_an_outage_are_replayed(tmp_path):
+    redis = DurableRedis(tmp_path)
+    await redis.start()
+    a = CacheManager(redis_url=redis.url, prefix="replay:", redis_timeout=0.3)
+    await a.start()
+    try:
+        await a.set("k", "old")
+        redis.kill()
+        await a.invalidate(key="default:k")  # reaches L1 only: Redis is down
+        assert await a.get("k") is None
+        await redis.start()  # the append-only file brings the stale value back
+        raw = Redis.from_url(redis.url)
+        assert await raw.exists("replay:k:default:k") == 1
+
+        async def recovered() -> bool:
+            await a.get("probe")
+            return a.l2 is not None and a.l2.available
+
+        await _until(recovered)
+        assert await raw.exists("replay:k:default:k") == 0, "the lost invalidation was replayed"
+        await raw.aclose()
+        b = CacheManager(redis_url=redis.url, prefix="replay:")
+        assert await b.get("k") is None
+        await b.stop()
+    finally:
+        await a.stop()
+        redis.kill()
