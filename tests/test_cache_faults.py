@@ -196,3 +196,20 @@ async def test_invalidations_made_during_an_outage_are_replayed(tmp_path):
     finally:
         await a.stop()
         redis.kill()
+
+
+async def test_restarted_hub_warms_the_previous_runs_hottest_keys(redis_server, make_server):
+    async with make_server(redis_url=redis_server.url) as first:
+        await first.create_room("general", owner="alice")
+        async with first.http("alice") as alice:
+            for _ in range(5):
+                assert (await alice.get("/api/rooms/general/messages")).status_code == 200
+    # stopped: hot-key counts flushed to Redis; the next process loads them before ready
+    async with make_server(redis_url=redis_server.url) as second:
+        keys = second.hub.cache.l1.keys()
+        assert "http-room-history:alice|/api/rooms/general/messages?" in keys
+        assert any(k.startswith("query:before:general:") for k in keys)
+        async with second.http("alice") as alice:
+            page = await alice.get("/api/rooms/general/messages")
+        assert page.headers["x-cache"] == "HIT"
+        assert second.hub.cache.stats_.tiers["l2"].hits == 0, "served from the warmed L1"
