@@ -114,7 +114,9 @@ class Agents:
         self, agent: Agent, room: str, before: int | None, question: str
     ) -> list[ChatTurn]:
         """System prompt, the room's recent messages (within the token budget), the question."""
-        history = await self.hub.store.messages_before(room, before, agent.history_messages)
+        history = []
+        if agent.history_messages > 0:
+            history = await self.hub.store.messages_before(room, before, agent.history_messages)
         turns = [_turn(agent, message) for message in history if message.text.strip()]
         system = ChatTurn(role="system", content=agent.system_prompt)
         ask = ChatTurn(role="user", content=question)

@@ -314,10 +314,10 @@ class StreamRegistry:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         settings = hub.settings
-        self.flush_interval: float = getattr(settings, "stream_flush_interval", 0.03)
-        self.flush_chars: int = getattr(settings, "stream_flush_chars", 512)
-        self.first_token_timeout: float = getattr(settings, "stream_first_token_timeout", 60.0)
-        self.idle_timeout: float = getattr(settings, "stream_idle_timeout", 30.0)
+        self.flush_interval = settings.stream_flush_interval
+        self.flush_chars = settings.stream_flush_chars
+        self.first_token_timeout = settings.stream_first_token_timeout
+        self.idle_timeout = settings.stream_idle_timeout
         self.local: dict[str, Stream] = {}
         self.recent: deque[StreamMetrics] = deque(maxlen=500)
         self._unsubscribe: Callable[[], Awaitable[None]] | None = None

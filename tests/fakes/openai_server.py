@@ -274,3 +274,30 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] 
             length = int(value.strip())
     body = await reader.readexactly(length) if length else b""
     return method, path, body
+
+
+async def _serve_forever(script: Script) -> None:
+    async with FakeOpenAI(script) as fake:
+        print(f"ready {fake.port}", flush=True)
+        await asyncio.Event().wait()
+
+
+def main() -> None:
+    """``python -m tests.fakes.openai_server --tokens 200``: serve until killed (benchmarks)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--first-delay", type=float, default=0.0)
+    parser.add_argument("--token-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    script = Script(
+        tokens=[f"tok{i} " for i in range(args.tokens)],
+        first_delay=args.first_delay,
+        token_delay=args.token_delay,
+    )
+    asyncio.run(_serve_forever(script))
+
+
+if __name__ == "__main__":
+    main()

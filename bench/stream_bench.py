@@ -1,0 +1,270 @@
+"""Streaming benchmark (issue 5): the hub's overhead on time to first token and throughput.
+
+    python bench/stream_bench.py                       # 1 and 100 concurrent streams
+    python bench/stream_bench.py --tokens 500 --rounds 10 --concurrency 1,10,100
+
+One fake OpenAI-compatible server (``tests/fakes/openai_server.py``) runs in its own
+process; one hub (``lydian serve``) runs in another, its OpenAI provider pointed at the
+fake. This process is the load. For each concurrency, three paths are measured side by
+side in the same run, interleaved round by round:
+
+- ``direct``: the ``openai`` client streaming from the fake server (the baseline);
+- ``hub /v1``: the same client streaming from the hub's OpenAI-compatible API;
+- ``hub room``: a WebSocket client asks ``@assistant`` in a room (one room per stream) and
+  reads ``stream_delta`` frames; this path also persists the question and the answer.
+
+Time to first token is from the request (the ``send`` frame) to the first content; tokens/s
+is per stream, after the first token; "agg tok/s" is all tokens over the round's wall time;
+"vs direct" is the per-stream tokens/s relative to ``direct``.
+Target: under 5 ms added to the first token (``direct`` → ``hub /v1``).
+
+The default paces the fake model at 10 ms per token (100 tokens/s, a fast hosted model);
+``--token-delay 0`` measures flat-out throughput instead, where the load generator, the
+fake server and the hub compete for the same CPUs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import websockets
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret-for-lydian-stream-benchmark-0123456789"
+sys.path.insert(0, str(ROOT))
+
+from hub.auth import Identity, issue_token  # noqa: E402
+from tests.support import free_port  # noqa: E402
+
+
+class Sample:
+    def __init__(self, ttft: float, tokens: int, duration_after_first: float) -> None:
+        self.ttft = ttft
+        self.tokens = tokens
+        self.rate = (tokens - 1) / duration_after_first if duration_after_first > 0 else 0.0
+
+
+# ---------------------------------------------------------------- processes
+
+
+async def start_fake(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.openai_server",
+            "--tokens",
+            str(args.tokens),
+            "--first-delay",
+            str(args.first_delay),
+            "--token-delay",
+            str(args.token_delay),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = await asyncio.to_thread(proc.stdout.readline)
+    port = int(line.split()[1])
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+async def start_hub(
+    base_url: str, data_dir: str, database_url: str | None
+) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "LYDIAN_PORT": str(port),
+        "LYDIAN_DATA_DIR": data_dir,
+        "LYDIAN_SECRET": SECRET,
+        "LYDIAN_LOG_LEVEL": "warning",
+        "LYDIAN_SEND_QUEUE_FRAMES": "100000",
+        "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": base_url,
+        "LYDIAN_PLUGIN_OPENAI_PROVIDER_MODEL": "fake-model",
+        "LYDIAN_PLUGIN_ASSISTANT_HISTORY_MESSAGES": "0",
+    }
+    env.pop("REDIS_URL", None)
+    if database_url:
+        env["DATABASE_URL"] = database_url
+    else:
+        env.pop("DATABASE_URL", None)
+    log = open(Path(data_dir) / "hub.log", "ab")
+    proc = subprocess.Popen(["lydian", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"{url}/healthz")).status_code == 200:
+                    return proc, url
+            await asyncio.sleep(0.1)
+    raise SystemExit(f"the hub did not start; see {data_dir}/hub.log")
+
+
+def token(user: str, admin: bool = False) -> str:
+    roles = ("admin",) if admin else ()
+    return issue_token(Identity(id=user, name=user, roles=roles), SECRET, 3600)
+
+
+# ---------------------------------------------------------------- one stream per path
+
+
+async def openai_stream(client: openai.AsyncOpenAI, model: str) -> Sample:
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    stream = await client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "go"}], stream=True
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            if first is None:
+                first = time.perf_counter()
+            tokens += 1
+    end = time.perf_counter()
+    assert first is not None
+    return Sample(first - start, tokens, end - first)
+
+
+async def room_stream(ws: websockets.ClientConnection, room: str) -> Sample:
+    await ws.send(json.dumps({"type": "send", "room": room, "text": "@assistant go"}))
+    start = time.perf_counter()
+    first = None
+    while True:
+        frame = json.loads(await ws.recv())
+        kind = frame["type"]
+        if kind == "stream_delta" and first is None:
+            first = time.perf_counter()
+        elif kind == "stream_end":
+            end = time.perf_counter()
+            tokens = frame["message"]["meta"]["metrics"]["tokens"]
+            assert first is not None
+            return Sample(first - start, tokens, end - first)
+        elif kind == "stream_error":
+            raise RuntimeError(frame)
+
+
+async def room_clients(
+    hub_url: str, count: int, tag: str
+) -> list[tuple[websockets.ClientConnection, str]]:
+    admin = {"Authorization": f"Bearer {token('bench-admin', admin=True)}"}
+    out = []
+    async with httpx.AsyncClient(base_url=hub_url, headers=admin, timeout=30) as http:
+        for i in range(count):
+            room = f"bench-{tag}-{i}"
+            resp = await http.post("/api/rooms", json={"id": room})
+            assert resp.status_code == 201, resp.text
+            resp = await http.put(f"/api/rooms/{room}/plugins/assistant", json={"enabled": True})
+            assert resp.status_code == 200, resp.text
+    for i in range(count):
+        room = f"bench-{tag}-{i}"
+        ws = await websockets.connect(f"{hub_url.replace('http', 'ws')}/ws", max_size=None)
+        await ws.send(json.dumps({"type": "hello", "token": token(f"user{i}")}))
+        await ws.send(json.dumps({"type": "join", "room": room}))
+        while json.loads(await ws.recv())["type"] != "joined":
+            pass
+        out.append((ws, room))
+    return out
+
+
+# ---------------------------------------------------------------- rounds
+
+
+async def run(args: argparse.Namespace) -> None:
+    fake, fake_url = await start_fake(args)
+    data_dir = tempfile.mkdtemp(prefix="lydian-stream-bench-")
+    hub, hub_url = await start_hub(fake_url, data_dir, args.database_url)
+    try:
+        await measure(args, fake_url, hub_url)
+    finally:
+        for proc in (hub, fake):
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(10)
+
+
+async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None:
+    direct = openai.AsyncOpenAI(base_url=fake_url, api_key="x", max_retries=0, timeout=60)
+    via_hub = openai.AsyncOpenAI(
+        base_url=f"{hub_url}/v1", api_key=token("bench"), max_retries=0, timeout=60
+    )
+    print(
+        f"tokens/stream {args.tokens}, first delay {args.first_delay * 1000:g} ms, "
+        f"token delay {args.token_delay * 1000:g} ms, rounds {args.rounds}"
+    )
+    header = (
+        f"{'conc':>5} {'path':<9} {'ttft p50':>9} {'ttft p95':>9} {'added p50':>10} "
+        f"{'tok/s p50':>10} {'vs direct':>9} {'agg tok/s':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for concurrency in args.concurrency:
+        rooms = await room_clients(hub_url, concurrency, f"c{concurrency}")
+        for _ in range(2):  # warm up: connections, plugin paths, JIT-less caches
+            await openai_stream(direct, "fake-model")
+            await openai_stream(via_hub, "assistant")
+            await room_stream(*rooms[0])
+        results: dict[str, list[Sample]] = {"direct": [], "hub /v1": [], "hub room": []}
+        walls: dict[str, list[float]] = {k: [] for k in results}
+        rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
+        for _ in range(rounds):
+            for path in results:
+                t0 = time.perf_counter()
+                if path == "direct":
+                    jobs = [openai_stream(direct, "fake-model") for _ in range(concurrency)]
+                elif path == "hub /v1":
+                    jobs = [openai_stream(via_hub, "assistant") for _ in range(concurrency)]
+                else:
+                    jobs = [room_stream(ws, room) for ws, room in rooms]
+                samples = await asyncio.gather(*jobs)
+                walls[path].append(time.perf_counter() - t0)
+                results[path].extend(samples)
+        base = statistics.median(s.ttft for s in results["direct"])
+        base_rate = statistics.median(s.rate for s in results["direct"])
+        for path, samples in results.items():
+            ttfts = sorted(s.ttft * 1000 for s in samples)
+            p50 = statistics.median(ttfts)
+            p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
+            rate = statistics.median(s.rate for s in samples)
+            agg = sum(s.tokens for s in samples) / sum(walls[path])
+            added = "" if path == "direct" else f"{p50 - base * 1000:+.2f} ms"
+            print(
+                f"{concurrency:>5} {path:<9} {p50:>7.2f}ms {p95:>7.2f}ms {added:>10} "
+                f"{rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f}"
+            )
+        for ws, _ in rooms:
+            await ws.close()
+    await direct.close()
+    await via_hub.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--first-delay", type=float, default=0.0, help="seconds")
+    parser.add_argument("--token-delay", type=float, default=0.01, help="seconds")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--concurrency", type=lambda v: [int(x) for x in v.split(",")], default=[1, 100]
+    )
+    parser.add_argument("--database-url", help="PostgreSQL URL for the hub (default SQLite)")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

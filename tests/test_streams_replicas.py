@@ -1,0 +1,52 @@
+"""Streams across replicas (Redis broker): deltas reach every replica, a cancel sent to
+another replica than the one running the stream still stops it and closes the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.fakes.openai_server import FakeOpenAI, Script
+from tests.procs import cluster, token
+from tests.stream_support import collect, deltas_seen
+
+
+async def test_a_cancel_sent_to_another_replica_stops_the_stream(tmp_path):
+    script = Script(tokens=[f"w{i} " for i in range(400)], token_delay=0.02)
+    async with FakeOpenAI(script) as fake:
+        env = {
+            "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": fake.base_url,
+            "LYDIAN_PLUGIN_OPENAI_PROVIDER_MODEL": "fake-model",
+        }
+        async with cluster(tmp_path, 2, **env) as (one, two):
+            headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
+            async with httpx.AsyncClient(base_url=one.http_url, headers=headers) as http:
+                assert (await http.post("/api/rooms", json={"id": "ops"})).status_code == 201
+                resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
+                assert resp.status_code == 200, resp.text
+            alice_one = await one.client("alice")
+            alice_two = await two.client("alice")
+            bob_two = await two.client("bob")
+            for client in (alice_one, alice_two, bob_two):
+                await client.join("ops")
+            await alice_one.say("ops", "@assistant keep talking", "q")  # runs on replica one
+            seen = await deltas_seen(bob_two, 3)  # ...and streams to replica two
+            stream_id = seen[0]["stream_id"]
+
+            await bob_two.send({"type": "cancel", "room": "ops", "stream_id": stream_id, "id": "b"})
+            refused = await bob_two.expect(
+                lambda f: f.get("id") == "b",
+                skip=("ping", "presence", "message", "stream_delta", "stream_start"),
+            )
+            assert refused["code"] == "forbidden"
+
+            await alice_two.send(
+                {"type": "cancel", "room": "ops", "stream_id": stream_id, "id": "a"}
+            )
+            ends = [(await collect(c))["end"] for c in (alice_one, bob_two)]
+            assert all(e["type"] == "stream_end" and e["cancelled"] for e in ends)
+            request = fake.chat_requests()[0]
+            await asyncio.wait_for(request.ended.wait(), 5)
+            assert request.client_closed and request.sent < 400
+            assert ends[0]["message"]["text"] == ends[1]["message"]["text"]
