@@ -328,6 +328,60 @@ async def test_hostile_messages_render_as_text_and_run_nothing(server, browser):
     assert alice.errors == []
 
 
+MARKDOWN_CASES = [
+    ("plain <b>text</b> & more", "<p>plain &lt;b&gt;text&lt;/b&gt; &amp; more</p>"),
+    ("**bold** and *it* and _em_ and snake_case_name", None),
+    ("[ok](https://a.example/x?y=1) [bad](javascript:alert(1)) [data](data:text/html,x)", None),
+    ("see https://a.example/path.", None),
+    ("- one\n- two\n\n3. three\n4. four", None),
+    (
+        "```\nunclosed <script>fence",
+        '<pre class="lw-code" tabindex="0"><code>unclosed &lt;script&gt;fence</code></pre>',
+    ),
+    ("> quoted *words*", "<blockquote>quoted <em>words</em></blockquote>"),
+]
+
+
+async def test_markdown_subset_is_built_from_dom_nodes_only(server, browser):
+    alice = await open_widget(browser, server.http_url, "Alice")
+    html = await alice.page.evaluate(
+        """cases => cases.map(text => {
+            const box = document.createElement('div');
+            box.appendChild(window.LydianWidget.renderMarkdown(text));
+            return box.innerHTML;
+        })""",
+        [text for text, _ in MARKDOWN_CASES],
+    )
+    for (_, expected), got in zip(MARKDOWN_CASES, html, strict=True):
+        if expected is not None:
+            assert got == expected
+    assert html[1] == (
+        "<p><strong>bold</strong> and <em>it</em> and <em>em</em> and snake_case_name</p>"
+    )
+    links = html[2]
+    safe = 'target="_blank" rel="noopener noreferrer nofollow"'
+    assert f'<a href="https://a.example/x?y=1" {safe}>ok</a>' in links
+    assert "[bad](javascript:alert(1))" in links and "[data](data:text/html,x)" in links
+    assert links.count("<a ") == 1
+    assert html[3] == (
+        '<p>see <a href="https://a.example/path" target="_blank" '
+        'rel="noopener noreferrer nofollow">https://a.example/path</a>.</p>'
+    )
+    assert html[4] == (
+        '<ul><li>one</li><li>two</li></ul><ol start="3"><li>three</li><li>four</li></ol>'
+    )
+
+
+async def test_page_answers_heartbeats_and_stays_connected(make_server, browser):
+    async with make_server(heartbeat_interval=0.3, heartbeat_timeout=1.0) as server:
+        alice = await open_widget(browser, server.http_url, "Alice")
+        await asyncio.sleep(3)  # ten heartbeats: a page that did not answer would be dropped
+        await expect(alice.panel).to_have_attribute("data-state", "online")
+        stats = await alice.stats()
+        assert (stats["connects"], stats["joins"]) == (1, 1), stats
+        assert sum(f["type"] == "pong" for f in alice.sent) >= 5
+
+
 # ------------------------------------------------------------------ history, attachments
 
 
