@@ -72,6 +72,9 @@ async def test_unknown_model_and_bad_requests_get_openai_style_errors(server):
             "/v1/chat/completions", content=b"{not json", headers={"content-type": "x"}
         )
         assert resp.status_code == 400 and "error" in resp.json()
+        resp = await http.post("/v1/chat/completions", json={"model": 1, "messages": "hi"})
+        assert resp.status_code == 400
+        assert resp.json()["error"]["type"] == "invalid_request_error"
 
 
 async def test_a_failing_upstream_reaches_the_openai_client_as_an_error(make_server):
