@@ -8,10 +8,12 @@ that ``lydian serve`` shows at ``/``. Screenshots of the widget's states go to
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import itertools
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -451,6 +453,24 @@ async def test_attachments_are_uploaded_and_shown_to_everyone(server, browser):
         )
         await expect(message.locator(".lw-att-file .lw-file-name")).to_have_text("runbook.pdf")
     await expect(alice.css(".lw-chips li")).to_have_count(0)
+
+    # a file dropped onto the panel is uploaded and sent the same way
+    dropped = await alice.page.evaluate_handle(
+        """([name, b64]) => {
+            const dt = new DataTransfer();
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            dt.items.add(new File([bytes], name, {type: 'application/pdf'}));
+            return dt;
+        }""",
+        ["dropped.pdf", base64.b64encode(PDF).decode()],
+    )
+    await alice.panel.dispatch_event("dragenter", {"dataTransfer": dropped})
+    await expect(alice.panel).to_have_class(re.compile(r"lw-dragging"))
+    await alice.panel.dispatch_event("drop", {"dataTransfer": dropped})
+    await expect(alice.panel).not_to_have_class(re.compile(r"lw-dragging"))
+    await expect(alice.css(".lw-chip-ready .lw-chip-name")).to_have_text("dropped.pdf")
+    await alice.css(".lw-input").press("Enter")
+    await expect(bob.messages.nth(1).locator(".lw-file-name")).to_have_text("dropped.pdf")
     await bob.shot("widget-attachments.png")
 
 
