@@ -1,0 +1,1 @@
+"""Discord adapter: bridges hub rooms to Discord channels (discord.py gateway and REST)."""

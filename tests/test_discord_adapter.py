@@ -1,0 +1,225 @@
+"""The Discord adapter against a fake Discord on 127.0.0.1 (REST and gateway), driven
+through the real discord.py: gateway handshake, messages both ways, echo suppression,
+429s, application commands, edits/deletions and streamed answers edited in place."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.adapter_support import DISCORD_TOKEN, discord_env, eventually
+from tests.fakes.discord import BOT, FakeDiscord
+
+CHANNEL = "800000000000000001"
+QUIET = ("ping", "presence", "typing")
+ALICE = FakeDiscord.user("700000000000000001", "Alice")
+ROOT = FakeDiscord.user("700000000000000002", "Root")
+
+
+@pytest.fixture
+async def discord_fake():
+    fake = FakeDiscord(DISCORD_TOKEN)
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+def discord_hub(make_server, discord_fake, monkeypatch):
+    discord_env(monkeypatch)
+
+    def start(**overrides):
+        config = {
+            "api_url": discord_fake.api_url,
+            "edit_interval": 0.05,
+            "admins": [ROOT["id"]],
+            "guild_ready_timeout": 0.1,
+        }
+        config.update(overrides)
+        return make_server(
+            plugin_config={"discord": config, "offline_provider": {"token_delay": 0.01}}
+        )
+
+    return start
+
+
+async def _bridged(server, fake, room="ops", channel=CHANNEL):
+    await server.create_room(room)
+    async with server.http("root", admin=True) as http:
+        resp = await http.post(
+            f"/api/rooms/{room}/bridges", json={"platform": "discord", "channel": channel}
+        )
+        assert resp.status_code == 201, resp.text
+    await eventually(lambda: fake.identified.is_set(), what="IDENTIFY")
+    adapter = _adapter(server)
+    await eventually(lambda: adapter.ready.is_set(), what="READY")
+
+
+def _adapter(server):
+    from adapters.discord.plugin import adapter_for
+
+    adapter = adapter_for(server.hub)
+    assert adapter is not None
+    return adapter
+
+
+def _text(message):
+    """The text of a bridged copy, without the ``**Name**: `` prefix."""
+    return message["content"].split("**: ", 1)[1]
+
+
+async def test_gateway_handshake_and_application_command_registration(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        identify = discord_fake.identify
+        assert identify is not None and identify["token"] == DISCORD_TOKEN
+        intents = identify["intents"]
+        assert intents & (1 << 15)  # message content
+        assert intents & (1 << 9)  # guild messages
+        assert intents & (1 << 10)  # guild message reactions
+        await eventually(lambda: discord_fake.commands, what="command registration")
+        (command,) = discord_fake.commands
+        assert command["name"] == "lydian" and command["options"][0]["name"] == "command"
+        await eventually(lambda: discord_fake.heartbeats >= 1, what="a heartbeat")
+
+
+async def test_messages_cross_both_ways_without_echo(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        web = await server.client("bob", name="Bob")
+        await web.join("ops")
+        await discord_fake.user_says(CHANNEL, ALICE, "hello from discord")
+        message = (await web.expect("message"))["message"]
+        assert message["text"] == "hello from discord"
+        assert message["user"]["id"] == f"discord:{ALICE['id']}"
+        assert message["user"]["name"] == "Alice"
+        assert message["meta"]["source"] == "discord"
+        await web.say("ops", "hi Alice", "w1")
+        assert (await web.expect("message"))["message"]["client_id"] == "w1"
+        await eventually(lambda: len(discord_fake.in_channel(CHANNEL)) == 2, what="the copy")
+        copy = discord_fake.in_channel(CHANNEL)[1]
+        assert copy["author"]["id"] == BOT["id"] and copy["content"] == "**Bob**: hi Alice"
+        # the bot's own MESSAGE_CREATE came back through the gateway: not ingested
+        assert await web.silent_for(0.4, skip=QUIET) == []
+        assert len(discord_fake.sent()) == 1
+
+
+async def test_rate_limited_sends_wait_then_arrive_in_order(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        web = await server.client("bob", name="Bob")
+        await web.join("ops")
+        discord_fake.rate_limit("POST", retry_after=1)
+        for n in range(3):
+            await web.say("ops", f"message {n}", f"r{n}")
+        await eventually(lambda: len(discord_fake.sent()) == 3, what="3 sends")
+        assert [_text(m) for m in discord_fake.in_channel(CHANNEL)] == [
+            "message 0",
+            "message 1",
+            "message 2",
+        ]
+        ((_, _, rejected_at),) = discord_fake.rejected
+        first_ok = next(t for m, p, _, t in discord_fake.calls if m == "POST" and "/messages" in p)
+        assert first_ok - rejected_at >= 0.95
+
+
+async def test_long_rate_limit_goes_back_to_the_outbox_and_still_delivers(
+    discord_hub, discord_fake
+):
+    async with discord_hub(max_ratelimit_wait=0.5) as server:
+        await _bridged(server, discord_fake)
+        web = await server.client("bob", name="Bob")
+        await web.join("ops")
+        discord_fake.rate_limit("POST", retry_after=1.2)
+        started = time.monotonic()
+        await web.say("ops", "patience", "p1")
+        await eventually(lambda: discord_fake.sent(), what="the send")
+        assert time.monotonic() - started >= 1.1
+        assert _text(discord_fake.in_channel(CHANNEL)[0]) == "patience"
+
+
+async def test_application_command_runs_a_hub_command_with_permissions(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        await eventually(lambda: discord_fake.commands, what="command registration")
+        iid = await discord_fake.slash(CHANNEL, ALICE, "lydian", "help")
+        (reply,) = await eventually(lambda: discord_fake.interaction_replies.get(iid))
+        assert reply["type"] == 4 and "/bridge" in reply["data"]["content"]
+        assert reply["data"]["flags"] & 64  # ephemeral
+        iid = await discord_fake.slash(CHANNEL, ALICE, "lydian", "/bridge slack C1")
+        (denied,) = await eventually(lambda: discord_fake.interaction_replies.get(iid))
+        assert "only admins" in denied["data"]["content"]
+        iid = await discord_fake.slash(CHANNEL, ROOT, "lydian", "/bridge slack C1")
+        (allowed,) = await eventually(lambda: discord_fake.interaction_replies.get(iid))
+        assert allowed["data"]["content"].startswith("bridged ops to slack C1")
+
+
+async def test_edits_and_deletions_propagate(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        web = await server.client("bob")
+        await web.join("ops")
+        mid = await discord_fake.user_says(CHANNEL, ALICE, "tpyo")
+        original = (await web.expect("message"))["message"]
+        await discord_fake.user_edits(mid, "typo")
+        edited = await web.expect("event")
+        assert edited["event"] == "message_edited"
+        assert edited["data"] == {"id": original["id"], "source": "discord", "text": "typo"}
+        await discord_fake.user_deletes(mid)
+        deleted = await web.expect("event")
+        assert deleted["event"] == "message_deleted" and deleted["data"]["id"] == original["id"]
+
+
+async def test_streamed_answer_is_one_message_edited_to_the_full_text(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        async with server.http("root", admin=True) as http:
+            await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
+        web = await server.client("bob")
+        await web.join("ops")
+        await discord_fake.user_says(CHANNEL, ALICE, "@assistant stream me a long answer")
+        end = await web.expect(
+            "stream_end",
+            timeout=10,
+            skip=(*QUIET, "message", "stream_start", "stream_delta", "event"),
+        )
+        final = end["message"]["text"]
+
+        def answered():
+            found = [m for m in discord_fake.in_channel(CHANNEL) if m["author"]["id"] == BOT["id"]]
+            return found if found and _text(found[0]) == final else None
+
+        (answer,) = await eventually(answered, what="the edited answer")
+        assert answer["content"] == f"**Assistant**: {final}"
+        assert answer["edits"] >= 1
+        assert len(discord_fake.sent()) == 1  # posted once, then edited
+
+
+async def test_stop_reaction_cancels_the_answer_everywhere(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        async with server.http("root", admin=True) as http:
+            await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
+            await http.put("/api/rooms/ops/plugins/offline_provider", json={"enabled": True})
+        web = await server.client("bob")
+        await web.join("ops")
+        words = " ".join(f"w{n}" for n in range(300))
+        await discord_fake.user_says(CHANNEL, ALICE, f"@assistant {words}")
+        await web.expect("stream_start", timeout=10, skip=(*QUIET, "message", "event"))
+
+        def placeholder():
+            found = [m for m in discord_fake.in_channel(CHANNEL) if m["author"]["id"] == BOT["id"]]
+            return found[0] if found else None
+
+        copy = await eventually(placeholder, what="the answer's message")
+        await discord_fake.react(copy["id"], ALICE, "🛑")
+        end = await web.expect(
+            "stream_end", timeout=10, skip=(*QUIET, "message", "stream_delta", "event")
+        )
+        assert end["cancelled"] is True
+        final = end["message"]["text"]
+        assert len(final) < len("[offline model] You said: " + words)
+        await eventually(lambda: _text(placeholder()) == final, what="the final edit")
