@@ -180,6 +180,23 @@ async def room_clients(
     return out
 
 
+async def cancel_latency(ws: websockets.ClientConnection, room: str) -> float:
+    """Seconds from a ``cancel`` frame to ``stream_end{cancelled}`` (partial persisted)."""
+    await ws.send(json.dumps({"type": "send", "room": room, "text": "@assistant go"}))
+    stream_id = None
+    while stream_id is None:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "stream_delta":
+            stream_id = frame["stream_id"]
+    await ws.send(json.dumps({"type": "cancel", "room": room, "stream_id": stream_id}))
+    start = time.perf_counter()
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "stream_end" and frame["stream_id"] == stream_id:
+            assert frame["cancelled"], frame
+            return time.perf_counter() - start
+
+
 # ---------------------------------------------------------------- rounds
 
 
@@ -244,6 +261,12 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
             print(
                 f"{concurrency:>5} {path:<9} {p50:>7.2f}ms {p95:>7.2f}ms {added:>10} "
                 f"{rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f}"
+            )
+        if concurrency == 1 and args.token_delay > 0:
+            waits = sorted([await cancel_latency(*rooms[0]) * 1000 for _ in range(10)])
+            print(
+                f"{'':>5} cancel → stream_end: p50 {statistics.median(waits):.1f} ms, "
+                f"max {waits[-1]:.1f} ms (target < 100 ms)"
             )
         for ws, _ in rooms:
             await ws.close()

@@ -142,8 +142,8 @@ class Stream:
 
     def cancel(self) -> bool:
         """Stop reading the provider (closing the upstream request); the end is published."""
-        if self.cancelled or self.done.done():
-            return False
+        if self.cancelled or self.done.done() or self._closing.is_set():
+            return False  # already stopping, or finished reading: let it end as it is
         self.cancelled = True
         if self._pump is not None:
             self._pump.cancel()
