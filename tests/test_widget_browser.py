@@ -291,6 +291,10 @@ HOSTILE = [
     '<a href="javascript:window.__pwned=4">link</a> **<b>bold</b>**',
     "`<svg onload=window.__pwned=5>` and <iframe src=javascript:window.__pwned=6>",
     "```html\n<img src=x onerror=window.__pwned=7>\n```",
+    # pathological for naive markdown regexes (quadratic): must still render, as text
+    "`" * 16000,
+    "[" * 8000 + "](" * 4000,
+    "http://)" * 2000,
 ]
 
 
@@ -326,6 +330,7 @@ async def test_hostile_messages_render_as_text_and_run_nothing(server, browser):
     await expect(alice.messages.nth(5).locator("pre code")).to_have_text(
         "<img src=x onerror=window.__pwned=7>"
     )
+    await alice.messages.nth(0).evaluate("el => el.scrollIntoView()")
     await alice.shot("widget-hostile.png")
     assert alice.errors == []
 
@@ -602,7 +607,7 @@ class HostSite:
     """A third-party site on another loopback origin: a page embedding the widget with one
     tag, and its own token endpoint (as a real site would mint tokens for its users)."""
 
-    def __init__(self) -> None:
+    def __init__(self, room: str = "lobby") -> None:
         self.hub_url = ""
         self.token = ""
         site = self
@@ -610,7 +615,7 @@ class HostSite:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 tag = (
-                    f'<script src="{site.hub_url}/widget.js" data-room="lobby" '
+                    f'<script src="{site.hub_url}/widget.js" data-room="{room}" '
                     'data-token-url="/token" data-title="Partner support"></script>'
                 )
                 page = f"<!doctype html><title>Partner</title><h1>Partner site</h1>{tag}"
@@ -671,5 +676,32 @@ async def test_widget_embedded_on_another_origin_chats_and_uploads_with_cors(mak
                 )
                 assert dave.errors == []
                 await page.close()
+    finally:
+        site.close()
+
+
+async def test_room_owner_may_stop_anyones_answer(make_server, browser):
+    site = HostSite(room="ops")
+    try:
+        async with make_server(cors_origins=site.origin) as server:
+            await server.create_room("ops", owner="olga")
+            site.hub_url = server.http_url
+            site.token = server.token("olga", name="Olga")
+            olga = WidgetPage(await browser.new_page(viewport=DESKTOP))
+            await olga.page.goto(site.origin + "/")
+            await olga.css(".lw-launcher").click()
+            await expect(olga.panel).to_have_attribute("data-state", "online")
+            feed = Feed()
+            agent = UserRef(id="agent:helper", name="Helper")
+            stream = await server.hub.streams.launch(
+                "ops", agent, feed.pieces(), requested_by="somebody-else"
+            )
+            await feed.queue.put("A long answer ")
+            await expect(olga.css(".lw-streaming .lw-text")).to_have_text("A long answer")
+            await olga.css(".lw-stop").click()  # visible to her: she owns the room
+            message = await asyncio.wait_for(stream.done, 10)
+            assert message is not None and message.meta["cancelled"] is True
+            await expect(olga.css(".lw-messages .lw-flag")).to_have_text("Stopped")
+            assert olga.errors == []
     finally:
         site.close()

@@ -111,9 +111,10 @@
 
   var INLINE = new RegExp(
     [
-      "(`+)([^`]|[^`][\\s\\S]*?[^`])\\1(?!`)", // 1,2 inline code
-      "\\[([^\\]\\n]+)\\]\\(([^)\\s]+)\\)", // 3,4 [text](url)
-      "(https?:\\/\\/[^\\s<>]*[^\\s<>.,;:!?)\\]'\"])", // 5 bare URL
+      // bounded repeats keep every pattern linear on hostile input ("`" or "[" x 16000)
+      "(`{1,3})([^`\\n]{1,2000}?)\\1(?!`)", // 1,2 inline code
+      "\\[([^\\[\\]\\n]{1,500})\\]\\(([^()\\s]{1,2000})\\)", // 3,4 [text](url)
+      "(https?:\\/\\/[^\\s<>]{0,2000}[^\\s<>.,;:!?)\\]'\"])", // 5 bare URL
       "\\*\\*([^*\\n]+)\\*\\*", // 6 bold
       "(?<![\\w])__([^_\\n]+)__(?![\\w])", // 7 bold
       "\\*([^*\\s][^*\\n]*)\\*", // 8 italic
@@ -643,6 +644,7 @@
 
   Widget.prototype.onJoined = function (f) {
     this.stats.joins++;
+    this.fetchRoomInfo();
     this.stats.replayed += f.replayed || 0;
     this.attempt = 0;
     this.setState("online", "Connected");
@@ -854,7 +856,28 @@
   /** Who may stop an answer: the member who asked and admins (the hub checks it again). */
   Widget.prototype.mayStop = function (requestedBy) {
     if (!requestedBy || !this.me) return true;
-    return requestedBy === this.me.id || (this.roles || []).indexOf("admin") >= 0;
+    var me = this.me.id;
+    return requestedBy === me || this.roomOwner === me || (this.roles || []).indexOf("admin") >= 0;
+  };
+
+  /** Learn the room's owner (who may stop any answer in it); without it, asker and admins. */
+  Widget.prototype.fetchRoomInfo = function () {
+    var self = this;
+    if (this.roomOwner !== undefined || !this.token) return;
+    this.roomOwner = null;
+    var url = this.hub + "/api/rooms/" + encodeURIComponent(this.room);
+    fetch(url, { headers: { Authorization: "Bearer " + this.token } })
+      .then(function (resp) {
+        return resp.ok ? resp.json() : null;
+      })
+      .then(function (info) {
+        if (!info || typeof info.created_by !== "string") return;
+        self.roomOwner = info.created_by;
+        self.streams.forEach(function (st) {
+          st.stop.hidden = !self.mayStop(st.requestedBy);
+        });
+      })
+      .catch(function () {});
   };
 
   Widget.prototype.streamFor = function (id, agent, requestedBy) {
@@ -872,7 +895,7 @@
         h("div", { class: "lw-stream-actions" }, [stop]),
       ]),
     ]);
-    st = { id: id, el: el, textEl: text, text: "", seq: 0, agent: agent, stop: stop, cancelRef: null };
+    st = { id: id, el: el, textEl: text, text: "", seq: 0, agent: agent, stop: stop, cancelRef: null, requestedBy: requestedBy };
     st.resetStop = function () {
       stop.disabled = false;
       stop.lastChild.textContent = "Stop";
