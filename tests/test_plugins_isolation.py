@@ -318,3 +318,34 @@ async def test_secrets_come_from_the_environment_only_and_are_never_shown(
         assert '"token":"********"' in listing and '"limit":7' in listing
         shown = await command(ada, "ops", "/show", "c1")
         assert shown["text"] == "limit=7 token-length=12"
+
+
+class Leaky:
+    """Puts its secret into an exception message, as careless code does."""
+
+    LYDIAN_DEFAULT_ENABLED = True
+
+    class Settings(msgspec.Struct):
+        api_key: Annotated[str, Secret] = ""
+
+    @hookimpl
+    def lydian_plugin_settings(self):
+        return self.Settings
+
+    @hookimpl
+    def lydian_commands(self):
+        def call(ctx, args):
+            raise RuntimeError(f"401 from upstream for key {ctx.settings().api_key}")
+
+        return [CommandSpec(name="call", help="", handler=call)]
+
+
+async def test_secrets_are_scrubbed_from_errors_shown_in_the_room(make_server, monkeypatch):
+    monkeypatch.setenv("LYDIAN_PLUGIN_LEAKY_API_KEY", "sk-very-secret-123")
+    async with make_server(**FAST) as server:
+        ada = await _setup(server, ("leaky", Leaky()))
+        reply = await command(ada, "ops", "/call", "c1")
+        assert reply["code"] == "plugin_error" and "401 from upstream" in reply["detail"]
+        event = await frame_where(ada, room_event("ops", "plugin_error", "leaky"))
+        for text in (reply["detail"], event["detail"]):
+            assert "sk-very-secret-123" not in text and "********" in text
