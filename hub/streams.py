@@ -182,30 +182,30 @@ class Stream:
 
     async def _read(self, pieces: AsyncIterator[str]) -> None:
         iterator = aiter(pieces)
-        first_timeout = self.registry.first_token_timeout
-        idle_timeout = self.registry.idle_timeout
+        loop = asyncio.get_running_loop()
+        limit = self.registry.first_token_timeout
+        idle = self.registry.idle_timeout
         try:
-            while True:
-                limit = first_timeout if self._first is None else idle_timeout
-                try:
-                    async with asyncio.timeout(limit):
-                        piece = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except TimeoutError:
-                    what = "the first token" if self._first is None else "the next token"
-                    detail = f"no answer for {limit:g} s (waiting for {what})"
-                    raise LLMError(UPSTREAM_TIMEOUT, detail) from None
-                if not isinstance(piece, str):
-                    raise LLMError(BAD_RESPONSE, f"provider yielded {type(piece).__name__}")
-                if not piece:
-                    continue
-                if self._first is None:
-                    self._first = time.monotonic()
-                self.tokens += 1
-                self._pending.append(piece)
-                self._pending_chars += len(piece)
-                self._wake.set()
+            try:
+                async with asyncio.timeout(limit) as deadline:  # one timer, moved per token
+                    async for piece in iterator:
+                        if not isinstance(piece, str):
+                            kind = type(piece).__name__
+                            raise LLMError(BAD_RESPONSE, f"provider yielded {kind}")
+                        if not piece:
+                            continue
+                        if self._first is None:
+                            self._first = time.monotonic()
+                            limit = idle
+                        deadline.reschedule(loop.time() + idle)
+                        self.tokens += 1
+                        self._pending.append(piece)
+                        self._pending_chars += len(piece)
+                        self._wake.set()
+            except TimeoutError:
+                what = "the first token" if self._first is None else "the next token"
+                detail = f"no answer for {limit:g} s (waiting for {what})"
+                raise LLMError(UPSTREAM_TIMEOUT, detail) from None
         finally:
             close = getattr(iterator, "aclose", None)
             if close is not None:
