@@ -201,3 +201,30 @@ async def test_429s_from_both_platforms_delay_but_keep_order(bridged_hub, fakes)
         assert [p["text"] for p in slack.posted()] == expected
         assert [_discord_text(m) for m in _discord_bot_messages(discord)] == expected
         assert len(slack.rejected) == 1 and len(discord.rejected) == 1
+
+
+async def test_a_cancel_from_the_web_stops_the_answer_on_both_platforms(bridged_hub, fakes):
+    slack, discord = fakes
+    async with bridged_hub(token_delay=0.05) as server:
+        web = await _setup(server, slack, discord, assistant=True)
+        words = " ".join(f"w{n}" for n in range(200))
+        await web.say("ops", f"@assistant {words}", "q1")
+        start = await web.expect("stream_start", timeout=10, skip=(*QUIET, "message", "event"))
+        await web.expect("stream_delta", timeout=10, skip=(*QUIET, "message", "event"))
+        await web.send({"type": "cancel", "room": "ops", "stream_id": start["stream_id"]})
+        end = await web.expect("stream_end", timeout=10, skip=STREAM_NOISE)
+        assert end["cancelled"] is True
+        final = end["message"]["text"]
+
+        def slack_final():
+            answers = [
+                m for m in slack.in_channel(SLACK_CHANNEL) if m.get("username") == "Assistant"
+            ]
+            return answers and answers[0]["text"] == final
+
+        def discord_final():
+            found = _discord_bot_messages(discord)
+            return len(found) == 2 and _discord_text(found[-1]) == final
+
+        await eventually(slack_final, what="Slack's final edit")
+        await eventually(discord_final, what="Discord's final edit")

@@ -223,3 +223,24 @@ async def test_stop_reaction_cancels_the_answer_everywhere(discord_hub, discord_
         final = end["message"]["text"]
         assert len(final) < len("[offline model] You said: " + words)
         await eventually(lambda: _text(placeholder()) == final, what="the final edit")
+
+
+async def test_odd_gateway_messages_are_ignored_and_huge_ones_capped(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        web = await server.client("bob")
+        await web.join("ops")
+        other_bot = {**FakeDiscord.user("700000000000000009", "OtherBot"), "bot": True}
+        await discord_fake.user_says(CHANNEL, other_bot, "bots are not bridged")
+        await discord_fake.user_says("800000000000000099", ALICE, "unbridged channel")
+        await discord_fake.dispatch("MESSAGE_DELETE", {"id": "1", "channel_id": CHANNEL})
+        await discord_fake.dispatch("NOT_A_REAL_EVENT", {"x": 1})
+        await discord_fake.user_says(CHANNEL, ALICE, "y" * 50_000)
+        message = (await web.expect("message"))["message"]
+        assert len(message["text"]) == server.settings.max_text_chars
+        assert await web.silent_for(0.3, skip=QUIET) == []
+        # a long web message is cut to Discord's 2000 characters, not rejected
+        await web.say("ops", "z" * 5000, "long")
+        await web.expect("message")
+        await eventually(lambda: discord_fake.sent(), what="the long copy")
+        assert len(discord_fake.sent()[0]["content"]) == 2000

@@ -244,3 +244,95 @@ async def test_streamed_answer_falls_back_to_post_then_edit(slack_hub, slack):
         question = slack.posted()[0]["text"]
         assert question == "@assistant tell me a long story about bridges"
         assert len(slack.posted()) == 2  # the question, and the answer posted once then edited
+
+
+async def test_an_outage_delays_posts_without_losing_or_reordering_them(slack_hub, slack):
+    async with slack_hub() as server:
+        await _bridged(server, slack)
+        web = await server.client("bob")
+        await web.join("ops")
+        slack.outage("chat.postMessage", times=2, status=503)
+        for n in range(3):
+            await web.say("ops", f"during outage {n}", f"o{n}")
+        await eventually(lambda: len(slack.posted()) == 3, what="3 posts after the outage")
+        assert [p["text"] for p in slack.posted()] == [f"during outage {n}" for n in range(3)]
+        assert len(slack.rejected) == 2
+
+
+async def test_attachments_pass_through_both_ways(slack_hub, slack):
+    async with slack_hub(public_url="https://hub.test") as server:
+        await _bridged(server, slack)
+        web = await server.client("bob")
+        await web.join("ops")
+        file = {
+            "id": "F0001",
+            "name": "diagram.png",
+            "mimetype": "image/png",
+            "size": 1234,
+            "permalink": "https://fake.slack.test/files/F0001",
+        }
+        await slack.user_says(
+            CHANNEL, "UALICE", "see this", extra={"subtype": "file_share", "files": [file]}
+        )
+        message = (await web.expect("message"))["message"]
+        assert message["attachments"] == [
+            {
+                "id": "slack:F0001",
+                "name": "diagram.png",
+                "media_type": "image/png",
+                "size": 1234,
+                "url": "https://fake.slack.test/files/F0001",
+            }
+        ]
+        async with server.http("bob") as http:
+            resp = await http.post(
+                "/api/rooms/ops/attachments",
+                files={"file": ("notes.txt", b"hello notes", "text/plain")},
+            )
+            assert resp.status_code == 201, resp.text
+            att = resp.json()
+        await web.send(
+            {
+                "type": "send",
+                "room": "ops",
+                "text": "my notes",
+                "attachments": [att["id"]],
+                "id": "a1",
+            }
+        )
+        (posted,) = await eventually(lambda: slack.posted(), what="the post")
+        assert posted["text"].startswith("my notes\n📎 notes.txt (text/plain")
+        assert f"https://hub.test/api/attachments/{att['id']}" in posted["text"]
+
+
+async def test_malformed_events_are_ignored_and_the_bridge_carries_on(slack_hub, slack):
+    async with slack_hub() as server:
+        await _bridged(server, slack)
+        web = await server.client("bob")
+        await web.join("ops")
+        odd_events = [
+            {"type": "message", "channel": CHANNEL, "text": "no user", "ts": "1.000001"},
+            {"type": "message", "channel": CHANNEL, "user": "UALICE", "text": "no ts"},
+            {"type": "message", "user": "UALICE", "text": "no channel", "ts": "1.000002"},
+            {"type": "message", "channel": CHANNEL, "user": {"id": "x"}, "text": 5, "ts": 7},
+            {"type": "message", "channel": CHANNEL, "user": "UALICE", "ts": "1.3", "files": "x"},
+            {"type": "message", "subtype": "message_changed", "channel": CHANNEL},
+            {"type": "message", "subtype": "message_deleted", "channel": CHANNEL},
+            {"type": "reaction_added", "user": "UALICE", "reaction": "octagonal_sign"},
+            {
+                "type": "message",
+                "channel": "C0UNBRIDGED",
+                "user": "UALICE",
+                "text": "x",
+                "ts": "1.4",
+            },
+        ]
+        for event in odd_events:
+            resp = await slack.send_event(event)
+            assert resp.status_code == 200
+        await slack.user_says(CHANNEL, "UNOBODY", "x" * 100_000)  # unknown user, huge text
+        message = (await web.expect("message"))["message"]
+        assert message["user"]["name"] == "UNOBODY"
+        assert len(message["text"]) == server.settings.max_text_chars
+        await slack.user_says(CHANNEL, "UALICE", "still bridging")
+        assert (await web.expect("message"))["message"]["text"] == "still bridging"

@@ -149,11 +149,13 @@ class SlackAdapter:
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if self._seen(body.get("event_id")):
             return
-        channel = str(event.get("channel") or "")
+        channel = event.get("channel")
         subtype = event.get("subtype")
+        if not isinstance(channel, str):
+            return
         if subtype == "message_changed":
-            message = event.get("message") or {}
-            if message.get("bot_id") or not message.get("ts"):
+            message = event.get("message")
+            if not isinstance(message, dict) or message.get("bot_id") or not message.get("ts"):
                 return
             await self.bridge.ingest_edit(
                 "slack", channel, str(message["ts"]), str(message.get("text") or "")
@@ -163,10 +165,14 @@ class SlackAdapter:
             if event.get("deleted_ts"):
                 await self.bridge.ingest_delete("slack", channel, str(event["deleted_ts"]))
             return
-        if subtype not in NEW_MESSAGE_SUBTYPES or event.get("bot_id") or not event.get("user"):
+        if subtype not in NEW_MESSAGE_SUBTYPES or event.get("bot_id"):
             return
-        user_id, ts = str(event["user"]), str(event.get("ts") or "")
-        if not channel or not ts:
+        user_id, ts, text = event.get("user"), event.get("ts"), event.get("text") or ""
+        if not all(isinstance(v, str) and v for v in (user_id, ts, channel)):
+            return  # not a message a person wrote in a channel
+        files = event.get("files")
+        if not isinstance(text, str) or not isinstance(files or [], list):
+            log.warning("Slack message %s in %s has unexpected fields; ignored", ts, channel)
             return
         self.connector.remember_author(channel, ts, user_id)
         attachments = [
@@ -177,23 +183,16 @@ class SlackAdapter:
                 size=int(f.get("size") or 0),
                 url=str(f.get("permalink") or f.get("url_private") or ""),
             )
-            for f in event.get("files") or []
+            for f in files or []
             if isinstance(f, dict)
         ]
-        await self.bridge.ingest(
-            "slack",
-            channel,
-            ts,
-            await self.user(user_id),
-            str(event.get("text") or ""),
-            attachments,
-        )
+        await self.bridge.ingest("slack", channel, ts, await self.user(user_id), text, attachments)
 
     async def _on_reaction(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if self._seen(body.get("event_id")) or event.get("reaction") != self.settings.stop_reaction:
             return
-        item = event.get("item") or {}
-        if item.get("type") != "message":
+        item = event.get("item")
+        if not isinstance(item, dict) or item.get("type") != "message":
             return
         user = await self.user(str(event.get("user") or ""))
         identity = await self.bridge.identity_for(user, self.is_admin(user.id))

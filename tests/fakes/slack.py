@@ -41,6 +41,7 @@ class FakeSlack(LoopbackServer):
         self.calls: list[tuple[str, dict[str, Any], float]] = []
         self.rejected: list[tuple[str, float]] = []  # 429s given: (method, time)
         self._limits: dict[str, list[float]] = {}
+        self._outages: dict[str, list[int]] = {}
         self._ts = itertools.count(1)
         self._events = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -60,6 +61,10 @@ class FakeSlack(LoopbackServer):
 
     def rate_limit(self, method: str, retry_after: float = 1.0, times: int = 1) -> None:
         self._limits.setdefault(method, []).extend([retry_after] * times)
+
+    def outage(self, method: str, times: int = 1, status: int = 503) -> None:
+        """The next ``times`` calls of ``method`` fail with ``status`` (Slack is down)."""
+        self._outages.setdefault(method, []).extend([status] * times)
 
     def in_channel(self, channel: str) -> list[dict[str, Any]]:
         """Messages in ``channel`` in posting order (current text, after edits)."""
@@ -84,6 +89,11 @@ class FakeSlack(LoopbackServer):
         params = await self._params(request)
         if request.headers.get("Authorization") != f"Bearer {self.token}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
+        down = self._outages.get(method)
+        if down:
+            status = down.pop(0)
+            self.rejected.append((method, time.monotonic()))
+            return web.Response(status=status, text="upstream unavailable")
         pending = self._limits.get(method)
         if pending:
             retry = pending.pop(0)
