@@ -207,7 +207,7 @@ async def test_restarted_hub_warms_the_previous_runs_hottest_keys(redis_server, 
     # stopped: hot-key counts flushed to Redis; the next process loads them before ready
     async with make_server(redis_url=redis_server.url) as second:
         keys = second.hub.cache.l1.keys()
-        assert "http-room-history:alice|/api/rooms/general/messages?" in keys
+        assert "http-room-history:alice#|/api/rooms/general/messages?" in keys
         assert any(k.startswith("query:before:general:") for k in keys)
         async with second.http("alice") as alice:
             page = await alice.get("/api/rooms/general/messages")

@@ -170,7 +170,7 @@ async def test_cache_stats_endpoint(server):
         assert stats["tiers"]["l1"]["hits"] >= 2
         assert stats["l1"]["entries"] >= 1 and stats["l1"]["bytes"] > 0
         assert stats["l2"]["configured"] is False
-        assert any(k["key"].startswith("http-room-history:alice|") for k in stats["top_keys"])
+        assert any(k["key"].startswith("http-room-history:alice#|") for k in stats["top_keys"])
         assert (await admin.get("/api/cache/stats")).headers["cache-control"] == "no-store"
         keys = (await admin.get("/api/cache/keys", params={"prefix": "http-"})).json()
         assert keys and all(k.startswith("http-") for k in keys)
@@ -188,3 +188,12 @@ async def test_hub_collects_strategies_from_the_plugin_hook(server):
     names = set(server.hub.cache.strategies.names())
     assert {"ttl", "lru", "adaptive", "per-user", "none"} <= names
     assert server.hub.cache.started
+
+
+async def test_roles_are_part_of_a_private_key(server):
+    await server.create_room("secret", owner="owner", private=True)
+    async with server.http("carol", admin=True) as carol_admin, server.http("carol") as carol:
+        assert (await carol_admin.get("/api/rooms/secret/messages")).status_code == 200
+        assert (await carol_admin.get("/api/rooms/secret/messages")).headers["x-cache"] == "HIT"
+        # the same user without the admin role gets her own answer, not the admin's page
+        assert (await carol.get("/api/rooms/secret/messages")).status_code == 403

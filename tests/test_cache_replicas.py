@@ -41,7 +41,7 @@ async def test_invalidation_on_one_replica_empties_the_others_l1(tmp_path):
             for client in (alice_a, alice_b):
                 page = await client.get("/api/rooms/general/messages")
                 assert page.status_code == 200 and page.json()["messages"] == []
-            assert await _keys(admin_b, "http-room-history:alice|/api/rooms/general/messages")
+            assert await _keys(admin_b, "http-room-history:alice#|/api/rooms/general/messages")
             # B served that page from the shared L2 into its L1; another page runs the query
             assert (await alice_b.get("/api/rooms/general/messages?limit=10")).status_code == 200
             assert await _keys(admin_b, "query:before:general:")
@@ -49,7 +49,7 @@ async def test_invalidation_on_one_replica_empties_the_others_l1(tmp_path):
             # a write on replica A drops B's copies, page and query alike
             posted = await alice_a.post("/api/rooms/general/messages", json={"text": "hi"})
             assert posted.status_code == 201
-            await _until_gone(admin_b, "http-room-history:alice|/api/rooms/general/messages")
+            await _until_gone(admin_b, "http-room-history:alice#|/api/rooms/general/messages")
             await _until_gone(admin_b, "query:before:general:")
             page = await alice_b.get("/api/rooms/general/messages")
             assert [m["text"] for m in page.json()["messages"]] == ["hi"]

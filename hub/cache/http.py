@@ -1,8 +1,8 @@
 """HTTP response caching: per-route rules, strong ETags, ``If-None-Match`` → 304.
 
 Rules match the request path (a regular expression, full match). A ``private`` rule keys
-entries by the authenticated user (``scope["user"].id``, set by the JWT middleware that
-runs first), answers ``Cache-Control: private, no-cache`` and ``Vary: Authorization``, so
+entries by the authenticated user and roles (``scope["user"]``, set by the JWT middleware
+that runs first), answers ``Cache-Control: private, no-cache`` and ``Vary: Authorization``, so
 one user's response is never served to another. ``no_store`` rules (AI routes, streams,
 sockets) are never cached and say ``no-store``; no rule can cache them. Cached entries
 are dropped by the rule's events (templated from the path's named groups), the same
@@ -199,7 +199,11 @@ async def _cached(
     cache = http.cache
     namespace = f"http-{rule.name}"
     query = scope.get("query_string", b"").decode("latin-1")
-    key = f"{user}|{scope['path']}?{query}" if rule.private else f"{scope['path']}?{query}"
+    if rule.private:  # who, and with which roles: an admin's view is not a member's
+        roles = ",".join(sorted(getattr(scope.get("user"), "roles", ()) or ()))
+        key = f"{user}#{roles}|{scope['path']}?{query}"
+    else:
+        key = f"{scope['path']}?{query}"
     inm = _header(scope, b"if-none-match")
     head = scope["method"] == "HEAD"
     try:
