@@ -5,6 +5,7 @@ edits/deletions and streamed answers (native streaming and post-then-edit)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import pytest
@@ -336,3 +337,41 @@ async def test_malformed_events_are_ignored_and_the_bridge_carries_on(slack_hub,
         assert len(message["text"]) == server.settings.max_text_chars
         await slack.user_says(CHANNEL, "UALICE", "still bridging")
         assert (await web.expect("message"))["message"]["text"] == "still bridging"
+
+
+async def test_socket_mode_receives_events_and_commands(make_server, slack, monkeypatch):
+    monkeypatch.setenv("LYDIAN_PLUGIN_SLACK_BOT_TOKEN", slack.token)
+    monkeypatch.setenv("LYDIAN_PLUGIN_SLACK_APP_TOKEN", slack.app_token)
+    slack.echo_events = False  # no HTTP endpoint in Socket Mode: nothing is POSTed to the hub
+    async with make_server(plugin_config={"slack": {"api_url": slack.api_url}}) as server:
+        await _bridged(server, slack)
+        web = await server.client("bob")
+        await web.join("ops")
+        await eventually(slack.socket_connected.is_set, what="the Socket Mode connection")
+        body = json.loads(
+            slack.event_body(
+                {
+                    "type": "message",
+                    "channel": CHANNEL,
+                    "user": "UALICE",
+                    "text": "via socket",
+                    "ts": "1.5",
+                }
+            )
+        )
+        envelope = await slack.socket_send("events_api", body)
+        assert (await web.expect("message"))["message"]["text"] == "via socket"
+        await eventually(lambda: envelope in slack.socket_acks, what="the event's ack")
+        command = {
+            "command": "/lydian",
+            "text": "help",
+            "user_id": "UALICE",
+            "user_name": "alice",
+            "channel_id": CHANNEL,
+            "team_id": "T0FAKE",
+        }
+        envelope = await slack.socket_send("slash_commands", command)
+        ack = await eventually(lambda: slack.socket_acks.get(envelope), what="the command's ack")
+        assert "/bridge" in ack["payload"]["text"]
+        async with server.http() as http:  # no signing secret: the HTTP endpoint stays closed
+            assert (await http.post("/slack/events", json={})).status_code == 404

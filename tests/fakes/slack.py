@@ -45,7 +45,12 @@ class FakeSlack(LoopbackServer):
         self._ts = itertools.count(1)
         self._events = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.app_token = "xapp-fake"
+        self.socket_acks: dict[str, dict[str, Any]] = {}
+        self.socket_connected = asyncio.Event()
+        self._socket: web.WebSocketResponse | None = None
         self.app.router.add_route("*", "/api/{method}", self._api)
+        self.app.router.add_get("/socket", self._socket_mode)
 
     @property
     def api_url(self) -> str:
@@ -87,7 +92,8 @@ class FakeSlack(LoopbackServer):
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         params = await self._params(request)
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        token = self.app_token if method == "apps.connections.open" else self.token
+        if request.headers.get("Authorization") != f"Bearer {token}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
         down = self._outages.get(method)
         if down:
@@ -122,6 +128,9 @@ class FakeSlack(LoopbackServer):
             "user_id": BOT_USER,
             "bot_id": BOT_ID,
         }
+
+    async def _m_apps_connections_open(self, p: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/socket"}
 
     async def _m_users_info(self, p: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(p.get("user", ""))
@@ -287,3 +296,33 @@ class FakeSlack(LoopbackServer):
         return await self.deliver(
             "/slack/commands", body, "application/x-www-form-urlencoded", **kw
         )
+
+    # ------------------------------------------------------------ Socket Mode
+
+    async def _socket_mode(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._socket = ws
+        await ws.send_json({"type": "hello", "num_connections": 1, "debug_info": {}})
+        self.socket_connected.set()
+        async for frame in ws:
+            if frame.type.name == "TEXT":
+                ack = json.loads(frame.data)
+                self.socket_acks[ack.get("envelope_id", "")] = ack
+        return ws
+
+    async def socket_send(self, kind: str, payload: dict[str, Any]) -> str:
+        """Deliver an envelope over Socket Mode (``events_api``, ``slash_commands``)."""
+        assert self._socket is not None
+        envelope_id = f"env{next(self._events)}"
+        await self._socket.send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": kind,
+                "accepts_response_payload": kind != "events_api",
+                "retry_attempt": 0,
+                "retry_reason": "",
+                "payload": payload,
+            }
+        )
+        return envelope_id
