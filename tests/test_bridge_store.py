@@ -1,0 +1,132 @@
+"""Bridge persistence on SQLite and PostgreSQL (migration 0003), and the ordered outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import asyncpg
+import pytest
+
+from adapters.bridge.outbox import Outbox, PermanentError, RateLimited
+from adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
+from adapters.bridge.tables import bind
+from hub.store.store import Store
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def bridge_store(request, tmp_path):
+    if request.param == "sqlite":
+        store = await Store.open(f"sqlite:///{tmp_path}/store.sqlite3")
+        bind(store.engine)
+        yield BridgeStore()
+        await store.close()
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_URL)
+    await conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        store = await Store.open(PG_URL, server_settings={"search_path": schema}, pool_max=4)
+        bind(store.engine)
+        yield BridgeStore()
+        await store.close()
+    finally:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        await conn.close()
+
+
+async def test_links_are_unique_per_room_and_channel(bridge_store):
+    assert await bridge_store.add_link(Link("ops", "slack", "C1", "root"))
+    assert not await bridge_store.add_link(Link("ops", "slack", "C1", "root"))
+    assert await bridge_store.add_link(Link("ops", "slack", "C2", "root"))
+    assert await bridge_store.add_link(Link("dev", "slack", "C1", "root"))
+    assert await bridge_store.add_link(Link("ops", "discord", "42", "root"))
+    assert await bridge_store.remove_links("ops", "slack") == 2
+    assert [(lk.room, lk.platform, lk.channel) for lk in await bridge_store.links()] == [
+        ("dev", "slack", "C1"),
+        ("ops", "discord", "42"),
+    ]
+    assert await bridge_store.remove_links("ops", "discord", "nope") == 0
+
+
+async def test_a_platform_message_is_recorded_once_even_when_racing(bridge_store):
+    copy = MessageCopy("slack", "C1", "1700.1", "hub-1", "ops", origin=True)
+    results = await asyncio.gather(*[bridge_store.add_copy(copy) for _ in range(5)])
+    assert results.count(True) == 1
+    other = MessageCopy("discord", "42", "99", "hub-1", "ops", origin=False)
+    assert await bridge_store.add_copy(other)
+    assert {c.platform for c in await bridge_store.copies("hub-1")} == {"slack", "discord"}
+    assert (await bridge_store.copy_of("slack", "C1", "1700.1")).origin is True
+    assert await bridge_store.copy_of("slack", "C2", "1700.1") is None  # ts is per channel
+
+
+async def test_users_are_remembered_updated_and_linked(bridge_store):
+    await bridge_store.remember_user(PlatformUser("slack", "U1", "Al"))
+    updated = await bridge_store.remember_user(PlatformUser("slack", "U1", "Alice", "https://a"))
+    assert (updated.name, updated.avatar, updated.hub_user) == ("Alice", "https://a", None)
+    assert await bridge_store.link_user("slack", "U1", "alice")
+    assert not await bridge_store.link_user("slack", "U404", "nobody")
+    again = await bridge_store.remember_user(PlatformUser("slack", "U1", "Alice", "https://a"))
+    assert again.hub_user == "alice"
+
+
+async def test_outbox_keeps_order_per_channel_and_runs_channels_independently():
+    outbox = Outbox(backoff_initial=0.05)
+    done: list[tuple[str, int]] = []
+    fail_once = {"slow": True}
+
+    def job(key: str, n: int, delay: float = 0.0):
+        async def run() -> None:
+            if key == "slow" and n == 0 and fail_once["slow"]:
+                fail_once["slow"] = False
+                raise RateLimited(0.3)
+            await asyncio.sleep(delay)
+            done.append((key, n))
+
+        return run
+
+    started = time.monotonic()
+    for n in range(3):
+        outbox.put(("x", "slow"), job("slow", n))
+        outbox.put(("x", "fast"), job("fast", n))
+    await outbox.drain(timeout=5)
+    assert [n for k, n in done if k == "slow"] == [0, 1, 2]
+    assert [n for k, n in done if k == "fast"] == [0, 1, 2]
+    assert done.index(("fast", 2)) < done.index(("slow", 0))  # not held up by the 429
+    assert time.monotonic() - started >= 0.3
+    assert outbox.retries == 1
+    await outbox.close()
+
+
+async def test_outbox_retries_errors_with_backoff_and_drops_permanent_ones():
+    outbox = Outbox(backoff_initial=0.01, max_attempts=3)
+    calls = {"flaky": 0, "broken": 0, "doomed": 0}
+
+    async def flaky() -> None:
+        calls["flaky"] += 1
+        if calls["flaky"] < 3:
+            raise ConnectionError("platform down")
+
+    async def broken() -> None:
+        calls["broken"] += 1
+        raise PermanentError("channel_not_found")
+
+    async def doomed() -> None:
+        calls["doomed"] += 1
+        raise ConnectionError("down for good")
+
+    after: list[str] = []
+
+    async def later() -> None:
+        after.append("delivered")
+
+    for job in (broken, flaky, doomed, later):
+        outbox.put(("slack", "C1"), job)
+    await outbox.drain(timeout=5)
+    assert calls == {"flaky": 3, "broken": 1, "doomed": 3}
+    assert after == ["delivered"]  # the queue goes on after a dropped job
+    assert outbox.dropped == 2
+    await outbox.close()
