@@ -7,7 +7,8 @@ from the environment (``LYDIAN_PLUGIN_OPENAI_PROVIDER_API_KEY``). It counts as c
 once ``base_url`` or the key is set; until then the offline provider answers.
 
 Cancelling the task that reads :meth:`OpenAIProvider.stream` closes the HTTP response, so
-the upstream server sees the connection go and stops generating.
+the upstream server sees the connection go and stops generating. Nothing is retried: a
+retried stream would repeat what the room has already seen.
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ class OpenAIProvider:
             await cached[1].close()
 
     async def stream(self, request: CompletionRequest, hub: Hub) -> AsyncIterator[str]:
+        """The answer's content pieces, as the server streams them.
+
+        The ``openai`` client builds, authenticates and sends the request and turns error
+        statuses into exceptions; the SSE chunks are decoded here with msgspec, which costs
+        a fraction of building the library's pydantic objects for every token.
+        """
         settings = self.settings(hub)
         extra: dict[str, Any] = {}
         if request.max_tokens is not None:
@@ -88,24 +95,55 @@ class OpenAIProvider:
             temperature = settings.temperature
         if temperature is not None:
             extra["temperature"] = temperature
+        create = self.client(hub).chat.completions.with_streaming_response.create
+        call = create(
+            model=request.model or settings.model,
+            messages=[{"role": t.role, "content": t.content} for t in request.messages],
+            stream=True,
+            **extra,
+        )
         try:
-            upstream = await self.client(hub).chat.completions.create(
-                model=request.model or settings.model,
-                messages=[{"role": t.role, "content": t.content} for t in request.messages],
-                stream=True,
-                **extra,
-            )
+            response = await call.__aenter__()
         except Exception as exc:
             raise _llm_error(exc) from exc
-        async with upstream:  # leaving closes the response: the upstream sees the disconnect
-            try:
-                async for chunk in upstream:
-                    for choice in chunk.choices or ():
-                        content = choice.delta.content if choice.delta else None
-                        if content:
-                            yield content
-            except Exception as exc:
-                raise _llm_error(exc) from exc
+        try:  # leaving closes the response: the upstream sees the connection go
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                chunk = _chunk_decoder.decode(data)
+                if chunk.error is not None:
+                    detail = str(chunk.error.get("message") or chunk.error)[:300]
+                    raise LLMError(UPSTREAM_ERROR, f"the model server reported: {detail}")
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content:
+                        yield choice.delta.content
+        except LLMError:
+            raise
+        except Exception as exc:
+            raise _llm_error(exc) from exc
+        finally:
+            await call.__aexit__(None, None, None)
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """The part of an OpenAI ``chat.completion.chunk`` the hub reads."""
+
+    choices: list[_Choice] = []
+    error: dict[str, Any] | None = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
 
 
 def _llm_error(exc: Exception) -> LLMError:
@@ -119,8 +157,12 @@ def _llm_error(exc: Exception) -> LLMError:
         return LLMError(UPSTREAM_ERROR, "lost the connection to the model server")
     if isinstance(exc, openai.APIError):
         return LLMError(UPSTREAM_ERROR, f"the model server reported an error: {exc.message}")
-    if isinstance(exc, (ValueError, AttributeError, TypeError, KeyError)):
+    if isinstance(exc, (msgspec.DecodeError, ValueError, AttributeError, TypeError, KeyError)):
         return LLMError(BAD_RESPONSE, f"unreadable chunk from the model server: {exc}"[:300])
+    if "timeout" in type(exc).__name__.lower():  # the HTTP library's read/connect timeouts
+        return LLMError(UPSTREAM_TIMEOUT, "the model server timed out")
+    if "protocol" in type(exc).__name__.lower() or isinstance(exc, OSError):
+        return LLMError(UPSTREAM_ERROR, "lost the connection to the model server")
     return LLMError(UPSTREAM_ERROR, f"{type(exc).__name__}: {exc}"[:300])
 
 
