@@ -456,7 +456,11 @@ class PluginHost:
             raise PluginUnavailable(f"plugin {name!r} is off on this hub: {record.error}")
         if await hub.store.get_room(room) is None:
             raise UnknownRoomError(f"no room {room!r}")
-        await hub.store.set_room_plugin(room, name, enabled, who)
+        try:
+            await hub.store.set_room_plugin(room, name, enabled, who)
+        except Exception:  # a concurrent first switch (another replica) won the unique row
+            log.info("retrying the switch of %r in %s after a concurrent one", name, room)
+            await hub.store.set_room_plugin(room, name, enabled, who)
         self._apply(PluginToggle(room=room, plugin=name, enabled=enabled, by=who))
         await hub.broker.publish(
             CONTROL_CHANNEL,

@@ -38,3 +38,31 @@ async def test_enabling_on_one_replica_applies_on_the_other_at_once(tmp_path):
             carol = await one.client("carol")
             await carol.join("ops")
             assert (await command(carol, "ops", "/echo hi", "e2"))["code"] == "unknown_command"
+
+
+async def test_concurrent_switches_on_two_replicas_all_succeed(tmp_path):
+    """First switches of one plugin in one room, racing on two replicas, all succeed."""
+    rooms = [f"race{i}" for i in range(8)]
+    async with cluster(tmp_path, 2) as replicas:
+        headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
+        clients = [
+            httpx.AsyncClient(base_url=r.http_url, headers=headers, timeout=20) for r in replicas
+        ]
+        try:
+            for room in rooms:
+                assert (await clients[0].post("/api/rooms", json={"id": room})).status_code == 201
+            puts = [
+                c.put(f"/api/rooms/{room}/plugins/echo", json={"enabled": True})
+                for room in rooms
+                for c in clients
+                for _ in range(3)
+            ]
+            results = await asyncio.gather(*puts)
+            assert {r.status_code for r in results} == {200}, [r.text for r in results]
+            for c in clients:
+                for room in rooms:
+                    state = (await c.get(f"/api/rooms/{room}/plugins/echo")).json()
+                    assert state["enabled"] is True
+        finally:
+            for c in clients:
+                await c.aclose()
