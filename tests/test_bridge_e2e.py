@@ -228,3 +228,45 @@ async def test_a_cancel_from_the_web_stops_the_answer_on_both_platforms(bridged_
 
         await eventually(slack_final, what="Slack's final edit")
         await eventually(discord_final, what="Discord's final edit")
+
+
+async def test_edits_and_deletions_propagate_between_platforms(bridged_hub, fakes):
+    slack, discord = fakes
+    async with bridged_hub() as server:
+        web = await _setup(server, slack, discord)
+        ts = await slack.user_says(SLACK_CHANNEL, "UALICE", "teh plan")
+        await web.expect("message")
+        await eventually(lambda: _discord_bot_messages(discord), what="the Discord copy")
+        edit = {
+            "type": "message",
+            "subtype": "message_changed",
+            "channel": SLACK_CHANNEL,
+            "message": {"type": "message", "user": "UALICE", "text": "the plan", "ts": ts},
+            "ts": "1700000700.000001",
+        }
+        assert (await slack.send_event(edit)).status_code == 200
+        await eventually(
+            lambda: _discord_bot_messages(discord)[0]["content"] == "**Alice**: the plan",
+            what="the Discord copy edited",
+        )
+        mid = await discord.user_says(DISCORD_CHANNEL, ALICE_D, "oops, wrong room")
+        await web.expect("message", skip=(*QUIET, "event"))
+        await eventually(lambda: len(slack.posted()) == 1, what="the Slack copy")
+        copy_ts = slack.in_channel(SLACK_CHANNEL)[-1]["ts"]
+        await discord.user_edits(mid, "oops, wrong room (edited)")
+        await eventually(
+            lambda: slack.messages[(SLACK_CHANNEL, copy_ts)]["text"] == "oops, wrong room (edited)",
+            what="the Slack copy edited",
+        )
+        await discord.user_deletes(mid)
+        await eventually(
+            lambda: slack.messages[(SLACK_CHANNEL, copy_ts)].get("deleted"),
+            what="the Slack copy deleted",
+        )
+        await web.silent_for(0.3)
+        events = [f for f in web.seen if f["type"] == "event"]
+        assert [e["event"] for e in events] == [
+            "message_edited",
+            "message_edited",
+            "message_deleted",
+        ]

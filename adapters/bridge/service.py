@@ -251,15 +251,28 @@ class BridgeService:
             posted.append(message)
         return posted
 
-    async def ingest_edit(self, platform: str, channel: str, platform_msg: str, text: str) -> int:
+    async def ingest_edit(
+        self,
+        platform: str,
+        channel: str,
+        platform_msg: str,
+        text: str,
+        author: PlatformUser | None = None,
+    ) -> int:
         """A platform message was edited: edit its copies elsewhere and tell the rooms."""
-        return await self._propagate(platform, channel, platform_msg, text)
+        ref = UserRef(id=f"{platform}:{author.id}", name=author.name) if author else None
+        return await self._propagate(platform, channel, platform_msg, text, ref)
 
     async def ingest_delete(self, platform: str, channel: str, platform_msg: str) -> int:
         return await self._propagate(platform, channel, platform_msg, None)
 
     async def _propagate(
-        self, platform: str, channel: str, platform_msg: str, text: str | None
+        self,
+        platform: str,
+        channel: str,
+        platform_msg: str,
+        text: str | None,
+        author: UserRef | None = None,
     ) -> int:
         ingesting = self._ingesting.get((platform, channel, platform_msg))
         if ingesting is not None:  # the message itself is still being posted
@@ -280,11 +293,11 @@ class BridgeService:
                     key, _bind(connector.delete, copy.channel, copy.platform_msg), "delete"
                 )
             else:
-                author = UserRef(id=f"{platform}:?", name="")
-                known = await self._author_of(source)
+                if author is None:
+                    author = UserRef(id=f"{platform}:?", name=platform.title())
                 self.outbox.put(
                     key,
-                    _bind(connector.edit, copy.channel, copy.platform_msg, known or author, text),
+                    _bind(connector.edit, copy.channel, copy.platform_msg, author, text),
                     "edit",
                 )
             count += 1
@@ -304,13 +317,6 @@ class BridgeService:
             ),
         )
         return count
-
-    async def _author_of(self, copy: MessageCopy) -> UserRef | None:
-        page = await self.hub.store.messages_before(copy.room, None, 200)
-        for message in page:
-            if message.id == copy.hub_msg:
-                return message.user
-        return None
 
     # ------------------------------------------------------------ outbound
 

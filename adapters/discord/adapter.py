@@ -125,12 +125,18 @@ class DiscordAdapter:
 
         @client.event
         async def on_raw_message_edit(payload: discord.RawMessageUpdateEvent) -> None:
-            author = (payload.data.get("author") or {}).get("id")
+            data = payload.data.get("author") or {}
             content = payload.data.get("content")
-            if content is None or self._own(int(author) if author else None):
+            author = str(data.get("id") or "")
+            if content is None or not author.isdigit() or self._own(int(author)):
                 return
+            name = str(data.get("global_name") or data.get("username") or author)[:200]
             await self.bridge.ingest_edit(
-                "discord", str(payload.channel_id), str(payload.message_id), content
+                "discord",
+                str(payload.channel_id),
+                str(payload.message_id),
+                content,
+                PlatformUser("discord", author, name),
             )
 
         @client.event

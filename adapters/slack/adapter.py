@@ -157,8 +157,10 @@ class SlackAdapter:
             message = event.get("message")
             if not isinstance(message, dict) or message.get("bot_id") or not message.get("ts"):
                 return
+            editor = message.get("user")
+            author = await self.user(editor) if isinstance(editor, str) and editor else None
             await self.bridge.ingest_edit(
-                "slack", channel, str(message["ts"]), str(message.get("text") or "")
+                "slack", channel, str(message["ts"]), str(message.get("text") or ""), author
             )
             return
         if subtype == "message_deleted":
