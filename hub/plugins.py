@@ -22,7 +22,6 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -42,6 +41,7 @@ from hub.commands import (
 )
 from hub.config import Settings
 from hub.plugin_config import PluginConfigError, PluginSettings, load_plugin_settings
+from hub.plugin_threads import DaemonExecutor
 from hub.protocol import CommandResult, Error, ErrorCode, Frame, RoomEvent, UserRef, encode
 
 if TYPE_CHECKING:
@@ -164,7 +164,7 @@ class PluginHost:
         self._items: dict[str, list[tuple[str, Any]]] = {hook: [] for hook in LIST_HOOKS}
         self._settings: dict[str, PluginSettings] = {}
         self._secrets: list[str] = []
-        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="lydian-plugin")
+        self._executor = DaemonExecutor(max_workers=8)
         self._unsubscribe: Callable[[], Any] | None = None
         self._lock = asyncio.Lock()
         if settings.trace_hooks:
