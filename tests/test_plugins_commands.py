@@ -210,3 +210,15 @@ def test_argument_parsing_gives_clear_usage_errors():
         assert exc.detail == "too many arguments; usage: /ping"
     else:
         raise AssertionError("extra argument accepted")
+
+
+async def test_empty_and_oversized_command_texts_are_rejected(make_server):
+    async with make_server(max_text_chars=100) as server:
+        await _rooms(server, "ops")
+        ada = await server.client("ada")
+        await ada.join("ops")
+        empty = await command(ada, "ops", "   ", "c1")
+        assert empty["code"] == "invalid_frame" and "empty" in empty["detail"]
+        huge = await command(ada, "ops", "/help " + "x" * 200, "c2")
+        assert huge["code"] == "invalid_frame" and "100 characters" in huge["detail"]
+        assert (await command(ada, "ops", "/help", "c3"))["type"] == "command_result"
