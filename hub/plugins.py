@@ -20,6 +20,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "lydian.plugins"
+COMMAND_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 LIST_HOOKS = (
     "lydian_agents",
@@ -338,6 +340,13 @@ class PluginHost:
                 if not isinstance(spec, CommandSpec):
                     raise PluginFailure(
                         name, "lydian_commands", f"expected CommandSpec items, got {spec!r:.100}"
+                    )
+                if not COMMAND_NAME.match(spec.name):
+                    raise PluginFailure(
+                        name,
+                        "lydian_commands",
+                        f"invalid command name {spec.name!r:.50}"
+                        " (lowercase letters, digits, '-', '_')",
                     )
             items = {hook: await self._collect(hook, name) for hook in LIST_HOOKS}
             for agent in items["lydian_agents"]:

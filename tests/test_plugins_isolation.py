@@ -233,6 +233,12 @@ class BrokenStartup:
         return [CommandSpec(name="never", help="", handler=lambda c, a: "x")]
 
 
+class BadCommandName:
+    @hookimpl
+    def lydian_commands(self):
+        return [CommandSpec(name="Bad Name", help="", handler=lambda c, a: "x")]
+
+
 class Typo:
     @hookimpl
     def lydian_mesage(self, message):
@@ -253,6 +259,7 @@ async def test_broken_plugins_stay_off_and_the_hub_runs(make_server):
             ("startup", BrokenStartup()),
             ("typo", Typo()),
             ("signature", BadSignature()),
+            ("badname", BadCommandName()),
         )
         async with server.http("root", admin=True) as http:
             infos = {p["name"]: p for p in (await http.get("/api/plugins")).json()}
@@ -261,6 +268,7 @@ async def test_broken_plugins_stay_off_and_the_hub_runs(make_server):
             assert "ConnectionError: upstream down" in infos["startup"]["error"]
             assert "unknown hook(s): lydian_mesage" in infos["typo"]["error"]
             assert "room" in infos["signature"]["error"]
+            assert "invalid command name 'Bad Name'" in infos["badname"]["error"]
             resp = await http.put("/api/rooms/ops/plugins/startup", json={"enabled": True})
             assert resp.status_code == 400 and "is off on this hub" in resp.text
         assert (await command(admin, "ops", "/never", "c1"))["code"] == "unknown_command"
