@@ -128,20 +128,28 @@ def lydian_commands() -> list[CommandSpec]:
 def lydian_agents() -> list[Any]:
     """Register agents: named participants that answer in a room, possibly streaming.
 
-    An agent can be enabled or disabled per room under its own name, like a plugin
-    (``/plugins enable NAME``). The ``Agent`` type is defined by the agents module; the
-    hub only relies on its ``name`` attribute.
+    Return :class:`hub.agents.Agent` objects. An agent is enabled or disabled per room
+    under its own name, like a plugin (``/plugins enable NAME``); it is off until enabled
+    unless ``default_enabled=True``.
+
+    Example::
+
+        @hookimpl
+        def lydian_agents():
+            return [Agent(name="summarizer", system_prompt="Summarize the thread.")]
     """
 
 
 @hookspec
 def lydian_llm_providers() -> list[Any]:
-    """Register LLM providers (``Provider`` objects) that agents can use by name."""
+    """Register LLM providers (:class:`hub.llm.Provider`: ``name``, ``configured(hub)``,
+    ``models(hub)``, ``stream(request, hub)``) that agents select by name."""
 
 
 @hookspec
 def lydian_cache_strategies() -> list[Any]:
-    """Register cache strategies (``CacheStrategy`` objects) for LLM answers, by name."""
+    """Register cache strategies (subclasses of :class:`hub.cache.strategy.CacheStrategy`),
+    selected by ``name`` per cache namespace."""
 
 
 # --------------------------------------------------------------------------- attachments
@@ -181,7 +189,8 @@ def lydian_routes() -> list[Any]:
 
 @hookspec
 def lydian_dashboard_pages() -> list[Any]:
-    """Pages for the admin dashboard (``DashboardPage`` objects: title, path, handler)."""
+    """Pages for the admin dashboard: :class:`hub.dashboard.DashboardPage` objects (``title``,
+    ``path``, ``handler``, ``description``); serve the page itself from ``lydian_routes``."""
 
 
 # --------------------------------------------------------------------------- configuration
