@@ -16,7 +16,6 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,7 +27,7 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from hub.protocol import Attachment, ChatMessage, UserRef
-from hub.store.engines import bind, engine_for_url
+from hub.store.engines import EmbeddedSQLiteEngine, bind, engine_for_url
 from hub.store.tables import Member, Message, Room, RoomPlugin
 
 log = logging.getLogger(__name__)
@@ -105,9 +104,8 @@ class Store:
         """Connect to ``url`` (``sqlite:///…`` or ``postgresql://…``) and run pending migrations."""
         engine = engine_for_url(url, server_settings=server_settings)
         bind(engine)
-        if isinstance(engine, SQLiteEngine):
-            Path(engine.path).parent.mkdir(parents=True, exist_ok=True)
-            await engine._run_in_new_connection("PRAGMA journal_mode=WAL")
+        if isinstance(engine, EmbeddedSQLiteEngine):
+            engine.hold_open()  # also creates the file in WAL mode
         store = cls(engine)
         if migrate:
             await store.migrate()
@@ -153,6 +151,8 @@ class Store:
     async def close(self) -> None:
         if isinstance(self.engine, PostgresEngine):
             await self.engine.close_connection_pool()
+        elif isinstance(self.engine, EmbeddedSQLiteEngine):
+            await self.engine.aclose()
 
     @property
     def kind(self) -> str:
