@@ -13,6 +13,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import msgspec
+
 from hub.agents import Agents
 from hub.auth import Identity, issue_token
 from hub.broker import Broker, user_channel
@@ -38,6 +40,16 @@ from hub.store.store import RoomInfo, Store
 from hub.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
+
+class DirectEnvelope(msgspec.Struct):
+    """A DM on a user channel: the encoded message frame and the DM room it belongs to."""
+
+    room: str
+    frame: msgspec.Raw
+
+
+_direct_encoder = msgspec.json.Encoder()
+_direct_decoder = msgspec.json.Decoder(DirectEnvelope)
 
 MessageListener = Callable[[ChatMessage], Awaitable[None]]
 
@@ -180,9 +192,12 @@ class Hub:
                 log.debug("presence refresh failed: %s", exc)
 
     def _to_user(self, user_id: str, data: bytes) -> None:
-        text = data.decode()
+        """A DM for ``user_id``: to each of their sockets not in the DM room (it has it)."""
+        env = _direct_decoder.decode(data)
+        text = bytes(env.frame).decode()
         for conn in tuple(self._by_user.get(user_id, ())):
-            conn.push(text)
+            if env.room not in conn.rooms:
+                conn.push(text)
 
     async def _sweep(self) -> None:
         """Ping every connection each interval; drop the silent and the never-authenticated."""
@@ -254,13 +269,13 @@ class Hub:
     ) -> tuple[ChatMessage, bool]:
         """Persist a DM in the pair's room and deliver it to both users' connections."""
         room = await self.store.ensure_dm_room(sender, recipient)
-        message, duplicate = await self.store.append_message(
-            room.id, sender, text, client_id=client_id
-        )
-        if not duplicate:
-            frame = encode(MessageFrame(message))
+        message, duplicate = await self.post_message(room.id, sender, text, client_id=client_id)
+        if not duplicate:  # also to their sockets that have not joined the DM room
+            data = _direct_encoder.encode(
+                DirectEnvelope(room=room.id, frame=msgspec.Raw(encode(MessageFrame(message))))
+            )
             for user_id in {sender.id, recipient.id}:
-                await self.broker.publish(user_channel(user_id), frame)
+                await self.broker.publish(user_channel(user_id), data)
         return message, duplicate
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 
+import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 
@@ -39,6 +40,7 @@ from hub.protocol import (
     Pong,
     Send,
     Typing,
+    UserId,
     UserRef,
     Welcome,
     decode_client,
@@ -181,6 +183,8 @@ class Session:
                 session=self.conn.id,
                 roles=list(identity.roles),
                 heartbeat_interval=self.settings.heartbeat_interval,
+            heartbeat_timeout=self.settings.heartbeat_timeout,
+            typing_ttl=self.settings.typing_ttl,
                 max_frame_bytes=self.settings.max_frame_bytes,
             )
         )
@@ -269,6 +273,12 @@ class Session:
             )
             return
         if not self._text_ok(frame.text, frame.id):
+            return
+        try:
+            msgspec.convert(self.conn.user.id, UserId)
+        except msgspec.ValidationError:
+            self.error(ErrorCode.FORBIDDEN, "your user id cannot be used in direct messages "
+                       "(letters, digits, _ . @ - and at most 48 characters)", frame.id)
             return
         message, duplicate = await self.hub.post_direct(
             self.conn.user, UserRef(id=frame.to, name=frame.to), frame.text, frame.id

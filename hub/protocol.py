@@ -72,8 +72,11 @@ class Attachment(msgspec.Struct, omit_defaults=True):
     url: str
 
 
-class ChatMessage(msgspec.Struct, omit_defaults=True):
-    """A persisted room message. ``offset`` is gap-free and increasing within the room."""
+class ChatMessage(msgspec.Struct):
+    """A persisted room message. ``offset`` is gap-free and increasing within the room.
+
+    Every field is always present, live or replayed, so clients see one shape.
+    """
 
     room: str
     offset: int
@@ -128,10 +131,14 @@ class Send(Frame, tag="send"):
     attachments: list[str] = []
 
 
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=48, pattern=r"^[A-Za-z0-9_.@-]+$")]
+"""A user id usable in a DM room id (``dm:<a>:<b>`` must itself be a valid room id)."""
+
+
 class Direct(Frame, tag="direct"):
     """Send a direct message to a user; it lives in the two-member room ``dm:<a>:<b>``."""
 
-    to: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    to: UserId
     text: str
     id: ClientRef | None = None
 
@@ -184,6 +191,8 @@ class Welcome(Frame, tag="welcome"):
     session: str
     roles: list[str]
     heartbeat_interval: float
+    heartbeat_timeout: float
+    typing_ttl: float
     max_frame_bytes: int
 
 

@@ -196,9 +196,7 @@ class RoomRegistry:
         """Subscribe ``conn``; send ``joined``, the replay after ``since``, then live frames."""
         assert conn.user is not None
         room = await self._live(room_id)
-        if conn.id in room.subscribers:
-            await self.leave(conn, room_id, announce=False)
-            room = await self._live(room_id)
+        room.subscribers.pop(conn.id, None)  # a re-join replays afresh; presence is unchanged
         sub = room.add(conn)  # from here on, live frames collect in its backlog
         snapshots = room.streams.list()  # same instant: later deltas are in the backlog
         latest = room.delivered or 0  # read with no await since add(): backlog holds the rest

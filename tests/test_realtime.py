@@ -115,3 +115,48 @@ async def test_heartbeat_drops_a_silent_client_and_keeps_a_live_one(make_server)
         offline = [f for f in lively.seen if f["type"] == "presence" and f["status"] == "offline"]
         assert [f["user"]["id"] for f in offline] == ["silent"]
         await lively.say("lobby", "still here", "l1")
+
+
+async def test_a_dm_reaches_a_socket_once_also_when_it_joined_the_dm_room(server):
+    alice = await server.client("alice")
+    bob = await server.client("bob")
+    await alice.send({"type": "direct", "to": "bob", "text": "first", "id": "d1"})
+    await bob.expect("message")
+    await bob.join("dm:alice:bob")
+    await alice.send({"type": "direct", "to": "bob", "text": "second", "id": "d2"})
+    got = await bob.expect("message")
+    assert got["message"]["text"] == "second"
+    assert [f for f in await bob.silent_for(0.4) if f["type"] == "message"] == []
+
+
+async def test_dm_recipients_must_be_usable_in_a_room_id(server):
+    alice = await server.client("alice")
+    await alice.send({"type": "direct", "to": "x" * 49, "text": "hi"})
+    assert (await alice.expect("error"))["code"] == "invalid_frame"
+    await alice.send({"type": "direct", "to": "a+b@x.com", "text": "hi"})
+    assert (await alice.expect("error"))["code"] == "invalid_frame"
+
+
+async def test_rejoining_does_not_announce_presence_again(server):
+    await server.create_room("lobby")
+    watcher = await server.client("watcher")
+    await watcher.join("lobby")
+    bob = await server.client("bob")
+    await bob.join("lobby")
+    await watcher.expect(lambda f: f["type"] == "presence" and f["user"]["id"] == "bob")
+    again = await bob.join("lobby", since=0)
+    assert again["recovered"] is True
+    assert [f for f in await watcher.silent_for(0.4) if f["type"] == "presence"] == []
+
+
+async def test_live_and_replayed_messages_have_the_same_shape(server):
+    await server.create_room("lobby")
+    alice = await server.client("alice")
+    await alice.join("lobby")
+    await alice.say("lobby", "shape", "s1")
+    live = (await alice.expect("message"))["message"]
+    bob = await server.client("bob")
+    await bob.join("lobby", since=0)
+    replayed = (await bob.expect("message"))["message"]
+    assert live.keys() == replayed.keys() and live["kind"] == "user"
+    assert live == replayed
