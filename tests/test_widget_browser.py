@@ -2,7 +2,7 @@
 
 The hub loads the widget adapter through its entry point; the pages are the demo site
 that ``lydian serve`` shows at ``/``. Screenshots of the widget's states go to
-``docs/screenshots/``.
+``tests/artifacts/screenshots/`` (``docs/screenshots/`` with ``LYDIAN_UPDATE_SCREENSHOTS=1``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ from tests.test_attachments import PDF
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+# Screenshots go to tests/artifacts/ (ignored by git); LYDIAN_UPDATE_SCREENSHOTS=1 writes the
+# committed copies in docs/screenshots/ instead (they differ run to run: clocks, avatars).
+_ROOT = Path(__file__).resolve().parent.parent
+SHOTS = (_ROOT / "docs" / "screenshots" if os.environ.get("LYDIAN_UPDATE_SCREENSHOTS") == "1"
+         else _ROOT / "tests" / "artifacts" / "screenshots")
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 780}
 
