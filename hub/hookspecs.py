@@ -7,8 +7,9 @@ A plugin is any importable object (usually a module) whose functions are marked 
 Rules every hook follows (see ``docs/plugins.md``):
 
 * A hook may be a plain function or ``async def``; whatever it returns that is awaitable
-  is awaited. Plain functions on the message path run in a worker thread, so they may
-  block, but they cannot touch the event loop: make hooks that call the hub ``async``.
+  is awaited. Plain functions (hooks and command handlers, all but ``lydian_routes``) run
+  in a worker thread, so they may block, but they cannot touch the event loop: make
+  hooks that call the hub (``hub.post_message``, ``hub.spawn``) ``async def``.
 * A hook may accept any subset of the arguments listed in its spec, by name.
 * Every call is isolated: an exception, a timeout (``plugin_hook_timeout``) or a return
   value of the wrong type is reported to the room as an ``event`` frame and logged with
