@@ -389,3 +389,16 @@ _stream_and_noise = (
     "message",
     *("stream_start", "stream_delta", "stream_end", "stream_error"),
 )
+
+
+async def test_the_provider_reuses_its_connection_between_answers(make_server):
+    async with FakeOpenAI(Script(tokens=["a ", "b"])) as fake:
+        async with make_server(plugin_config=upstream(fake)) as server:
+            await assistant_room(server)
+            alice = await server.client("alice")
+            await alice.join("lobby")
+            for i in range(3):
+                await alice.say("lobby", f"@assistant {i}", f"q{i}")
+                assert (await collect(alice))["end"]["message"]["text"] == "a b"
+            assert len(fake.chat_requests()) == 3
+            assert fake.connections == 1

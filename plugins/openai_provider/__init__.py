@@ -13,6 +13,8 @@ retried stream would repeat what the room has already seen.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
@@ -107,11 +109,13 @@ class OpenAIProvider:
         except Exception as exc:
             raise _llm_error(exc) from exc
         try:  # leaving closes the response: the upstream sees the connection go
-            async for line in response.iter_lines():
+            lines = response.iter_lines()
+            async for line in lines:
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    await _drain(lines)
                     return
                 chunk = _chunk_decoder.decode(data)
                 if chunk.error is not None:
@@ -126,6 +130,18 @@ class OpenAIProvider:
             raise _llm_error(exc) from exc
         finally:
             await call.__aexit__(None, None, None)
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read the little left after ``[DONE]`` so the connection goes back to the pool (a
+    new TLS handshake to a hosted model costs more than the whole hub), but never wait."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in lines:
+                pass
+
+
+DRAIN_SECONDS = 0.25
 
 
 class _Delta(msgspec.Struct):

@@ -59,6 +59,8 @@ class FakeOpenAI:
     def __init__(self, script: Script | None = None) -> None:
         self.script = script or Script()
         self.requests: list[RequestLog] = []
+        self.connections = 0
+        """TCP connections accepted (a client reusing its connection opens one)."""
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -98,6 +100,7 @@ class FakeOpenAI:
         task = asyncio.current_task()
         assert task is not None
         self._handlers.add(task)
+        self.connections += 1
         try:
             while True:
                 request = await _read_request(reader)
@@ -108,6 +111,8 @@ class FakeOpenAI:
                 if not keep:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:  # the fake is shutting down; end this connection quietly
             return
         finally:
             self._handlers.discard(task)
