@@ -96,6 +96,8 @@ class CacheManager:
                 redis_url, prefix, op_timeout=redis_timeout, on_recover=self._l2_recovered
             )
         self.strategies = StrategyRegistry(strategies)
+        self.strategy_source: Callable[[], Iterable[CacheStrategy]] | None = None
+        """Asked for more strategies when a namespace names an unknown one."""
         self.stats_ = CacheStats()
         self._namespaces: dict[str, Namespace] = {}
         self._resolved: dict[str, tuple[Namespace, CacheStrategy]] = {}
@@ -174,8 +176,14 @@ class CacheManager:
             ns = self._namespaces.get(namespace)
             if ns is None:
                 ns = self.configure(namespace)
+            if ns.strategy not in self.strategies and self.strategy_source is not None:
+                for strategy in self.strategy_source():  # e.g. a plugin loaded by a rescan
+                    if getattr(strategy, "name", None) not in self.strategies:
+                        with contextlib.suppress(TypeError):  # invalid: logged at startup
+                            self.register_strategy(strategy)
             resolved = (ns, self.strategies.get(ns.strategy))
-            self._resolved[namespace] = resolved
+            if ns.strategy in self.strategies:  # a fallback is retried on the next call
+                self._resolved[namespace] = resolved
         return resolved
 
     # ------------------------------------------------------------------ reads

@@ -44,6 +44,9 @@ async def start_cache(hub: Hub) -> None:
             hub.cache.register_strategy(strategy)
         except TypeError as exc:
             log.error("plugin %r: invalid cache strategy: %s", plugin, exc)
+    hub.cache.strategy_source = lambda: [
+        s for _, s in hub.plugins.items("lydian_cache_strategies") if hasattr(s, "name")
+    ]
     await hub.cache.start()
     loaded = await hub.cache.warm(hub.settings.cache_warm_hottest)
     if loaded:
