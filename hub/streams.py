@@ -389,7 +389,7 @@ class StreamRegistry:
 
     def snapshots(self, room: str) -> list[StreamSnapshot]:
         """This process's streams in ``room`` as published so far (seeds a new live room)."""
-        return [s.snapshot() for s in self.local.values() if s.room == room and s.seq >= 0]
+        return [s.snapshot() for s in self.local.values() if s.room == room]
 
     def record(self, metrics: StreamMetrics) -> None:
         self.recent.append(metrics)

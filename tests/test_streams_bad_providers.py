@@ -151,3 +151,26 @@ async def test_sse_feed_of_a_private_room_needs_membership(server):
         assert (await http.get("/api/rooms/nowhere/events")).status_code == 404
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         assert (await http.get("/api/rooms/secret/events")).status_code == 401
+
+
+async def test_an_sse_reader_is_present_while_connected_and_leaves_when_it_hangs_up(server):
+    await server.create_room("lobby")
+    alice = await server.client("alice")
+    await alice.join("lobby")
+    headers = {"Authorization": f"Bearer {server.token('bob')}"}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        async with http.stream("GET", "/api/rooms/lobby/events", headers=headers) as resp:
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    break  # joined
+            online = await alice.expect(_presence_of("bob"))
+            assert (online["user"]["id"], online["status"]) == ("bob", "online")
+    offline = await alice.expect(_presence_of("bob"))
+    assert (offline["user"]["id"], offline["status"]) == ("bob", "offline")
+    assert "lobby" not in server.hub.rooms.live or all(
+        not sub.startswith("sse-") for sub in server.hub.rooms.live["lobby"].subscribers
+    )
+
+
+def _presence_of(user):
+    return lambda f: f["type"] == "presence" and f["user"]["id"] == user
