@@ -6,7 +6,9 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import httpx
-from litestar import Litestar, get
+from litestar import Litestar, Response, get
+from litestar.datastructures import Cookie
+from litestar.response import Stream
 
 from hub.cache import CacheManager
 from hub.cache.http import HttpCache, HttpCacheRule, http_cache_middleware
@@ -197,3 +199,38 @@ async def test_roles_are_part_of_a_private_key(server):
         assert (await carol_admin.get("/api/rooms/secret/messages")).headers["x-cache"] == "HIT"
         # the same user without the admin role gets her own answer, not the admin's page
         assert (await carol.get("/api/rooms/secret/messages")).status_code == 403
+
+
+async def test_oversize_and_uncacheable_responses_pass_through_whole():
+    calls = {"n": 0}
+
+    async def chunks():
+        for _ in range(10):
+            yield b"x" * 500
+
+    @get("/big")
+    async def big() -> Stream:
+        calls["n"] += 1
+        return Stream(chunks(), media_type="text/plain")
+
+    @get("/cookie")
+    async def cookie() -> Response[str]:
+        calls["n"] += 1
+        return Response("hi", cookies=[Cookie(key="session", value="s")])
+
+    app = Litestar([big, cookie], middleware=[http_cache_middleware])
+    http = HttpCache(CacheManager(max_value_bytes=1000), rules=())
+    http.add_rule(HttpCacheRule("all", r"/.*", private=False))
+    app.state.hub = SimpleNamespace(http_cache=http)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://hub"
+    ) as client:
+        for _ in range(2):
+            resp = await client.get("/big")
+            assert resp.status_code == 200 and resp.content == b"x" * 5000
+            assert "x-cache" not in resp.headers
+            resp = await client.get("/cookie")
+            assert resp.text == "hi" and "set-cookie" in resp.headers
+            assert "x-cache" not in resp.headers
+    assert calls["n"] == 4, "nothing was served from the cache"
+    assert len(http.cache.l1) == 0

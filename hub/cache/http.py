@@ -231,7 +231,8 @@ async def _cached(
             if message.get("more_body") and sum(map(len, chunks)) > cache.max_value_bytes:
                 passthrough = True  # too big to cache: stream the rest through
                 await send({**start, "headers": _with(start.get("headers", []))})
-                await send({"type": "http.response.body", "body": b"".join(chunks), "more_body": 1})
+                body = b"".join(chunks)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
         else:
             await send(message)
 

@@ -492,11 +492,8 @@ class CacheManager:
             if local:
                 await self.l2.invalidate(keys, tags, self.channel, self._message(keys, tags))
             else:
-                await self.l2.client.publish(self.channel, self._message(keys, tags))
+                await self.l2.publish(self.channel, self._message(keys, tags))
         except RedisUnavailable:
-            self._remember(keys, tags)
-        except Exception as exc:  # publish outside the breaker: treat like an outage
-            log.warning("cache: could not publish invalidation: %s", exc)
             self._remember(keys, tags)
         return dropped
 
@@ -564,7 +561,7 @@ class CacheManager:
                     if lost:  # invalidations may have been missed meanwhile
                         self._epoch += 1
                         dropped = self.l1.clear()
-                        log.warning("cache: invalidation channel back; cleared %d L1 keys", dropped)
+                        log.info("cache: invalidation channel back; cleared %d L1 keys", dropped)
                     lost, backoff = False, 0.2
                     self._subscribed.set()
                     while True:
@@ -575,7 +572,7 @@ class CacheManager:
                     raise
                 except Exception as exc:
                     if not lost:
-                        log.warning("cache: invalidation channel lost (%s); reconnecting", exc)
+                        log.info("cache: invalidation channel lost (%s); reconnecting", exc)
                     lost = True
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)

@@ -52,6 +52,7 @@ class StrategyRegistry:
 
     def __init__(self, strategies: Iterable[CacheStrategy] = ()) -> None:
         self._by_name: dict[str, CacheStrategy] = {DEFAULT_STRATEGY: CacheStrategy()}
+        self._warned: set[str] = set()
         for strategy in strategies:
             self.register(strategy)
 
@@ -69,7 +70,9 @@ class StrategyRegistry:
     def get(self, name: str) -> CacheStrategy:
         strategy = self._by_name.get(name)
         if strategy is None:
-            log.warning("cache strategy %r is not registered; using fixed TTL", name)
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("cache strategy %r is not registered; using fixed TTL", name)
             return self._by_name[DEFAULT_STRATEGY]
         return strategy
 

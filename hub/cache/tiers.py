@@ -224,7 +224,7 @@ class RedisTier:
         if not self.available:
             self.available = True
             self._backoff = self._min_backoff
-            log.warning("cache: Redis L2 at %s is back", self.url)
+            log.info("cache: Redis L2 at %s is back", self.url)
             if self._on_recover is not None:
                 await self._on_recover()
         return result
@@ -248,6 +248,9 @@ class RedisTier:
         ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
         keys = [self.k(key), *(self.tag_key(t) for t in tags)]
         await self._run(lambda: self._set(keys=keys, args=[data, ttl_ms]))
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        await self._run(lambda: self.client.publish(channel, message))
 
     async def invalidate(
         self, keys: Iterable[str], tags: Iterable[str], channel: str = "", message: bytes = b""
