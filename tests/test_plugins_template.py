@@ -13,7 +13,9 @@ import pytest
 from hub.scaffold import placeholders, render_plugin
 from tests.plugin_support import command, frame_where, room_event
 
-NAME = "tmplgreet"
+# unique per process: several developers' test runs share this Python environment, and
+# one run's pip uninstall must not pull the plugin from under another's
+NAME = f"tmplgreet{os.getpid()}"
 
 
 async def _run(*args: str, cwd: str | None = None, env: dict | None = None) -> str:
@@ -45,13 +47,12 @@ async def test_generated_plugin_is_installed_discovered_enabled_and_disabled_liv
     package = render_plugin(NAME, tmp_path / "src")
     assert sorted(p.relative_to(package).as_posix() for p in package.rglob("*") if p.is_file()) == [
         "README.md",
-        "lydian_tmplgreet/__init__.py",
+        f"lydian_{NAME}/__init__.py",
         "pyproject.toml",
-        "tests/test_tmplgreet.py",
+        f"tests/test_{NAME}.py",
     ]
     assert f'{NAME} = "lydian_{NAME}"' in (package / "pyproject.toml").read_text()
 
-    await _uninstall()  # a leftover of an interrupted run would hide a discovery bug
     async with make_server() as server:
         await server.create_room("ops")
         await server.create_room("lobby")
