@@ -9,9 +9,11 @@ import msgspec
 import pytest
 
 from hub.commands import Arg, CommandSpec
+from hub.config import load_settings
 from hub.hookspecs import hookimpl
 from hub.plugin_config import PerRoom, PluginConfigError, Secret, load_plugin_settings
 from hub.plugins import PluginHost, await_me_maybe
+from plugins.echo import EchoSettings
 from tests import support
 from tests.plugin_support import add_plugin, command, frame_where, room_event
 
@@ -182,3 +184,17 @@ async def test_admin_only_plugin_commands(server):
     assert usage["code"] == "usage" and "usage: /purge COUNT" in usage["detail"]
     helped = await command(bob, "ops", "/help purge", "c4")
     assert helped["text"].startswith("/purge COUNT — delete recent messages (admin)")
+
+
+def test_plugin_tables_come_from_the_config_file(tmp_path):
+    config = tmp_path / "lydian.toml"
+    config.write_text(
+        "[hub]\nplugin_hook_timeout = 2.5\n\n[plugins.echo]\nmax_dice = 7\n\n"
+        "[plugins.echo.rooms.casino]\nmax_dice = 500\n"
+    )
+    settings = load_settings(env={"LYDIAN_CONFIG": str(config), "LYDIAN_PLUGINS": "echo"})
+    assert settings.plugins == "echo" and settings.plugin_hook_timeout == 2.5
+    echo = {"max_dice": 7, "rooms": {"casino": {"max_dice": 500}}}
+    assert settings.plugin_config == {"echo": echo}
+    loaded = load_plugin_settings("echo", EchoSettings, settings.plugin_config["echo"], {})
+    assert loaded.values.max_dice == 7 and loaded.for_room("casino").max_dice == 500
