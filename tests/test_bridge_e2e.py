@@ -159,6 +159,7 @@ async def test_a_stop_from_slack_stops_the_answer_everywhere(bridged_hub, fakes)
         words = " ".join(f"w{n}" for n in range(200))
         ts = await slack.user_says(SLACK_CHANNEL, "UALICE", f"@assistant {words}")
         await web.expect("stream_start", timeout=10, skip=(*QUIET, "message", "event"))
+        await web.expect("stream_delta", timeout=10, skip=(*QUIET, "message", "event"))
 
         def slack_stream():
             found = [m for m in slack.in_channel(SLACK_CHANNEL) if m.get("thread_ts") == ts]

@@ -209,6 +209,7 @@ async def test_stop_reaction_cancels_the_answer_everywhere(discord_hub, discord_
         words = " ".join(f"w{n}" for n in range(300))
         await discord_fake.user_says(CHANNEL, ALICE, f"@assistant {words}")
         await web.expect("stream_start", timeout=10, skip=(*QUIET, "message", "event"))
+        await web.expect("stream_delta", timeout=10, skip=(*QUIET, "message", "event"))
 
         def placeholder():
             found = [m for m in discord_fake.in_channel(CHANNEL) if m["author"]["id"] == BOT["id"]]

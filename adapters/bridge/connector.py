@@ -14,6 +14,7 @@ import msgspec
 from hub.protocol import Attachment, UserRef
 
 PLACEHOLDER = "…"
+STOPPED = "(stopped)"
 
 
 class StreamState(msgspec.Struct):
@@ -62,7 +63,8 @@ class Connector:
         self, channel: str, stream: StreamState, text: str, cancelled: bool
     ) -> None:
         assert stream.platform_msg is not None
-        await self.edit(channel, stream.platform_msg, stream.agent, text or PLACEHOLDER)
+        empty = STOPPED if cancelled else PLACEHOLDER
+        await self.edit(channel, stream.platform_msg, stream.agent, text or empty)
 
 
 def attachment_lines(attachments: list[Attachment], base_url: str | None) -> str:

@@ -76,6 +76,7 @@ class BridgeService:
         self._lock = asyncio.Lock()
         self._ingesting: dict[tuple[str, str, str], asyncio.Event] = {}
         self._origins: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._changes: dict[tuple[str, str, str], tuple[str | None, UserRef | None]] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -280,26 +281,17 @@ class BridgeService:
         source = await self.store.copy_of(platform, channel, platform_msg)
         if source is None or not source.origin:
             return 0  # unknown, or an edit of our own copy (echo)
+        if text is not None and author is None:
+            author = UserRef(id=f"{platform}:?", name=platform.title())
         count = 0
-        for copy in await self.store.copies(source.hub_msg):
-            if copy.platform == platform and copy.channel == channel:
+        for link, connector in self._targets(source.room):
+            if (link.platform, link.channel) == (platform, channel):
                 continue
-            connector = self.connectors.get(copy.platform)
-            if connector is None:
-                continue
-            key = (copy.platform, copy.channel)
-            if text is None:
-                self.outbox.put(
-                    key, _bind(connector.delete, copy.channel, copy.platform_msg), "delete"
-                )
-            else:
-                if author is None:
-                    author = UserRef(id=f"{platform}:?", name=platform.title())
-                self.outbox.put(
-                    key,
-                    _bind(connector.edit, copy.channel, copy.platform_msg, author, text),
-                    "edit",
-                )
+            self.outbox.put(
+                (link.platform, link.channel),
+                _bind(self._apply_change, connector, link, source.hub_msg, text, author),
+                "delete" if text is None else "edit",
+            )
             count += 1
         event = "message_deleted" if text is None else "message_edited"
         data: dict[str, Any] = {"id": source.hub_msg, "source": platform}
@@ -317,6 +309,31 @@ class BridgeService:
             ),
         )
         return count
+
+    async def _apply_change(
+        self,
+        connector: Connector,
+        link: Link,
+        hub_msg: str,
+        text: str | None,
+        author: UserRef | None,
+    ) -> None:
+        """Edit (or delete, ``text`` None) the copy of ``hub_msg`` in one channel.
+
+        Runs in the channel's queue, after its post; if the post is not even queued yet,
+        the change waits for it (:meth:`_post_job` applies it right after posting).
+        """
+        where = (link.platform, link.channel)
+        copies = [c for c in await self.store.copies(hub_msg) if (c.platform, c.channel) == where]
+        if not copies and (hub_msg, *where) not in self._forwarded:
+            self._changes[(hub_msg, *where)] = (text, author)
+            return
+        for copy in copies:
+            if text is None:
+                await connector.delete(copy.channel, copy.platform_msg)
+            else:
+                assert author is not None
+                await connector.edit(copy.channel, copy.platform_msg, author, text)
 
     # ------------------------------------------------------------ outbound
 
@@ -394,6 +411,13 @@ class BridgeService:
                     link.platform, link.channel, platform_msg, message.id, link.room, origin=False
                 )
             )
+            change = self._changes.pop((message.id, link.platform, link.channel), None)
+            if change is not None:  # edited or deleted at the source before we got here
+                text, author = change
+                if text is None:
+                    await connector.delete(link.channel, platform_msg)
+                else:
+                    await connector.edit(link.channel, platform_msg, author or message.user, text)
 
         return job
 
