@@ -504,9 +504,8 @@ class CacheManager:
                 dropped += 1
             self._observe_change(key)
         for tag in tags:
-            before = set(self.l1._tags.get(tag, ()))
-            dropped += self.l1.invalidate_tag(tag)
-            for key in before:
+            for key in self.l1.invalidate_tag(tag):
+                dropped += 1
                 self._observe_change(key)
         return dropped
 

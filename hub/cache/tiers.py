@@ -91,9 +91,10 @@ class MemoryTier:
     def delete(self, key: str) -> bool:
         return self._remove(key)
 
-    def invalidate_tag(self, tag: str) -> int:
-        keys = self._tags.pop(tag, ())
-        return sum(self._remove(k) for k in tuple(keys))
+    def invalidate_tag(self, tag: str) -> list[str]:
+        """Drop every entry carrying ``tag``; return their keys."""
+        keys = tuple(self._tags.pop(tag, ()))
+        return [k for k in keys if self._remove(k)]
 
     def clear(self) -> int:
         count = len(self._data)
