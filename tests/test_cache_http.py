@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import httpx
 from litestar import Litestar, Response, get
 from litestar.datastructures import Cookie
+from litestar.params import FromPath
 from litestar.response import Stream
 
 from hub.cache import CacheManager
@@ -132,7 +133,7 @@ async def test_ai_routes_streams_and_stats_are_never_cached():
         return {"answer": calls["n"]}
 
     @get("/api/rooms/{room:str}/stream")
-    async def stream(room: str) -> dict[str, str]:
+    async def stream(room: FromPath[str]) -> dict[str, str]:
         return {"room": room}
 
     @get("/api/public/info")

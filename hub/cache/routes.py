@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, get, post
 from litestar.exceptions import PermissionDeniedException, ValidationException
-from litestar.params import JSONBody, Parameter
+from litestar.params import FromQuery, JSONBody, Parameter
 
 from hub.auth import Identity
 
@@ -37,7 +37,7 @@ async def cache_stats(request: Request[Identity, Any, Any]) -> dict[str, Any]:
 @get("/api/cache/keys", tags=["cache"])
 async def cache_keys(
     request: Request[Identity, Any, Any],
-    prefix: str = "",
+    prefix: FromQuery[str] = "",
     limit: Annotated[int, Parameter(ge=1, le=10_000)] = 1000,
 ) -> list[str]:
     """Keys currently in this replica's L1 (most recently used last)."""

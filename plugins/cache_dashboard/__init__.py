@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 from litestar import Response, WebSocket, get, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.params import FromQuery
 
 from hub.auth import verify_token
 from hub.dashboard import DashboardPage
@@ -36,7 +37,7 @@ async def cache_page() -> Response[str]:
 
 
 @websocket("/dashboard/cache/ws", exclude_from_auth=True)
-async def cache_socket(socket: WebSocket[Any, Any, Any], token: str = "") -> None:
+async def cache_socket(socket: WebSocket[Any, Any, Any], token: FromQuery[str] = "") -> None:
     """Push the stats each second; admins only (``?token=``, browsers cannot set headers)."""
     hub = socket.app.state.hub
     await socket.accept()
