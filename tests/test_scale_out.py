@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 
+from tests.plugin_support import command, frame_where, room_event
 from tests.procs import PrivateRedis, cluster, token
 
 
@@ -58,6 +59,15 @@ async def test_three_replicas_deliver_every_message_once_in_one_order(tmp_path):
             snapshots.append({p["user"]["id"] for p in joined["presence"]} - {f"probe-{proc.port}"})
             await probe.close()
         assert all(s == {f"user{i}" for i in range(6)} for s in snapshots)
+
+        # an admin enables a plugin through one replica: it answers on all three at once
+        headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
+        async with httpx.AsyncClient(base_url=replicas[0].http_url, headers=headers) as http:
+            resp = await http.put("/api/rooms/ops/plugins/echo", json={"enabled": True})
+            assert resp.status_code == 200
+        for i, client in enumerate(clients[:3]):  # one client on each replica
+            await frame_where(client, room_event("ops", "plugin_enabled", "echo"))
+            assert (await command(client, "ops", f"/echo from {i}", f"e{i}"))["text"] == f"from {i}"
 
 
 async def test_a_killed_replicas_clients_resume_on_another_without_loss(tmp_path):
