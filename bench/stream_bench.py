@@ -8,8 +8,12 @@ process; one hub (``lydian serve``) runs in another, its OpenAI provider pointed
 fake. This process is the load. For each concurrency, three paths are measured side by
 side in the same run, interleaved round by round:
 
-- ``direct``: the ``openai`` client streaming from the fake server (the baseline);
+- ``direct``: a client streaming from the fake server (the baseline);
 - ``hub /v1``: the same client streaming from the hub's OpenAI-compatible API;
+
+  the client is plain httpx with msgspec decoding (``--client raw``, the default: light
+  enough that 100 streams measure the servers rather than the load generator) or the
+  ``openai`` library (``--client openai``, ~0.4 ms of pydantic per chunk);
 - ``hub room``: a WebSocket client asks ``@assistant`` in a room (one room per stream) and
   reads ``stream_delta`` frames; this path also persists the question and the answer.
 
@@ -36,8 +40,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 import openai
 import websockets
 
@@ -123,6 +129,7 @@ def token(user: str, admin: bool = False) -> str:
 
 
 async def openai_stream(client: openai.AsyncOpenAI, model: str) -> Sample:
+    """One streamed completion read with the ``openai`` client (``--client openai``)."""
     start = time.perf_counter()
     first = None
     tokens = 0
@@ -134,6 +141,43 @@ async def openai_stream(client: openai.AsyncOpenAI, model: str) -> Sample:
             if first is None:
                 first = time.perf_counter()
             tokens += 1
+    end = time.perf_counter()
+    assert first is not None
+    return Sample(first - start, tokens, end - first)
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_Choice] = []
+
+
+_chunk = msgspec.json.Decoder(_Chunk)
+
+
+async def raw_stream(http: httpx.AsyncClient, model: str) -> Sample:
+    """The same request over plain httpx, chunks decoded with msgspec (``--client raw``):
+    a load generator light enough that 100 streams measure the servers, not itself."""
+    body = {"model": model, "messages": [{"role": "user", "content": "go"}], "stream": True}
+    start = time.perf_counter()
+    first = None
+    tokens = 0
+    async with http.stream("POST", "chat/completions", json=body) as resp:
+        resp.raise_for_status()
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = _chunk.decode(line[6:])
+            if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
+                if first is None:
+                    first = time.perf_counter()
+                tokens += 1
     end = time.perf_counter()
     assert first is not None
     return Sample(first - start, tokens, end - first)
@@ -214,13 +258,27 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None:
-    direct = openai.AsyncOpenAI(base_url=fake_url, api_key="x", max_retries=0, timeout=60)
-    via_hub = openai.AsyncOpenAI(
-        base_url=f"{hub_url}/v1", api_key=token("bench"), max_retries=0, timeout=60
-    )
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+    if args.client == "openai":
+        direct_client: Any = openai.AsyncOpenAI(
+            base_url=fake_url, api_key="x", max_retries=0, timeout=60
+        )
+        hub_client: Any = openai.AsyncOpenAI(
+            base_url=f"{hub_url}/v1", api_key=token("bench"), max_retries=0, timeout=60
+        )
+        one = openai_stream
+    else:
+        direct_client = httpx.AsyncClient(base_url=f"{fake_url}/", timeout=60, limits=limits)
+        hub_client = httpx.AsyncClient(
+            base_url=f"{hub_url}/v1/",
+            headers={"Authorization": f"Bearer {token('bench')}"},
+            timeout=60,
+            limits=limits,
+        )
+        one = raw_stream
     print(
         f"tokens/stream {args.tokens}, first delay {args.first_delay * 1000:g} ms, "
-        f"token delay {args.token_delay * 1000:g} ms, rounds {args.rounds}"
+        f"token delay {args.token_delay * 1000:g} ms, rounds {args.rounds}, client {args.client}"
     )
     header = (
         f"{'conc':>5} {'path':<9} {'ttft p50':>9} {'ttft p95':>9} {'added p50':>10} "
@@ -231,8 +289,8 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
     for concurrency in args.concurrency:
         rooms = await room_clients(hub_url, concurrency, f"c{concurrency}")
         for _ in range(2):  # warm up: connections, plugin paths, JIT-less caches
-            await openai_stream(direct, "fake-model")
-            await openai_stream(via_hub, "assistant")
+            await one(direct_client, "fake-model")
+            await one(hub_client, "assistant")
             await room_stream(*rooms[0])
         results: dict[str, list[Sample]] = {"direct": [], "hub /v1": [], "hub room": []}
         walls: dict[str, list[float]] = {k: [] for k in results}
@@ -241,9 +299,9 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
             for path in results:
                 t0 = time.perf_counter()
                 if path == "direct":
-                    jobs = [openai_stream(direct, "fake-model") for _ in range(concurrency)]
+                    jobs = [one(direct_client, "fake-model") for _ in range(concurrency)]
                 elif path == "hub /v1":
-                    jobs = [openai_stream(via_hub, "assistant") for _ in range(concurrency)]
+                    jobs = [one(hub_client, "assistant") for _ in range(concurrency)]
                 else:
                     jobs = [room_stream(ws, room) for ws, room in rooms]
                 samples = await asyncio.gather(*jobs)
@@ -270,8 +328,8 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
             )
         for ws, _ in rooms:
             await ws.close()
-    await direct.close()
-    await via_hub.close()
+    for client in (direct_client, hub_client):
+        await (client.close() if args.client == "openai" else client.aclose())
 
 
 def main() -> None:
@@ -284,6 +342,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument(
         "--concurrency", type=lambda v: [int(x) for x in v.split(",")], default=[1, 100]
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "openai"),
+        default="raw",
+        help="load generator for direct and /v1: httpx + msgspec, or the openai client",
     )
     parser.add_argument("--database-url", help="PostgreSQL URL for the hub (default SQLite)")
     asyncio.run(run(parser.parse_args()))
