@@ -7,6 +7,7 @@ import json
 
 import httpx
 
+from hub.auth import Identity
 from tests.stream_support import assistant_room, collect
 
 
@@ -174,3 +175,16 @@ async def test_an_sse_reader_is_present_while_connected_and_leaves_when_it_hangs
 
 def _presence_of(user):
     return lambda f: f["type"] == "presence" and f["user"]["id"] == user
+
+
+async def test_an_oversized_ask_is_refused_and_nothing_is_posted(make_server):
+    async with make_server(max_text_chars=100) as server:
+        await assistant_room(server)
+        # adapters (Slack, Discord) run commands without the socket's size check
+        identity = Identity(id="alice", name="Alice")
+        reply = await server.hub.plugins.run_command(
+            server.hub, identity, "lobby", "/ask " + "why " * 50
+        )
+        assert reply.code == "usage" and "100 characters" in reply.detail
+        async with server.http("alice") as http:
+            assert (await http.get("/api/rooms/lobby/messages")).json()["messages"] == []

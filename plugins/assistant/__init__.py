@@ -96,6 +96,8 @@ async def ask(ctx: CommandContext, args: dict[str, Any]) -> str | None:
     if settings.trigger == "mention":
         raise UsageError(f"here the assistant answers mentions: {settings.mention} QUESTION")
     question: str = args["question"]
+    if len(question) > hub.settings.max_text_chars:
+        raise UsageError(f"a question is at most {hub.settings.max_text_chars} characters")
     message, _ = await hub.post_message(ctx.room, ctx.user, question, meta={"ask": NAME})
     await hub.agents.answer(
         _agent(settings), ctx.room, question, reply_to=message, requested_by=ctx.user.id
