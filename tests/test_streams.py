@@ -402,3 +402,22 @@ async def test_the_provider_reuses_its_connection_between_answers(make_server):
                 assert (await collect(alice))["end"]["message"]["text"] == "a b"
             assert len(fake.chat_requests()) == 3
             assert fake.connections == 1
+
+
+async def test_a_model_too_slow_to_start_times_out_and_is_disconnected(make_server):
+    async with FakeOpenAI(Script(tokens=["late"], first_delay=5)) as fake:
+        async with make_server(
+            plugin_config=upstream(fake), stream_first_token_timeout=0.3
+        ) as server:
+            await assistant_room(server)
+            alice = await server.client("alice")
+            await alice.join("lobby")
+            await alice.say("lobby", "@assistant quick!", "q")
+            stream = await collect(alice)
+            end = stream["end"]
+            assert (end["type"], end["code"]) == ("stream_error", "upstream_timeout")
+            assert "first token" in end["detail"] and "message" not in end
+            assert stream["deltas"] == []
+            request = fake.chat_requests()[0]
+            await asyncio.wait_for(request.ended.wait(), 5)
+            assert request.client_closed and request.sent == 0
