@@ -162,11 +162,14 @@ class Stream:
             await self._pump
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if not self.cancelled or (task is not None and task.cancelling()):
+            if task is not None and task.cancelling():  # the hub is stopping this task
                 self._pump.cancel()
                 flusher.cancel()
                 self._resolve(None)
+                self.registry._forget(self)
                 raise
+            if not self.cancelled:  # the provider cancelled itself: an error, not a stop
+                error = LLMError(UPSTREAM_ERROR, "the provider stopped unexpectedly")
         except LLMError as exc:
             error = exc
         except Exception as exc:

@@ -33,6 +33,14 @@ class Garbage(Crashing):
         yield {"not": "text"}
 
 
+class SelfCancelling(Crashing):
+    name = "self_cancelling"
+
+    async def stream(self, request, hub):
+        yield "so far "
+        raise asyncio.CancelledError
+
+
 class Hanging(Crashing):
     name = "hanging"
 
@@ -188,3 +196,10 @@ async def test_an_oversized_ask_is_refused_and_nothing_is_posted(make_server):
         assert reply.code == "usage" and "100 characters" in reply.detail
         async with server.http("alice") as http:
             assert (await http.get("/api/rooms/lobby/messages")).json()["messages"] == []
+
+
+async def test_a_provider_that_cancels_itself_still_ends_the_stream(make_server):
+    async with make_server(plugin_config={"assistant": {"provider": "self_cancelling"}}) as server:
+        _, end = await ask(server, SelfCancelling())
+        assert (end["type"], end["code"]) == ("stream_error", "upstream_error")
+        assert end["message"]["text"] == "so far "
