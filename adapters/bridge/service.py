@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -55,6 +56,29 @@ log = logging.getLogger(__name__)
 
 _envelope = msgspec.json.Decoder(Envelope)
 
+LINKS_CHANNEL = "hub:bridge"
+"""Broker channel announcing link changes to every replica."""
+
+CATCH_UP_SECONDS = 120.0
+"""A new leader copies the messages of the last two minutes that were not copied yet."""
+_CATCH_UP = b"catch-up"
+
+LEADER_TTL = 6.0
+"""Seconds a replica's lease on the bridge lasts without renewal."""
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
 StopHandler = Callable[[str, str, Identity], Awaitable[bool]]
 
 
@@ -77,38 +101,121 @@ class BridgeService:
         self._ingesting: dict[tuple[str, str, str], asyncio.Event] = {}
         self._origins: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self._changes: dict[tuple[str, str, str], tuple[str | None, UserRef | None]] = {}
+        self.leader = asyncio.Event()
+        """Set while this process copies messages out (always, without Redis)."""
+        self._election: asyncio.Task[None] | None = None
+        self._links_unsub: Callable[[], Awaitable[None]] | None = None
+        self._token = uuid.uuid4().hex
 
     # ------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load the links and follow the bridged rooms (idempotent)."""
+        """Load the links, then lead (or wait to lead) the bridge (idempotent)."""
         async with self._lock:
             if self._started:
                 return
             bind(self.hub.store.engine)
             for link in await self.store.links():
                 self._links.setdefault(link.room, []).append(link)
-            for room in list(self._links):
-                await self._follow(room)
             self._worker = asyncio.create_task(self._work(), name="bridge:fan-out")
             self._started = True
+            self._links_unsub = await self.hub.broker.subscribe(
+                LINKS_CHANNEL, lambda data: self._events.put_nowait(("", data))
+            )
+            redis = getattr(self.hub.broker, "redis", None)
+            if redis is None:
+                await self._lead()
+            else:
+                self._election = asyncio.create_task(self._elect(redis), name="bridge:election")
 
     async def stop(self) -> None:
         async with self._lock:
             if not self._started:
                 return
             self._started = False
-            for unsubscribe in self._subs.values():
-                try:
-                    await unsubscribe()
-                except Exception:
-                    log.debug("unsubscribe failed", exc_info=True)
-            self._subs.clear()
+            if self._election is not None:
+                self._election.cancel()
+                await asyncio.gather(self._election, return_exceptions=True)
+                await self._release()
+            await self._step_down()
+            if self._links_unsub is not None:
+                await self._links_unsub()
+                self._links_unsub = None
             await self.outbox.drain(timeout=2.0)
             await self.outbox.close()
             if self._worker is not None:
                 self._worker.cancel()
                 await asyncio.gather(self._worker, return_exceptions=True)
+
+    # ------------------------------------------------------------ leadership
+
+    async def _lead(self) -> None:
+        """Copy messages out of the bridged rooms from this process.
+
+        First catch up: messages posted while no replica led (the previous leader died)
+        and not copied yet are copied now, before the live ones that follow.
+        """
+        self.leader.set()
+        self._events.put_nowait(("", _CATCH_UP))
+        for room in list(self._links):
+            await self._follow(room)
+
+    async def _catch_up(self) -> None:
+        since = time.time() - CATCH_UP_SECONDS
+        for room, links in list(self._links.items()):
+            page = await self.hub.store.messages_before(room, None, 200)
+            for message in page:
+                if message.ts < since:
+                    continue
+                copied = {(c.platform, c.channel) for c in await self.store.copies(message.id)}
+                for link in links:
+                    if (link.platform, link.channel) in copied or message.ts < link.created_at:
+                        self._remember_forwarded(message.id, link.platform, link.channel)
+                await self._forward(message)
+
+    async def _step_down(self) -> None:
+        self.leader.clear()
+        for unsubscribe in self._subs.values():
+            try:
+                await unsubscribe()
+            except Exception:
+                log.debug("unsubscribe failed", exc_info=True)
+        self._subs.clear()
+
+    def _leader_key(self) -> str:
+        return f"{getattr(self.hub.settings, 'redis_prefix', 'lydian')}:bridge:leader"
+
+    async def _elect(self, redis: Any) -> None:
+        """With several replicas on one Redis, one of them copies messages out.
+
+        Every replica ingests what reaches it (the store keeps one copy of each platform
+        message); only the leader follows the rooms and posts to the platforms, so nothing
+        is posted twice. The lease is renewed every third of ``LEADER_TTL``; when the
+        leader dies, another replica takes over within ``LEADER_TTL``.
+        """
+        key, ttl_ms = self._leader_key(), int(LEADER_TTL * 1000)
+        while True:
+            try:
+                if self.leader.is_set():
+                    if not await redis.eval(_RENEW, 1, key, self._token, ttl_ms):
+                        log.warning("bridge leadership lost; this replica stops copying out")
+                        await self._step_down()
+                elif await redis.set(key, self._token, nx=True, px=ttl_ms):
+                    log.info("this replica leads the bridge")
+                    await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("bridge election: %s", exc)
+            await asyncio.sleep(LEADER_TTL / 3)
+
+    async def _release(self) -> None:
+        redis = getattr(self.hub.broker, "redis", None)
+        if redis is not None and self.leader.is_set():
+            try:
+                await redis.eval(_RELEASE, 1, self._leader_key(), self._token)
+            except Exception:
+                log.debug("could not release the bridge lease", exc_info=True)
 
     def register(self, connector: Connector) -> None:
         self.connectors[connector.platform] = connector
@@ -136,8 +243,30 @@ class BridgeService:
         added = await self.store.add_link(link)
         if added:
             self._links.setdefault(room, []).append(link)
-            await self._follow(room)
+            if self.leader.is_set():
+                await self._follow(room)
+            await self._announce(room)
         return added
+
+    async def _announce(self, room: str) -> None:
+        """Tell the other replicas that the room's links changed."""
+        try:
+            await self.hub.broker.publish(LINKS_CHANNEL, msgspec.json.encode({"room": room}))
+        except Exception:
+            log.warning("could not announce the bridge change of %s", room, exc_info=True)
+
+    async def _reload(self) -> None:
+        """Re-read the links (another replica changed them); follow what is new."""
+        links: dict[str, list[Link]] = {}
+        for link in await self.store.links():
+            links.setdefault(link.room, []).append(link)
+        self._links = links
+        for room in list(self._subs):
+            if room not in links:
+                await self._subs.pop(room)()
+        if self.leader.is_set():
+            for room in links:
+                await self._follow(room)
 
     async def unbridge(self, room: str, platform: str, channel: str | None = None) -> int:
         removed = await self.store.remove_links(room, platform, channel)
@@ -153,6 +282,8 @@ class BridgeService:
             unsubscribe = self._subs.pop(room, None)
             if unsubscribe is not None:
                 await unsubscribe()
+        if removed:
+            await self._announce(room)
         return removed
 
     async def _follow(self, room: str) -> None:
@@ -341,6 +472,9 @@ class BridgeService:
         while True:
             room, data = await self._events.get()
             try:
+                if room == "":
+                    await (self._catch_up() if data is _CATCH_UP else self._reload())
+                    continue
                 await self._handle(room, data)
             except Exception:
                 log.exception("bridge: failed to handle an event of room %s", room)

@@ -17,6 +17,7 @@ class Link(msgspec.Struct, frozen=True):
     platform: str
     channel: str
     created_by: str = ""
+    created_at: float = 0.0
 
 
 class MessageCopy(msgspec.Struct, frozen=True):
@@ -40,6 +41,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _ts(value: datetime | str | None) -> float:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).timestamp()
+    return 0.0
+
+
 class BridgeStore:
     """Async access to the bridge tables (bound to the hub's engine by the service)."""
 
@@ -47,7 +56,10 @@ class BridgeStore:
 
     async def links(self) -> list[Link]:
         rows = await BridgeLink.select().order_by(BridgeLink.id)
-        return [Link(r["room"], r["platform"], r["channel"], r["created_by"]) for r in rows]
+        return [
+            Link(r["room"], r["platform"], r["channel"], r["created_by"], _ts(r["created_at"]))
+            for r in rows
+        ]
 
     async def add_link(self, link: Link) -> bool:
         """Store ``link``; False if it existed already."""
@@ -64,7 +76,9 @@ class BridgeStore:
                 platform=link.platform,
                 channel=link.channel,
                 created_by=link.created_by,
-                created_at=_now(),
+                created_at=datetime.fromtimestamp(link.created_at, UTC)
+                if link.created_at
+                else _now(),
             )
         )
         return True

@@ -70,6 +70,7 @@ class DiscordAdapter:
 
     async def _run(self) -> None:
         """Log in over REST, find the gateway (``/gateway/bot``) and stay connected."""
+        await self.bridge.leader.wait()  # one gateway connection per hub, in the leader
         Route.BASE = self.settings.api_url.rstrip("/")
         delay = 1.0
         while True:

@@ -84,6 +84,7 @@ class SlackAdapter:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 60)
         if self.settings.app_token:
+            await self.bridge.leader.wait()  # one Socket Mode connection per hub
             from slack_bolt.adapter.socket_mode.websockets import AsyncSocketModeHandler
 
             self._socket = AsyncSocketModeHandler(
