@@ -153,14 +153,22 @@ class Agents:
         )
 
     def complete(
-        self, agent: Agent, turns: list[ChatTurn], *, max_tokens: int | None = None
+        self,
+        agent: Agent,
+        turns: list[ChatTurn],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
     ) -> AsyncIterator[str]:
         """The agent's answer to a whole conversation, piece by piece (the ``/v1`` API)."""
         messages = turns
         if not any(t.role == "system" for t in turns):
             messages = [ChatTurn(role="system", content=agent.system_prompt), *turns]
         request = CompletionRequest(
-            messages=messages, model=agent.model, max_tokens=max_tokens or agent.max_tokens
+            messages=messages,
+            model=agent.model,
+            max_tokens=max_tokens or agent.max_tokens,
+            temperature=temperature,
         )
         return self._pieces(request, agent.provider)
 

@@ -120,3 +120,22 @@ async def test_a_client_that_hangs_up_closes_the_upstream(make_server):
             request = await fake.wait_for_request()
             await asyncio.wait_for(request.ended.wait(), 5)
             assert request.client_closed and request.sent < 400
+
+
+async def test_usage_is_reported_when_asked_and_temperature_reaches_the_model(make_server):
+    async with FakeOpenAI(Script(tokens=["a ", "b ", "c"])) as fake:
+        async with make_server(plugin_config=upstream(fake)) as server:
+            client = client_for(server)
+            stream = await client.chat.completions.create(
+                model="assistant",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+                temperature=0.25,
+            )
+            chunks = [chunk async for chunk in stream]
+            assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 3
+            text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert text == "a b c"
+            assert fake.chat_requests()[0].body["temperature"] == 0.25
+            await client.close()

@@ -31,12 +31,18 @@ class InMessage(msgspec.Struct):
     content: str | list[dict[str, Any]] | None = None
 
 
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
 class ChatRequest(msgspec.Struct):
     model: str
     messages: list[InMessage]
     stream: bool = False
     max_tokens: int | None = None
     max_completion_tokens: int | None = None
+    temperature: float | None = None
+    stream_options: StreamOptions | None = None
 
 
 _request_decoder = msgspec.json.Decoder(ChatRequest)
@@ -87,9 +93,13 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     if not any(t.role == "user" for t in turns):
         return _error(400, "messages need at least one user message", "invalid_request_error")
     pieces = hub.agents.complete(
-        agent, turns, max_tokens=body.max_completion_tokens or body.max_tokens
+        agent,
+        turns,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
     )
     run = _Run(hub, agent, pieces)
+    run.include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:
         return Stream(run.sse(), media_type="text/event-stream", headers=NO_STORE)
     try:
@@ -110,6 +120,7 @@ class _Run:
         self.created = int(time.time())
         self.tokens = 0
         self.error: str | None = None
+        self.include_usage = False
 
     async def pieces(self) -> AsyncIterator[str]:
         start = time.monotonic()
@@ -166,7 +177,21 @@ class _Run:
             yield b"data: " + _encode(error) + b"\n\n"
             return
         yield self._chunk({}, "stop")
+        if self.include_usage:  # OpenAI's stream_options: a last chunk with no choices
+            usage = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.agent.name,
+                "choices": [],
+                "usage": self.usage(),
+            }
+            yield b"data: " + _encode(usage) + b"\n\n"
         yield b"data: [DONE]\n\n"
+
+    def usage(self) -> dict[str, int]:
+        """Completion tokens as counted in pieces; prompt tokens are not counted here."""
+        return {"prompt_tokens": 0, "completion_tokens": self.tokens, "total_tokens": self.tokens}
 
     def completion(self, text: str) -> dict[str, Any]:
         return {
@@ -181,7 +206,7 @@ class _Run:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {"prompt_tokens": 0, "completion_tokens": self.tokens, "total_tokens": 0},
+            "usage": self.usage(),
         }
 
 
