@@ -67,8 +67,9 @@ async def test_users_are_remembered_updated_and_linked(bridge_store):
     await bridge_store.remember_user(PlatformUser("slack", "U1", "Al"))
     updated = await bridge_store.remember_user(PlatformUser("slack", "U1", "Alice", "https://a"))
     assert (updated.name, updated.avatar, updated.hub_user) == ("Alice", "https://a", None)
-    assert await bridge_store.link_user("slack", "U1", "alice")
-    assert not await bridge_store.link_user("slack", "U404", "nobody")
+    await bridge_store.link_user("slack", "U1", "alice")
+    await bridge_store.link_user("slack", "U404", "nobody")  # not seen yet: recorded anyway
+    assert (await bridge_store.user("slack", "U404")).hub_user == "nobody"
     again = await bridge_store.remember_user(PlatformUser("slack", "U1", "Alice", "https://a"))
     assert again.hub_user == "alice"
 

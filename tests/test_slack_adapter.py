@@ -12,6 +12,7 @@ import pytest
 
 from tests.adapter_support import SIGNING_SECRET, eventually, slack_env
 from tests.fakes.slack import FakeSlack
+from tests.plugin_support import command
 
 CHANNEL = "C0GENERAL"
 QUIET = ("ping", "presence", "typing")
@@ -375,3 +376,23 @@ async def test_socket_mode_receives_events_and_commands(make_server, slack, monk
         assert "/bridge" in ack["payload"]["text"]
         async with server.http() as http:  # no signing secret: the HTTP endpoint stays closed
             assert (await http.post("/slack/events", json={})).status_code == 404
+
+
+async def test_a_linked_slack_user_posts_as_their_hub_identity(slack_hub, slack):
+    async with slack_hub() as server:
+        await _bridged(server, slack)
+        web = await server.client("bob")
+        await web.join("ops")
+        admin = await server.client("root", admin=True)
+        await admin.join("ops")
+        reply = await command(admin, "ops", "/bridgeuser slack UALICE alice", "l1")
+        assert reply["text"] == "slack user UALICE now posts and runs commands as hub user alice"
+        denied = await command(web, "ops", "/bridgeuser slack UALICE bob", "l2")
+        assert denied["code"] == "forbidden"
+        await slack.user_says(CHANNEL, "UALICE", "it is me")
+        message = (await web.expect("message", skip=(*QUIET, "command_result", "error")))["message"]
+        assert message["user"]["id"] == "alice" and message["user"]["name"] == "Alice"
+        await command(admin, "ops", "/bridgeuser slack UALICE", "l3")
+        await slack.user_says(CHANNEL, "UALICE", "anonymous again")
+        message = (await web.expect("message", skip=(*QUIET, "command_result", "error")))["message"]
+        assert message["user"]["id"] == "slack:UALICE"

@@ -95,6 +95,15 @@ async def unbridge_command(ctx: CommandContext, args: dict[str, Any]) -> str:
     return f"removed {removed} {platform} bridge(s) from {ctx.room}"
 
 
+async def bridgeuser_command(ctx: CommandContext, args: dict[str, Any]) -> str:
+    platform, user = args["platform"], _check_channel(args["user"])
+    hub_user = args.get("hub_user")
+    await bridge_for(ctx.hub).store.link_user(platform, user, hub_user)
+    if hub_user is None:
+        return f"{platform} user {user} is no longer linked; they post as {platform}:{user}"
+    return f"{platform} user {user} now posts and runs commands as hub user {hub_user}"
+
+
 @hookimpl
 def lydian_commands() -> list[CommandSpec]:
     return [
@@ -113,6 +122,17 @@ def lydian_commands() -> list[CommandSpec]:
             handler=unbridge_command,
             admin_only=True,
             args=[Arg("platform", choices=PLATFORMS), Arg("channel", required=False)],
+        ),
+        CommandSpec(
+            name="bridgeuser",
+            help="map a Slack/Discord user to a hub identity (without HUB_USER: unlink)",
+            handler=bridgeuser_command,
+            admin_only=True,
+            args=[
+                Arg("platform", choices=PLATFORMS),
+                Arg("user", help="the platform's user id, e.g. U0123 or 1234567890"),
+                Arg("hub_user", required=False, help="the hub user id they act as"),
+            ],
         ),
     ]
 

@@ -164,13 +164,12 @@ class BridgeStore:
             ).where(where)
         return msgspec.structs.replace(user, hub_user=row["hub_user"])
 
-    async def link_user(self, platform: str, platform_user: str, hub_user: str | None) -> bool:
-        """Map a platform user to a hub identity (None unlinks); False if never seen."""
+    async def link_user(self, platform: str, platform_user: str, hub_user: str | None) -> None:
+        """Map a platform user to a hub identity (``None`` unlinks); creates the user row."""
         where = (BridgeUser.platform == platform) & (BridgeUser.platform_user == platform_user)
         if not await BridgeUser.exists().where(where):
-            return False
+            await self.remember_user(PlatformUser(platform, platform_user, platform_user))
         await BridgeUser.update({BridgeUser.hub_user: hub_user}).where(where)
-        return True
 
     async def user(self, platform: str, platform_user: str) -> PlatformUser | None:
         row = (
