@@ -88,8 +88,10 @@ class LiveRoom:
         env = _envelope_decoder.decode(data)
         text = bytes(env.frame).decode()
         if env.offset == 0:
-            if text.startswith(STREAM_PREFIX) and not self.streams.apply(text):
-                return  # a delta this room has passed on already
+            if text.startswith(STREAM_PREFIX):  # held back, passed on, or seeded
+                for frame in self.streams.apply(text):
+                    self._fan_out(0, frame)
+                return
             self._fan_out(0, text)
             return
         if self.delivered is not None and env.offset <= self.delivered:

@@ -8,17 +8,39 @@ A delta whose ``seq`` is not above the snapshot's was seen already and is droppe
 
 Only stream frames are decoded: msgspec writes the tag first, so they are recognised by
 the prefix ``{"type":"stream_`` without parsing messages or presence frames.
+
+A room that becomes live on a replica while another replica runs a stream in it learns the
+stream from a :class:`StreamSeed`: an internal frame (never sent to clients) that the running
+replica publishes in order with its deltas when asked. Until then, deltas of a stream this
+room never saw start are held back; the seed is passed on to the room's sockets as a
+``stream_start`` and one ``stream_delta`` carrying all the text so far, so they fit the
+deltas that follow.
 """
 
 from __future__ import annotations
 
 import msgspec
 
-from hub.protocol import StreamDelta, StreamEnd, StreamError, StreamSnapshot, StreamStart
+from hub.protocol import (
+    StreamDelta,
+    StreamEnd,
+    StreamError,
+    StreamSnapshot,
+    StreamStart,
+    encode,
+)
 
 STREAM_PREFIX = '{"type":"stream_'
 
-_decoder = msgspec.json.Decoder(StreamStart | StreamDelta | StreamEnd | StreamError)
+
+class StreamSeed(msgspec.Struct, tag_field="type", tag="stream_seed"):
+    """Internal: a running stream's state, for rooms that became live after it started."""
+
+    room: str
+    snapshot: StreamSnapshot
+
+
+_decoder = msgspec.json.Decoder(StreamStart | StreamDelta | StreamEnd | StreamError | StreamSeed)
 
 
 class _Active:
@@ -47,26 +69,39 @@ class StreamSnapshots:
         self.room = room
         self._active: dict[str, _Active] = {}
 
-    def apply(self, text: str) -> bool:
-        """Follow one stream frame; return False if it is a duplicate to drop."""
+    def apply(self, text: str) -> list[str]:
+        """Follow one stream frame; return the frames to pass on to the room's sockets."""
         try:
             frame = _decoder.decode(text)
         except msgspec.DecodeError:
-            return True  # not ours to judge; pass it on
+            return [text]  # not ours to judge; pass it on
         if isinstance(frame, StreamStart):
             self._active.setdefault(frame.stream_id, _Active(frame))
-            return True
+            return [text]
+        if isinstance(frame, StreamSeed):
+            return self._seeded(frame.snapshot)
         active = self._active.get(frame.stream_id)
         if isinstance(frame, StreamDelta):
-            if active is None:
-                return True
-            if frame.seq <= active.seq:
-                return False
+            if active is None or frame.seq <= active.seq:
+                return []  # seen already, or of a stream whose seed is on its way
             active.parts.append(frame.text)
             active.seq = frame.seq
-            return True
+            return [text]
         self._active.pop(frame.stream_id, None)
-        return True
+        return [text]
+
+    def _seeded(self, snap: StreamSnapshot) -> list[str]:
+        if snap.stream_id in self._active:
+            return []  # known here already: the seed is for another room's benefit
+        self.seed([snap])
+        start = self._active[snap.stream_id].start
+        out = [encode(start).decode()]
+        if snap.seq:
+            delta = StreamDelta(
+                room=self.room, stream_id=snap.stream_id, seq=snap.seq, text=snap.text
+            )
+            out.append(encode(delta).decode())
+        return out
 
     def seed(self, snapshots: list[StreamSnapshot]) -> None:
         """Start from streams already running in this process (the room was not live here)."""

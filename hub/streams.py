@@ -41,6 +41,7 @@ from hub.protocol import (
     UserRef,
     encode,
 )
+from hub.stream_state import StreamSeed
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -58,7 +59,13 @@ class CancelRequest(msgspec.Struct, tag_field="type", tag="stream_cancel"):
     admin: bool = False
 
 
-_cancel_decoder = msgspec.json.Decoder(CancelRequest)
+class SeedRequest(msgspec.Struct, tag_field="type", tag="stream_seed_request"):
+    """A replica's room just became live: streams running in it elsewhere, please seed it."""
+
+    room: str
+
+
+_control_decoder = msgspec.json.Decoder(CancelRequest | SeedRequest)
 
 
 class StreamMetrics(msgspec.Struct, omit_defaults=True):
@@ -121,6 +128,7 @@ class Stream:
         self._started_wall = time.time()
         self._first: float | None = None
         self._last_flush = 0.0
+        self._seed_wanted = False
         self.done = asyncio.get_running_loop().create_future()
 
     # ------------------------------------------------------------ state
@@ -139,6 +147,11 @@ class Stream:
             reply_to=self.reply_to,
             requested_by=self.requested_by,
         )
+
+    def request_seed(self) -> None:
+        """Publish this stream's state on the room channel, for a room live since it began."""
+        self._seed_wanted = True
+        self._wake.set()
 
     def cancel(self) -> bool:
         """Stop reading the provider (closing the upstream request); the end is published."""
@@ -223,6 +236,11 @@ class Stream:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._seed_wanted:  # published by this task, so in order with the deltas
+                self._seed_wanted = False
+                await self.registry.publish(
+                    self.room, StreamSeed(room=self.room, snapshot=self.snapshot())
+                )
             if not self._closing.is_set() and self.seq > 0 and self._pending_chars < max_chars:
                 delay = self._last_flush + interval - loop.time()
                 if delay > 0:
@@ -391,7 +409,11 @@ class StreamRegistry:
         self.local.pop(stream.id, None)
 
     def snapshots(self, room: str) -> list[StreamSnapshot]:
-        """This process's streams in ``room`` as published so far (seeds a new live room)."""
+        """Seed a room that just became live here: this process's streams at once, the
+        other replicas' through a :class:`SeedRequest` (answered with ``stream_seed``)."""
+        if getattr(self.hub.broker, "redis", None) is not None:  # other replicas may exist
+            request = msgspec.json.encode(SeedRequest(room=room))
+            self.hub.spawn(self.hub.broker.publish(STREAMS_CHANNEL, request), name="stream-seed")
         return [s.snapshot() for s in self.local.values() if s.room == room]
 
     def record(self, metrics: StreamMetrics) -> None:
@@ -453,10 +475,16 @@ class StreamRegistry:
         await self.hub.broker.publish(STREAMS_CHANNEL, msgspec.json.encode(request))
 
     def _on_cancel(self, data: bytes) -> None:
+        """``hub:streams`` handler: cancel requests, and seed requests of new live rooms."""
         try:
-            request = _cancel_decoder.decode(data)
+            request = _control_decoder.decode(data)
         except msgspec.DecodeError:
             log.warning("undecodable stream control message: %r", data[:200])
+            return
+        if isinstance(request, SeedRequest):
+            for stream in list(self.local.values()):
+                if stream.room == request.room:
+                    stream.request_seed()
             return
         stream = self.local.get(request.stream_id)
         if stream is None or stream.room != request.room:
