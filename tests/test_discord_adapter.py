@@ -245,3 +245,63 @@ async def test_odd_gateway_messages_are_ignored_and_huge_ones_capped(discord_hub
         await web.expect("message")
         await eventually(lambda: discord_fake.sent(), what="the long copy")
         assert len(discord_fake.sent()[0]["content"]) == 2000
+
+
+async def test_with_manage_webhooks_copies_carry_the_authors_name_and_avatar(
+    discord_hub, discord_fake
+):
+    discord_fake.webhooks_allowed = True
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        async with server.http("root", admin=True) as http:
+            await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
+        web = await server.client("bob", name="Bob")
+        await web.join("ops")
+        await web.say("ops", "@assistant via webhook please", "w1")
+        end = await web.expect(
+            "stream_end",
+            timeout=10,
+            skip=(*QUIET, "message", "stream_start", "stream_delta", "event"),
+        )
+        final = end["message"]["text"]
+
+        def copies():
+            found = discord_fake.in_channel(CHANNEL)
+            return found if len(found) == 2 and found[1]["content"] == final else None
+
+        question, answer = await eventually(copies, what="both copies, the answer edited")
+        (hook,) = discord_fake.webhooks.values()
+        assert hook["name"] == "Lydian bridge" and hook["channel_id"] == CHANNEL
+        assert question["webhook_id"] == hook["id"] and question["author"]["username"] == "Bob"
+        assert question["content"] == "@assistant via webhook please"  # no name prefix needed
+        assert answer["author"]["username"] == "Assistant" and answer["edits"] >= 1
+        # the webhook's own messages came back through the gateway and were not ingested
+        assert await web.silent_for(0.3, skip=QUIET) == []
+        assert discord_fake.sent() == []  # nothing was posted by the bot itself
+
+
+async def test_a_webhook_copy_gets_the_avatar_of_a_slack_author(discord_hub, discord_fake):
+    discord_fake.webhooks_allowed = True
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        from adapters.bridge import PlatformUser, bridge_for
+
+        await bridge_for(server.hub).ingest(
+            "slack",
+            "C0X",
+            "1.1",
+            PlatformUser("slack", "U1", "Alice", "https://a.test/a.png"),
+            "hi",
+        )  # not bridged to slack C0X: nothing happens
+        await bridge_for(server.hub).bridge("ops", "slack", "C0X", "root")
+        await bridge_for(server.hub).ingest(
+            "slack",
+            "C0X",
+            "1.2",
+            PlatformUser("slack", "U1", "Alice", "https://a.test/a.png"),
+            "hi",
+        )
+        (copy,) = await eventually(lambda: discord_fake.in_channel(CHANNEL), what="the copy")
+        assert copy["author"]["username"] == "Alice"
+        assert copy["avatar_url"] == "https://a.test/a.png"
+        assert copy["content"] == "hi"

@@ -2,8 +2,8 @@
 
 Gateway events (intents: guilds, guild messages, message content, guild reactions) bring
 messages, edits, deletions and 🛑 reactions; the ``/lydian`` application command runs hub
-chat-ops commands as the Discord user. Messages of the bot itself (its copies) and of
-other bots are never ingested, so bridges cannot loop.
+chat-ops commands as the Discord user. Messages of the bot itself and of webhooks (its
+copies) and of other bots are never ingested, so bridges cannot loop.
 """
 
 from __future__ import annotations
@@ -55,7 +55,10 @@ class DiscordAdapter:
         )
         self.tree = app_commands.CommandTree(self.client)
         self.connector = DiscordConnector(
-            self.client, edit_interval=settings.edit_interval, public_url=settings.public_url
+            self.client,
+            edit_interval=settings.edit_interval,
+            public_url=settings.public_url,
+            use_webhooks=settings.use_webhooks,
         )
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None

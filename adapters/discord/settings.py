@@ -25,4 +25,7 @@ class DiscordSettings(msgspec.Struct, kw_only=True):
     public_url: str = ""
     max_ratelimit_wait: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """Longer 429 waits are handed back to the bridge's outbox instead of discord.py's sleep."""
+    use_webhooks: bool = True
+    """Post copies through a channel webhook, under the author's name and avatar (needs the
+    Manage Webhooks permission; without it the bot posts ``**Name**: text`` itself)."""
     guild_ready_timeout: Annotated[float, msgspec.Meta(ge=0)] = 2.0

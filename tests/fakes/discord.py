@@ -53,6 +53,8 @@ class FakeDiscord(LoopbackServer):
         self.commands: list[dict[str, Any]] = []
         self.interaction_replies: dict[str, list[dict[str, Any]]] = {}
         self.identify: dict[str, Any] | None = None
+        self.webhooks: dict[str, dict[str, Any]] = {}
+        self.webhooks_allowed = False  # the bot lacks Manage Webhooks unless a test grants it
         self.heartbeats = 0
         self.identified = asyncio.Event()
         self._limits: dict[str, list[float]] = {}
@@ -70,7 +72,11 @@ class FakeDiscord(LoopbackServer):
         r.add_put("/api/v10/applications/{app}/commands", self._put_commands)
         r.add_put("/api/v10/applications/{app}/guilds/{guild}/commands", self._put_commands)
         r.add_post("/api/v10/interactions/{id}/{token}/callback", self._callback)
-        r.add_post("/api/v10/webhooks/{app}/{token}", self._followup)
+        r.add_post("/api/v10/webhooks/{app}/{token}", self._execute)
+        r.add_get("/api/v10/channels/{channel}/webhooks", self._list_webhooks)
+        r.add_post("/api/v10/channels/{channel}/webhooks", self._create_webhook)
+        r.add_patch("/api/v10/webhooks/{app}/{token}/messages/{id}", self._webhook_edit)
+        r.add_delete("/api/v10/webhooks/{app}/{token}/messages/{id}", self._webhook_delete)
 
     @property
     def api_url(self) -> str:
@@ -231,11 +237,81 @@ class FakeDiscord(LoopbackServer):
             }
         )
 
-    async def _followup(self, request: web.Request) -> web.Response:
+    async def _execute(self, request: web.Request) -> web.Response:
+        """Execute a webhook: an interaction follow-up (application id) or a channel webhook."""
         body = await request.json()
-        token = request.match_info["token"]
-        self.interaction_replies.setdefault(f"followup:{token}", []).append(body)
-        return _json(self.message("0", BOT, body.get("content", "")))
+        hook_id, token = request.match_info["app"], request.match_info["token"]
+        if hook_id == APP_ID:
+            self.interaction_replies.setdefault(f"followup:{token}", []).append(body)
+            return _json(self.message("0", BOT, body.get("content", "")))
+        hook = self.webhooks.get(hook_id)
+        if hook is None or hook["token"] != token:
+            return _json({"message": "Unknown Webhook", "code": 10015}, status=404)
+        self.calls.append(("POST", request.path, body, time.monotonic()))
+        author = {
+            "id": hook_id,
+            "username": body.get("username") or hook["name"],
+            "discriminator": "0000",
+            "avatar": None,
+            "bot": True,
+        }
+        message = self.message(
+            hook["channel_id"],
+            author,
+            body.get("content", ""),
+            webhook_id=hook_id,
+            avatar_url=body.get("avatar_url"),
+        )
+        self.messages[message["id"]] = message
+        await self.dispatch(
+            "MESSAGE_CREATE", {k: v for k, v in message.items() if k != "avatar_url"}
+        )
+        return _json(message)
+
+    async def _list_webhooks(self, request: web.Request) -> web.Response:
+        if (denied := await self._guard(request)) is not None:
+            return denied
+        if not self.webhooks_allowed:
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+        channel = request.match_info["channel"]
+        return _json([h for h in self.webhooks.values() if h["channel_id"] == channel])
+
+    async def _create_webhook(self, request: web.Request) -> web.Response:
+        if (denied := await self._guard(request)) is not None:
+            return denied
+        if not self.webhooks_allowed:
+            return _json({"message": "Missing Permissions", "code": 50013}, status=403)
+        hook_id = self.snowflake()
+        hook = {
+            "id": hook_id,
+            "type": 1,
+            "channel_id": request.match_info["channel"],
+            "guild_id": GUILD,
+            "name": self.calls[-1][2].get("name"),
+            "avatar": None,
+            "token": f"hooktoken{hook_id}",
+            "application_id": APP_ID,
+            "user": BOT,
+        }
+        self.webhooks[hook_id] = hook
+        return _json(hook)
+
+    async def _webhook_edit(self, request: web.Request) -> web.Response:
+        message = self.messages.get(request.match_info["id"])
+        if message is None or message.get("webhook_id") != request.match_info["app"]:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        body = await request.json()
+        self.calls.append(("PATCH", request.path, body, time.monotonic()))
+        message["content"] = body.get("content", message["content"])
+        message["edits"] = message.get("edits", 0) + 1
+        return _json({k: v for k, v in message.items() if k not in ("edits", "avatar_url")})
+
+    async def _webhook_delete(self, request: web.Request) -> web.Response:
+        message = self.messages.get(request.match_info["id"])
+        if message is None or message.get("webhook_id") != request.match_info["app"]:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        message["deleted"] = True
+        return web.Response(status=204)
 
     # ------------------------------------------------------------ gateway
 
