@@ -131,3 +131,19 @@ async def test_outbox_retries_errors_with_backoff_and_drops_permanent_ones():
     assert after == ["delivered"]  # the queue goes on after a dropped job
     assert outbox.dropped == 2
     await outbox.close()
+
+
+async def test_a_hanging_platform_call_times_out_and_is_retried():
+    outbox = Outbox(backoff_initial=0.01, job_timeout=0.2)
+    attempts = []
+
+    async def hangs_once() -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            await asyncio.sleep(3600)
+
+    outbox.put(("discord", "1"), hangs_once)
+    await outbox.drain(timeout=5)
+    assert len(attempts) == 2 and attempts[1] - attempts[0] >= 0.2
+    assert outbox.retries == 1 and outbox.dropped == 0
+    await outbox.close()

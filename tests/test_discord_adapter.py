@@ -305,3 +305,32 @@ async def test_a_webhook_copy_gets_the_avatar_of_a_slack_author(discord_hub, dis
         assert copy["author"]["username"] == "Alice"
         assert copy["avatar_url"] == "https://a.test/a.png"
         assert copy["content"] == "hi"
+
+
+async def test_discord_attachments_reach_the_room(discord_hub, discord_fake):
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        web = await server.client("bob")
+        await web.join("ops")
+        attachment = {
+            "id": "600000000000000001",
+            "filename": "report.pdf",
+            "size": 2048,
+            "url": "https://cdn.fake.test/report.pdf",
+            "proxy_url": "https://media.fake.test/report.pdf",
+            "content_type": "application/pdf",
+        }
+        message = discord_fake.message(CHANNEL, ALICE, "the report", attachments=[attachment])
+        discord_fake.messages[message["id"]] = message
+        await discord_fake.dispatch("MESSAGE_CREATE", message)
+        got = (await web.expect("message"))["message"]
+        assert got["text"] == "the report"
+        assert got["attachments"] == [
+            {
+                "id": "discord:600000000000000001",
+                "name": "report.pdf",
+                "media_type": "application/pdf",
+                "size": 2048,
+                "url": "https://cdn.fake.test/report.pdf",
+            }
+        ]

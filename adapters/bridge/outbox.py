@@ -3,8 +3,9 @@
 Every send to a platform channel is a job in that channel's queue, run one at a time, so
 messages and edits keep their order per channel while channels proceed independently.
 A job that raises :class:`RateLimited` is retried after the platform's ``Retry-After``;
-any other error except :class:`PermanentError` is retried with capped exponential backoff
-(a platform outage delays delivery, it loses nothing). Permanent errors are logged and the
+any other error except :class:`PermanentError`, and a call hanging past ``job_timeout``, is
+retried with capped exponential backoff (a platform outage delays delivery, it loses
+nothing). Permanent errors are logged and the
 job is dropped, because retrying a request the platform rejects cannot succeed.
 """
 
@@ -42,7 +43,9 @@ class Outbox:
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
         max_attempts: int | None = None,
+        job_timeout: float = 60.0,
     ) -> None:
+        self.job_timeout = job_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.max_attempts = max_attempts
@@ -84,7 +87,8 @@ class Outbox:
         attempt = 0
         while True:
             try:
-                await job()
+                async with asyncio.timeout(self.job_timeout):
+                    await job()
                 return
             except asyncio.CancelledError:
                 raise
