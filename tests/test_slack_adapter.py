@@ -321,6 +321,8 @@ async def test_malformed_events_are_ignored_and_the_bridge_carries_on(slack_hub,
             {"type": "message", "subtype": "message_changed", "channel": CHANNEL},
             {"type": "message", "subtype": "message_deleted", "channel": CHANNEL},
             {"type": "reaction_added", "user": "UALICE", "reaction": "octagonal_sign"},
+            {"type": "reaction_added", "user": "UALICE", "reaction": "octagonal_sign", "item": 3},
+            {"type": "message", "channel": CHANNEL, "user": "UALICE", "text": "  ", "ts": "1.6"},
             {
                 "type": "message",
                 "channel": "C0UNBRIDGED",

@@ -336,7 +336,7 @@ class BridgeService:
         """Post a platform message into every room bridged to its channel, once."""
         rooms = self.rooms_for(platform, channel)
         key = (platform, channel, platform_msg)
-        if not rooms or key in self._ingesting:
+        if not rooms or key in self._ingesting or not (text.strip() or attachments):
             return []
         done = self._ingesting[key] = asyncio.Event()
         try:
