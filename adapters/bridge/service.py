@@ -194,19 +194,26 @@ class BridgeService:
         leader dies, another replica takes over within ``LEADER_TTL``.
         """
         key, ttl_ms = self._leader_key(), int(LEADER_TTL * 1000)
+        renewed = 0.0
         while True:
             try:
                 if self.leader.is_set():
                     if not await redis.eval(_RENEW, 1, key, self._token, ttl_ms):
                         log.warning("bridge leadership lost; this replica stops copying out")
                         await self._step_down()
+                    else:
+                        renewed = time.monotonic()
                 elif await redis.set(key, self._token, nx=True, px=ttl_ms):
                     log.info("this replica leads the bridge")
+                    renewed = time.monotonic()
                     await self._lead()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("bridge election: %s", exc)
+                if self.leader.is_set() and time.monotonic() - renewed > LEADER_TTL:
+                    log.warning("bridge lease not renewed in time; stepping down")
+                    await self._step_down()
             await asyncio.sleep(LEADER_TTL / 3)
 
     async def _release(self) -> None:
