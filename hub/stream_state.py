@@ -19,6 +19,8 @@ deltas that follow.
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from hub.protocol import (
@@ -44,12 +46,13 @@ _decoder = msgspec.json.Decoder(StreamStart | StreamDelta | StreamEnd | StreamEr
 
 
 class _Active:
-    __slots__ = ("parts", "seq", "start")
+    __slots__ = ("heard", "parts", "seq", "start")
 
     def __init__(self, start: StreamStart, text: str = "", seq: int = 0) -> None:
         self.start = start
         self.parts = [text] if text else []
         self.seq = seq
+        self.heard = time.monotonic()  # last frame of this stream seen here
 
     def snapshot(self) -> StreamSnapshot:
         return StreamSnapshot(
@@ -86,9 +89,22 @@ class StreamSnapshots:
                 return []  # seen already, or of a stream whose seed is on its way
             active.parts.append(frame.text)
             active.seq = frame.seq
+            active.heard = time.monotonic()
             return [text]
         self._active.pop(frame.stream_id, None)
         return [text]
+
+    def silent(self, first_token_after: float, idle_after: float) -> list[StreamSnapshot]:
+        """Streams not heard from for longer than their owner would let them run."""
+        now = time.monotonic()
+        return [
+            a.snapshot()
+            for a in self._active.values()
+            if now - a.heard > (idle_after if a.seq else first_token_after)
+        ]
+
+    def forget(self, stream_id: str) -> None:
+        self._active.pop(stream_id, None)
 
     def _seeded(self, snap: StreamSnapshot) -> list[str]:
         if snap.stream_id in self._active:

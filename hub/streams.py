@@ -41,6 +41,7 @@ from hub.protocol import (
     UserRef,
     encode,
 )
+from hub.rooms import envelope
 from hub.stream_state import StreamSeed
 
 if TYPE_CHECKING:
@@ -49,6 +50,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAMS_CHANNEL = "hub:streams"
+ORPHAN_GRACE = 2.0
+"""Seconds past its owner's own timeouts before a silent stream counts as orphaned."""
+ORPHAN_SWEEP = 1.0
+
+
+def answer_id(stream_id: str) -> str:
+    """The idempotency key of a stream's final message (owner and reapers share it)."""
+    return f"stream:{stream_id}"
+
+
 """Broker channel carrying cancel requests to whichever process runs the stream."""
 
 
@@ -300,7 +311,13 @@ class Stream:
         if error is None or text:
             try:
                 message, _ = await self.hub.post_message(
-                    self.room, self.agent, text, kind="agent", reply_to=self.reply_to, meta=meta
+                    self.room,
+                    self.agent,
+                    text,
+                    kind="agent",
+                    client_id=answer_id(self.id),
+                    reply_to=self.reply_to,
+                    meta=meta,
                 )
             except Exception as exc:
                 log.exception("stream %s: could not persist the answer", self.id)
@@ -347,6 +364,7 @@ class StreamRegistry:
         """Follow the cancel channel; seed new live rooms with the streams running here."""
         self.hub.rooms.stream_source = self.snapshots
         self._unsubscribe = await self.hub.broker.subscribe(STREAMS_CHANNEL, self._on_cancel)
+        self.hub.spawn(self._reap_loop(), name="stream-orphans")
 
     async def stop(self) -> None:
         """Cancel running streams and give them a moment to persist their partial answers."""
@@ -407,6 +425,66 @@ class StreamRegistry:
 
     def _forget(self, stream: Stream) -> None:
         self.local.pop(stream.id, None)
+
+    async def reap_orphans(self) -> int:
+        """End streams whose replica died: persist the partial once, tell every room.
+
+        A stream silent for longer than its owner's own timeouts (plus ``ORPHAN_GRACE``)
+        has no owner left. Its answer is stored under the same idempotency key the owner
+        would have used, so whichever replica gets there first stores it and announces
+        ``stream_error{replica_lost}``; the others only end it for their local sockets.
+        """
+        reaped = 0
+        for live in list(self.hub.rooms.live.values()):
+            for snap in live.streams.silent(
+                self.first_token_timeout + ORPHAN_GRACE, self.idle_timeout + ORPHAN_GRACE
+            ):
+                if snap.stream_id in self.local:
+                    continue  # ours: our own timeouts end it
+                live.streams.forget(snap.stream_id)
+                reaped += 1
+                await self._end_orphan(live.id, snap)
+        return reaped
+
+    async def _end_orphan(self, room: str, snap: StreamSnapshot) -> None:
+        detail = "the replica running this answer stopped; the part streamed so far is kept"
+        message, duplicate = await self.hub.post_message(
+            room,
+            snap.agent,
+            snap.text or "(no answer: the replica running it stopped)",
+            kind="agent",
+            client_id=answer_id(snap.stream_id),
+            reply_to=snap.reply_to,
+            meta={
+                "stream_id": snap.stream_id,
+                "cancelled": False,
+                "interrupted": True,
+                "error": {"code": "replica_lost", "detail": detail},
+            },
+        )
+        frame = encode(
+            StreamError(
+                room=room,
+                stream_id=snap.stream_id,
+                code="replica_lost",
+                detail=detail,
+                message=message,
+            )
+        )
+        if duplicate:  # another replica (or the owner) stored it: end it for our sockets only
+            live = self.hub.rooms.live.get(room)
+            if live is not None:
+                live.on_event(envelope(frame))
+        else:
+            await self.hub.rooms.publish_event(room, frame)
+
+    async def _reap_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ORPHAN_SWEEP)
+            try:
+                await self.reap_orphans()
+            except Exception:
+                log.exception("orphaned stream sweep failed")
 
     def snapshots(self, room: str) -> list[StreamSnapshot]:
         """Seed a room that just became live here: this process's streams at once, the
