@@ -24,23 +24,25 @@ NODE = secrets.token_hex(4)
 """This process's id: connection ids must be unique across replicas (presence keys on them)."""
 
 
-class Connection:
-    """Server-side state of one WebSocket."""
+class Outbox:
+    """A subscriber's bounded queue of encoded frames, as rooms see it.
 
-    def __init__(self, socket: WebSocket, queue_size: int) -> None:
-        self.id = f"{NODE}-{next(_ids)}"
-        self.socket = socket
+    Rooms only ``push``; whoever drains the queue (a socket writer, an SSE response) reads
+    it in order until ``None``. A subscriber that falls ``queue_size`` frames behind is closed
+    with :attr:`CloseCode.SLOW_CONSUMER` instead of slowing the room; it recovers by offset.
+    """
+
+    def __init__(self, subscriber_id: str, queue_size: int) -> None:
+        self.id = subscriber_id
         self.identity: Identity | None = None
         self.user: UserRef | None = None
         self.rooms: set[str] = set()
-        self.opened = time.monotonic()
-        self.last_seen = self.opened
         self.close_code: int | None = None
         self._limit = queue_size
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
 
     def push(self, text: str) -> None:
-        """Queue an encoded frame; close the connection if the client cannot keep up."""
+        """Queue an encoded frame; close the subscriber if it cannot keep up."""
         if self.close_code is not None:
             return
         if self._queue.qsize() >= self._limit:
@@ -53,7 +55,7 @@ class Connection:
         self.push(encode(frame).decode())
 
     def close(self, code: int = CloseCode.NORMAL) -> None:
-        """Ask the writer to close the socket after what is queued (or at once if full)."""
+        """End the queue after what is in it (dropping it when the subscriber is too slow)."""
         if self.close_code is not None:
             return
         self.close_code = code
@@ -61,6 +63,16 @@ class Connection:
             while not self._queue.empty():
                 self._queue.get_nowait()
         self._queue.put_nowait(None)
+
+
+class Connection(Outbox):
+    """Server-side state of one WebSocket."""
+
+    def __init__(self, socket: WebSocket, queue_size: int) -> None:
+        super().__init__(f"{NODE}-{next(_ids)}", queue_size)
+        self.socket = socket
+        self.opened = time.monotonic()
+        self.last_seen = self.opened
 
     async def write_loop(self) -> None:
         """Send queued frames in order until closed."""

@@ -45,6 +45,7 @@ from hub.protocol import (
     Welcome,
     decode_client,
 )
+from hub.store.store import RoomInfo
 from hub.streams import CancelRefused
 
 log = logging.getLogger(__name__)
@@ -183,26 +184,34 @@ class Session:
                 session=self.conn.id,
                 roles=list(identity.roles),
                 heartbeat_interval=self.settings.heartbeat_interval,
-            heartbeat_timeout=self.settings.heartbeat_timeout,
-            typing_ttl=self.settings.typing_ttl,
+                heartbeat_timeout=self.settings.heartbeat_timeout,
+                typing_ttl=self.settings.typing_ttl,
                 max_frame_bytes=self.settings.max_frame_bytes,
             )
         )
 
     async def join(self, frame: Join) -> None:
         assert self.conn.identity is not None and self.conn.user is not None
-        room = await self.hub.room(frame.room)
+        room = await self._room(frame.room, frame.id)
         if room is None:
-            self.error(ErrorCode.UNKNOWN_ROOM, f"no room {frame.room!r}", frame.id, frame.room)
-            return
-        if not await self.hub.can_access(room, self.conn.identity):
-            self.error(ErrorCode.FORBIDDEN, f"room {frame.room!r} is private", frame.id, frame.room)
             return
         if room.kind == "public" and not self.conn.identity.is_guest:
             await self.hub.store.add_member(room.id, self.conn.user.id, self.conn.user.name)
         await self.hub.rooms.join(
             self.conn, room.id, room.name, room.epoch, frame.since, frame.epoch, frame.id
         )
+
+    async def _room(self, room_id: str, ref: str | None) -> RoomInfo | None:
+        """The room, if it exists and this socket may see it; else an error is sent."""
+        assert self.conn.identity is not None
+        room = await self.hub.room(room_id)
+        if room is None:
+            self.error(ErrorCode.UNKNOWN_ROOM, f"no room {room_id!r}", ref, room_id)
+        elif not await self.hub.can_access(room, self.conn.identity):
+            self.error(ErrorCode.FORBIDDEN, f"room {room_id!r} is private", ref, room_id)
+        else:
+            return room
+        return None
 
     def _joined(self, room_id: str, ref: str | None) -> bool:
         if self.hub.rooms.is_joined(self.conn, room_id):
@@ -277,8 +286,12 @@ class Session:
         try:
             msgspec.convert(self.conn.user.id, UserId)
         except msgspec.ValidationError:
-            self.error(ErrorCode.FORBIDDEN, "your user id cannot be used in direct messages "
-                       "(letters, digits, _ . @ - and at most 48 characters)", frame.id)
+            self.error(
+                ErrorCode.FORBIDDEN,
+                "your user id cannot be used in direct messages "
+                "(letters, digits, _ . @ - and at most 48 characters)",
+                frame.id,
+            )
             return
         message, duplicate = await self.hub.post_direct(
             self.conn.user, UserRef(id=frame.to, name=frame.to), frame.text, frame.id
@@ -290,12 +303,8 @@ class Session:
 
     async def history(self, frame: HistoryRequest) -> None:
         assert self.conn.identity is not None
-        room = await self.hub.room(frame.room)
+        room = await self._room(frame.room, frame.id)
         if room is None:
-            self.error(ErrorCode.UNKNOWN_ROOM, f"no room {frame.room!r}", frame.id, frame.room)
-            return
-        if not await self.hub.can_access(room, self.conn.identity):
-            self.error(ErrorCode.FORBIDDEN, f"room {frame.room!r} is private", frame.id, frame.room)
             return
         limit = min(frame.limit, self.settings.history_page_max)
         page = await self.hub.queries.messages_before(room.id, frame.before, limit + 1)

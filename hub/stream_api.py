@@ -23,8 +23,9 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from hub.api import _room_for
 from hub.auth import Identity
+from hub.connection import Outbox
 from hub.core import Hub
-from hub.protocol import CloseCode, ErrorCode, Frame, UserRef, encode
+from hub.protocol import CloseCode, ErrorCode, UserRef
 from hub.streams import CancelRefused, StreamMetrics
 
 AuthRequest = Request[Identity, Any, Any]
@@ -49,34 +50,13 @@ _offset_decoder = msgspec.json.Decoder(_MessageEnvelope)
 _type_decoder = msgspec.json.Decoder(_Typed)
 
 
-class SSESubscriber:
-    """A room subscriber feeding an SSE response (duck-types the parts of ``Connection``
-    that rooms use: ``id``, ``user``, ``rooms``, ``push``, ``send``)."""
+class SSESubscriber(Outbox):
+    """A room subscriber feeding an SSE response instead of a socket."""
 
     def __init__(self, identity: Identity, queue_size: int) -> None:
-        self.id = f"sse-{secrets.token_hex(6)}"
+        super().__init__(f"sse-{secrets.token_hex(6)}", queue_size)
         self.identity = identity
         self.user = UserRef(id=identity.id, name=identity.name)
-        self.rooms: set[str] = set()
-        self.close_code: int | None = None
-        self._limit = queue_size
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def push(self, text: str) -> None:
-        if self.close_code is not None:
-            return
-        if self._queue.qsize() >= self._limit:
-            self.close(CloseCode.SLOW_CONSUMER)
-            return
-        self._queue.put_nowait(text)
-
-    def send(self, frame: Frame) -> None:
-        self.push(encode(frame).decode())
-
-    def close(self, code: int = CloseCode.NORMAL) -> None:
-        if self.close_code is None:
-            self.close_code = code
-            self._queue.put_nowait(None)
 
     async def events(self) -> AsyncIterator[ServerSentEventMessage]:
         while True:
