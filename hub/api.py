@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import msgspec
@@ -172,4 +173,9 @@ async def guest_token(
 @get("/healthz", exclude_from_auth=True, tags=["ops"])
 async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     hub: Hub = request.app.state.hub
-    return {"status": "ok", "store": hub.store.kind, "connections": len(hub.connections)}
+    return {
+        "status": "ok",
+        "store": hub.store.kind,
+        "connections": len(hub.connections),
+        "pid": os.getpid(),
+    }

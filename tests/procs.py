@@ -51,10 +51,22 @@ class HubProcess:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"hub exited: {self.log.read_text()[-2000:]}")
                 with contextlib.suppress(httpx.TransportError):
-                    if (await http.get(f"{self.http_url}/healthz")).status_code == 200:
+                    resp = await http.get(f"{self.http_url}/healthz")
+                    if resp.status_code == 200 and self._is_ours(resp.json()["pid"]):
                         return self
                 await asyncio.sleep(0.1)
         raise AssertionError(f"hub on {self.port} did not start: {self.log.read_text()[-2000:]}")
+
+    def _is_ours(self, pid: int) -> bool:
+        """The answer came from this process or one of its workers, not a port squatter."""
+        assert self.proc is not None
+        if pid == self.proc.pid:
+            return True
+        with contextlib.suppress(OSError):
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == (
+                self.proc.pid
+            )
+        return False
 
     def kill(self) -> None:
         """kill -9: no shutdown hooks, no goodbye frames."""
