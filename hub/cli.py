@@ -39,6 +39,7 @@ def _serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         ws_max_size=TRANSPORT_MAX_FRAME,
         ws_ping_interval=None,
+        ws_per_message_deflate=settings.ws_compression,
         log_level=settings.log_level,
         proxy_headers=True,
         lifespan="on",

@@ -34,6 +34,7 @@ class Settings(msgspec.Struct, kw_only=True):
     allow_guests: bool = True
     auto_migrate: bool = True
     max_frame_bytes: int = 64 * 1024
+    ws_compression: bool = False  # permessage-deflate: costs CPU per frame per socket
     max_text_chars: int = 16_000
     heartbeat_interval: float = 25.0
     heartbeat_timeout: float = 60.0

@@ -70,6 +70,7 @@ class HubServer:
             lifespan="on",
             ws_max_size=16 * 1024 * 1024,
             ws_ping_interval=None,
+            ws_per_message_deflate=self.settings.ws_compression,
         )
         self._server = uvicorn.Server(config)
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
