@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -124,8 +125,9 @@ async def handler(ws):
     finally:
         clients.discard(ws)
 async def main():
+    compression = "deflate" if sys.argv[2] == "1" else None  # the hub's setting, for fairness
     async with websockets.serve(handler, "127.0.0.1", int(sys.argv[1]), max_size=None,
-                                ping_interval=None, max_queue=None):
+                                ping_interval=None, max_queue=None, compression=compression):
         await asyncio.Future()
 try:
     import uvloop; uvloop.run(main())
@@ -242,6 +244,8 @@ async def steady_latency(
     receivers = [Receiver(s, marker) for s in subs]
     sender = await hub_client(url_for_sender, room)
     drain = Receiver(sender, "\x00never")
+    gc.collect()
+    gc.disable()  # the load's own GC pauses would be counted as hub latency
     total = int(rate * duration)
     t0 = time.perf_counter()
     for i in range(total):
@@ -250,6 +254,7 @@ async def steady_latency(
     deadline = time.perf_counter() + 15
     while sum(r.count for r in receivers) < total * subscribers and time.perf_counter() < deadline:
         await asyncio.sleep(0.05)
+    gc.enable()
     lat = [x for r in receivers for x in r.latencies]
     for r in [*receivers, drain]:
         r.task.cancel()
@@ -316,7 +321,8 @@ async def bench_broadcast(
     finally:
         hub.stop()
     port = free_port()
-    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)])
+    compressed = os.environ.get("LYDIAN_WS_COMPRESSION", "false").lower() == "true"
+    bare = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port), str(int(compressed))])
     try:
         await asyncio.sleep(1.0)
         global hub_client

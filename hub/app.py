@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,8 @@ from hub.gateway import ws_endpoint
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
 from hub.stream_api import stream_routes
+
+GC_GEN0_THRESHOLD = 20_000
 
 
 async def _identity_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Identity:
@@ -63,6 +66,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         async with running_hub(settings, plugins) as hub:
             app.state.hub = hub
+            # Fan-out allocates a small dict per frame per socket; the default threshold (700)
+            # runs a collection every few hundred deliveries. Collect less often.
+            gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
             yield
 
     jwt_auth = JWTAuth[Identity, Token](

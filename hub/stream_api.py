@@ -62,7 +62,7 @@ class SSESubscriber(Outbox):
         while True:
             try:
                 async with asyncio.timeout(KEEPALIVE_SECONDS):
-                    text = await self._queue.get()
+                    text = await self.next_frame()
             except TimeoutError:
                 yield ServerSentEventMessage(data=None, comment="keep-alive")
                 continue
