@@ -383,7 +383,7 @@ async def main() -> None:
     parser.add_argument("--only", choices=["connections", "broadcast", "replicas"])
     parser.add_argument("--connections", type=int, default=10_000)
     parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--rate", type=float, default=20.0, help="messages per second")
+    parser.add_argument("--rate", type=float, default=10.0, help="messages per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of steady load")
     parser.add_argument("--fanout-messages", type=int, default=200)
     parser.add_argument("--replicas", type=int, default=3)
