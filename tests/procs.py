@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+from redis.asyncio import Redis
 
 from hub.auth import Identity, issue_token
 from tests.support import TEST_SECRET, Client, free_port
@@ -145,10 +146,12 @@ async def cluster(
 
 
 class PrivateRedis:
-    """A redis-server on a free port that a test may stop and restart."""
+    """A redis-server on a free port that a test may stop and restart (``extra`` arguments
+    e.g. make it durable: ``["--appendonly", "yes", "--dir", path]``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, extra: list[str] | None = None) -> None:
         self.port = free_port()
+        self.extra = list(extra or [])
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -167,19 +170,24 @@ class PrivateRedis:
                 "",
                 "--appendonly",
                 "no",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                return
-            await asyncio.sleep(0.05)
+        client = Redis.from_url(self.url)
+        try:
+            for _ in range(200):  # PING, not just connect: it answers LOADING while it loads
+                with contextlib.suppress(Exception):
+                    if await client.ping():
+                        return
+                await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
         raise AssertionError("private redis-server did not start")
 
     def stop(self) -> None:
+        """kill -9 (a crash, as far as the hub can tell)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)

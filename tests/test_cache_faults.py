@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import subprocess
 
 import pytest
 from redis.asyncio import Redis
 
 from hub.cache import CacheManager
 from tests.procs import PrivateRedis
-from tests.support import free_port
 
 
 @pytest.fixture
@@ -119,65 +117,19 @@ async def test_hub_requests_never_fail_while_redis_restarts(redis_server, make_s
             assert page.json()["messages"][-1]["text"] == "after"
 
 
-class DurableRedis:
+def durable_redis(directory) -> PrivateRedis:
     """A redis-server with an append-only file, so data survives kill -9 and restart."""
-
-    def __init__(self, directory) -> None:
-        self.dir = directory
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                str(self.dir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = Redis.from_url(self.url)
-        try:
-
-            async def up() -> bool:
-                try:
-                    return bool(await client.ping())
-                except Exception:
-                    return False
-
-            await _until(up)
-        finally:
-            await client.aclose()
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+    return PrivateRedis(["--appendonly", "yes", "--appendfsync", "always", "--dir", str(directory)])
 
 
 async def test_invalidations_made_during_an_outage_are_replayed(tmp_path):
-    redis = DurableRedis(tmp_path)
+    redis = durable_redis(tmp_path)
     await redis.start()
     a = CacheManager(redis_url=redis.url, prefix="replay:", redis_timeout=0.3)
     await a.start()
     try:
         await a.set("k", "old")
-        redis.kill()
+        redis.stop()
         await a.invalidate(key="default:k")  # reaches L1 only: Redis is down
         assert await a.get("k") is None
         await redis.start()  # the append-only file brings the stale value back
@@ -196,7 +148,7 @@ async def test_invalidations_made_during_an_outage_are_replayed(tmp_path):
         await b.stop()
     finally:
         await a.stop()
-        redis.kill()
+        redis.stop()
 
 
 async def test_restarted_hub_warms_the_previous_runs_hottest_keys(redis_server, make_server):
