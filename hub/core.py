@@ -41,6 +41,7 @@ from hub.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
 
+
 class DirectEnvelope(msgspec.Struct):
     """A DM on a user channel: the encoded message frame and the DM room it belongs to."""
 

@@ -39,8 +39,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # Screenshots go to tests/artifacts/ (ignored by git); LYDIAN_UPDATE_SCREENSHOTS=1 writes the
 # committed copies in docs/screenshots/ instead (they differ run to run: clocks, avatars).
 _ROOT = Path(__file__).resolve().parent.parent
-SHOTS = (_ROOT / "docs" / "screenshots" if os.environ.get("LYDIAN_UPDATE_SCREENSHOTS") == "1"
-         else _ROOT / "tests" / "artifacts" / "screenshots")
+SHOTS = (
+    _ROOT / "docs" / "screenshots"
+    if os.environ.get("LYDIAN_UPDATE_SCREENSHOTS") == "1"
+    else _ROOT / "tests" / "artifacts" / "screenshots"
+)
 DESKTOP = {"width": 1280, "height": 860}
 PHONE = {"width": 390, "height": 780}
 
