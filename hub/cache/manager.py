@@ -381,15 +381,7 @@ class CacheManager:
 
         Raises :class:`CacheValueError` (not serializable) or :class:`CacheValueTooLarge`.
         """
-        ns, strategy = self._resolve(namespace)
-        full = f"{namespace}:{strategy.scoped_key(key, user)}"
-        data = self._encode(full, value)
-        if len(data) > self.max_value_bytes:
-            self.stats_.rejected += 1
-            raise CacheValueTooLarge(
-                f"value for cache key {full!r} is {len(data)} bytes; "
-                f"the limit is {self.max_value_bytes}"
-            )
+        ns, strategy, full, data = self._prepare(key, value, namespace, user)
         self._epoch += 1  # loads in flight for this key are now stale
         strategy.observe_change(full)
         if not strategy.cacheable:
@@ -399,6 +391,21 @@ class CacheManager:
         entry_tags = self._tags_for(ns, strategy, key, user, tags, events)
         await self._store(full, ns, data, entry_ttl, entry_tags)
         await self._broadcast([full], [], local=False)
+
+    def _prepare(
+        self, key: str, value: Any, namespace: str, user: str | None
+    ) -> tuple[Namespace, CacheStrategy, str, bytes]:
+        """Resolve the namespace and full key, and encode ``value`` within the size limit."""
+        ns, strategy = self._resolve(namespace)
+        full = f"{namespace}:{strategy.scoped_key(key, user)}"
+        data = self._encode(full, value)
+        if len(data) > self.max_value_bytes:
+            self.stats_.rejected += 1
+            raise CacheValueTooLarge(
+                f"value for cache key {full!r} is {len(data)} bytes; "
+                f"the limit is {self.max_value_bytes}"
+            )
+        return ns, strategy, full, data
 
     @property
     def epoch(self) -> int:
@@ -423,15 +430,7 @@ class CacheManager:
         (the value may predate it). Returns whether the value was stored. Raises like
         :meth:`set`.
         """
-        ns, strategy = self._resolve(namespace)
-        full = f"{namespace}:{strategy.scoped_key(key, user)}"
-        data = self._encode(full, value)
-        if len(data) > self.max_value_bytes:
-            self.stats_.rejected += 1
-            raise CacheValueTooLarge(
-                f"value for cache key {full!r} is {len(data)} bytes; "
-                f"the limit is {self.max_value_bytes}"
-            )
+        ns, strategy, full, data = self._prepare(key, value, namespace, user)
         epoch = self._epoch if if_epoch is None else if_epoch
         entry_ttl = strategy.ttl(full, ns.ttl) if ttl is ... else ttl
         if not strategy.cacheable or entry_ttl == 0 or epoch != self._epoch:
