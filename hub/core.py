@@ -201,7 +201,9 @@ class Hub:
                 conn.push(text)
 
     async def _sweep(self) -> None:
-        """Ping every connection each interval; drop the silent and the never-authenticated."""
+        """Ping every connection each interval; close those silent for ``heartbeat_timeout``.
+
+        (Sockets that never say hello are closed by their own auth timer in the gateway.)"""
         interval = self.settings.heartbeat_interval
         ping = encode(Ping()).decode()
         while True:

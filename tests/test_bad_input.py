@@ -184,3 +184,16 @@ async def test_acknowledged_messages_survive_a_hub_restart(make_server):
         got = [(await bob.expect("message"))["message"] for _ in range(20)]
         assert [m["offset"] for m in got] == acked
         assert [m["text"] for m in got] == [f"keep {i}" for i in range(20)]
+
+
+async def test_the_frame_limit_counts_bytes_not_characters(make_server):
+    async with make_server(max_frame_bytes=1024) as server:
+        await server.create_room("lobby")
+        alice = await server.client("alice")
+        await alice.join("lobby")
+        text = "é" * 600  # 600 characters, 1,200 bytes in UTF-8
+        frame = json.dumps({"type": "send", "room": "lobby", "text": text}, ensure_ascii=False)
+        assert len(frame) < 1024 < len(frame.encode())
+        error = await _error(alice, frame)
+        assert error["code"] == "frame_too_large"
+        assert f"frame of {len(frame.encode())} bytes" in error["detail"]
