@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
+from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.security.jwt import JWTAuth, Token
 
@@ -53,12 +53,20 @@ def _cors(settings: Settings) -> CORSConfig | None:
     )
 
 
+def _logging(settings: Settings) -> LoggingConfig:
+    """The root logger at ``LYDIAN_LOG_LEVEL``, written through Litestar's queue handler (off
+    the event loop). The HTTP client's line per upstream request is left out: every stream
+    logs its own line with its metrics."""
+    return LoggingConfig(
+        root={"handlers": ["queue_listener"], "level": settings.log_level.upper()},
+        loggers={name: {"level": "WARNING"} for name in ("httpx", "httpx2")},
+        log_exceptions="always",
+    )
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; the hub's services start in the lifespan and live in ``app.state.hub``."""
     settings = settings or load_settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
     plugins = PluginHost(settings)  # loaded now: plugin routes must be known to build the app
 
@@ -94,5 +102,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[http_cache_middleware],  # runs after JWT auth: knows the user
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         cors_config=_cors(settings),
+        logging_config=_logging(settings),
         debug=False,
     )

@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import websockets
 
+from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.support import free_port
 
 CLEAN_ENV = {
@@ -77,6 +79,43 @@ async def test_serve_with_no_configuration_serves_schema_and_websocket(tmp_path)
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("level", ["info", "warning"])
+async def test_serve_logs_at_the_configured_level(tmp_path, level):
+    """``LYDIAN_LOG_LEVEL`` decides what the hub writes: a finished stream is an info line;
+    the HTTP client's own line per upstream request is left out at every level."""
+    port = free_port()
+    async with FakeOpenAI(Script(tokens=["a ", "b"])) as fake:
+        env = {
+            **CLEAN_ENV,
+            "LYDIAN_LOG_LEVEL": level,
+            "LYDIAN_SECRET": "s" * 40,
+            "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": fake.base_url,
+        }
+        proc = subprocess.Popen(
+            ["lydian", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            await _wait_up(url, proc)
+            token = _lydian("token", "alice", cwd=tmp_path, env=env).stdout.strip()
+            body = {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
+            async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+                answer = await http.post(f"{url}/v1/chat/completions", json=body)
+            assert answer.json()["choices"][0]["message"]["content"] == "a b"
+            assert len(fake.chat_requests()) == 1
+        finally:
+            proc.send_signal(signal.SIGINT)
+            output = await asyncio.to_thread(lambda: proc.communicate(timeout=15)[0])
+    stream_lines = [line for line in output.splitlines() if "stream chatcmpl-" in line]
+    assert len(stream_lines) == (1 if level == "info" else 0), output
+    assert "HTTP Request:" not in output, output
 
 
 def test_migrate_creates_the_schema_and_is_repeatable(tmp_path):
