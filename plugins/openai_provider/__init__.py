@@ -77,6 +77,9 @@ class OpenAIProvider:
             api_key=settings.api_key or "not-needed",
             timeout=settings.timeout,
             max_retries=0,  # a retried stream would repeat what the room has seen
+            # The client's aiohttp transport parses HTTP in C: ~20 µs of CPU per streamed
+            # chunk against ~70 µs for the default httpx transport (bench/stream_bench.py).
+            http_client=openai.DefaultAioHttpClient(),
         )
         self._clients[hub] = (settings, client)
         return client
