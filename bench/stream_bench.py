@@ -39,9 +39,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 import msgspec
 import openai
@@ -161,17 +163,32 @@ class _Chunk(msgspec.Struct):
 _chunk = msgspec.json.Decoder(_Chunk)
 
 
-async def raw_stream(http: httpx.AsyncClient, model: str) -> Sample:
-    """The same request over plain httpx, chunks decoded with msgspec (``--client raw``):
-    a load generator light enough that 100 streams measure the servers, not itself."""
+class RawClient:
+    """The same request over aiohttp, chunks decoded with msgspec (``--client raw``): a load
+    generator light enough (C HTTP parser) that 100 streams measure the servers, not itself."""
+
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
+        connector = aiohttp.TCPConnector(limit=1000, keepalive_timeout=KEEPALIVE_SECONDS)
+        self.url = f"{base_url}/chat/completions"
+        self.session = aiohttp.ClientSession(connector=connector, headers=headers)
+
+    async def aclose(self) -> None:
+        await self.session.close()
+
+
+KEEPALIVE_SECONDS = 4.0
+"""Under uvicorn's 5 s: the client never reuses a connection the hub is closing."""
+
+
+async def raw_stream(client: RawClient, model: str) -> Sample:
     body = {"model": model, "messages": [{"role": "user", "content": "go"}], "stream": True}
     start = time.perf_counter()
     first = None
     tokens = 0
-    async with http.stream("POST", "chat/completions", json=body) as resp:
+    async with client.session.post(client.url, json=body) as resp:
         resp.raise_for_status()
-        async for line in resp.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
+        async for line in resp.content:
+            if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
                 continue
             chunk = _chunk.decode(line[6:])
             if chunk.choices and chunk.choices[0].delta and chunk.choices[0].delta.content:
@@ -258,7 +275,6 @@ async def run(args: argparse.Namespace) -> None:
 
 
 async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None:
-    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
     if args.client == "openai":
         direct_client: Any = openai.AsyncOpenAI(
             base_url=fake_url, api_key="x", max_retries=0, timeout=60
@@ -268,58 +284,45 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
         )
         one = openai_stream
     else:
-        direct_client = httpx.AsyncClient(base_url=f"{fake_url}/", timeout=60, limits=limits)
-        hub_client = httpx.AsyncClient(
-            base_url=f"{hub_url}/v1/",
-            headers={"Authorization": f"Bearer {token('bench')}"},
-            timeout=60,
-            limits=limits,
-        )
+        direct_client = RawClient(fake_url)
+        hub_client = RawClient(f"{hub_url}/v1", {"Authorization": f"Bearer {token('bench')}"})
         one = raw_stream
     print(
         f"tokens/stream {args.tokens}, first delay {args.first_delay * 1000:g} ms, "
         f"token delay {args.token_delay * 1000:g} ms, rounds {args.rounds}, client {args.client}"
     )
     header = (
-        f"{'conc':>5} {'path':<9} {'ttft p50':>9} {'ttft p95':>9} {'added p50':>10} "
-        f"{'tok/s p50':>10} {'vs direct':>9} {'agg tok/s':>10}"
+        f"{'conc':>5} {'arrivals':<9} {'path':<9} {'streams':>7} {'ttft p50':>9} {'ttft p95':>9} "
+        f"{'added p50':>10} {'tok/s p50':>10} {'vs direct':>9} {'agg tok/s':>10}"
     )
     print(header)
     print("-" * len(header))
     for concurrency in args.concurrency:
         rooms = await room_clients(hub_url, concurrency, f"c{concurrency}")
+        paths: dict[str, Callable[[int], Awaitable[Sample]]] = {
+            "direct": lambda _: one(direct_client, "fake-model"),
+            "hub /v1": lambda _: one(hub_client, "assistant"),
+            "hub room": lambda i, rooms=rooms: room_stream(*rooms[i]),
+        }
         for _ in range(2):  # warm up: connections, plugin paths, JIT-less caches
-            await one(direct_client, "fake-model")
-            await one(hub_client, "assistant")
-            await room_stream(*rooms[0])
-        results: dict[str, list[Sample]] = {"direct": [], "hub /v1": [], "hub room": []}
-        walls: dict[str, list[float]] = {k: [] for k in results}
-        rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
-        for _ in range(rounds):
-            for path in results:
-                t0 = time.perf_counter()
-                if path == "direct":
-                    jobs = [one(direct_client, "fake-model") for _ in range(concurrency)]
-                elif path == "hub /v1":
-                    jobs = [one(hub_client, "assistant") for _ in range(concurrency)]
-                else:
-                    jobs = [room_stream(ws, room) for ws, room in rooms]
-                samples = await asyncio.gather(*jobs)
-                walls[path].append(time.perf_counter() - t0)
-                results[path].extend(samples)
-        base = statistics.median(s.ttft for s in results["direct"])
-        base_rate = statistics.median(s.rate for s in results["direct"])
-        for path, samples in results.items():
-            ttfts = sorted(s.ttft * 1000 for s in samples)
-            p50 = statistics.median(ttfts)
-            p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
-            rate = statistics.median(s.rate for s in samples)
-            agg = sum(s.tokens for s in samples) / sum(walls[path])
-            added = "" if path == "direct" else f"{p50 - base * 1000:+.2f} ms"
-            print(
-                f"{concurrency:>5} {path:<9} {p50:>7.2f}ms {p95:>7.2f}ms {added:>10} "
-                f"{rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f}"
-            )
+            for start_one in paths.values():
+                await start_one(0)
+        modes = ["burst"] if concurrency == 1 else args.arrivals
+        for mode in modes:
+            results: dict[str, list[Sample]] = {k: [] for k in paths}
+            walls: dict[str, float] = dict.fromkeys(paths, 0.0)
+            rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
+            for _ in range(rounds):
+                for path, start_one in paths.items():
+                    if mode == "burst":
+                        t0 = time.perf_counter()
+                        samples = await asyncio.gather(*(start_one(i) for i in range(concurrency)))
+                        walls[path] += time.perf_counter() - t0
+                    else:
+                        samples, wall = await sustained(start_one, concurrency, args)
+                        walls[path] += wall
+                    results[path].extend(samples)
+            report(concurrency, mode, results, walls)
         if concurrency == 1 and args.token_delay > 0:
             waits = sorted([await cancel_latency(*rooms[0]) * 1000 for _ in range(10)])
             print(
@@ -330,6 +333,49 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
             await ws.close()
     for client in (direct_client, hub_client):
         await (client.close() if args.client == "openai" else client.aclose())
+
+
+async def sustained(
+    start_one: Callable[[int], Awaitable[Sample]], workers: int, args: argparse.Namespace
+) -> tuple[list[Sample], float]:
+    """``workers`` clients, each starting its next stream when its last one ends (a closed
+    loop: "concurrency N" as LLM serving benchmarks run it). Their first starts are spread
+    over one stream's length, so arrivals are steady; a stream counts if it starts after
+    that ramp, when all ``workers`` streams are in flight, and before ``--seconds`` more.
+    Returns the samples and the seconds during which they were started."""
+    ramp = max(args.tokens * args.token_delay, 0.5)
+    t0 = time.perf_counter()
+    measured_from, measured_to = t0 + ramp, t0 + ramp + args.seconds
+    samples: list[Sample] = []
+
+    async def worker(i: int) -> None:
+        await asyncio.sleep(ramp * i / workers)
+        while (started := time.perf_counter()) < measured_to:
+            sample = await start_one(i)
+            if started >= measured_from:
+                samples.append(sample)
+
+    await asyncio.gather(*(worker(i) for i in range(workers)))
+    return samples, args.seconds
+
+
+def report(
+    concurrency: int, mode: str, results: dict[str, list[Sample]], walls: dict[str, float]
+) -> None:
+    base = statistics.median(s.ttft for s in results["direct"])
+    base_rate = statistics.median(s.rate for s in results["direct"])
+    for path, samples in results.items():
+        ttfts = sorted(s.ttft * 1000 for s in samples)
+        p50 = statistics.median(ttfts)
+        p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
+        rate = statistics.median(s.rate for s in samples)
+        agg = sum(s.tokens for s in samples) / walls[path]
+        added = "" if path == "direct" else f"{p50 - base * 1000:+.2f} ms"
+        print(
+            f"{concurrency:>5} {mode:<9} {path:<9} {len(samples):>7} {p50:>7.2f}ms "
+            f"{p95:>7.2f}ms {added:>10} {rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f}",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -348,6 +394,16 @@ def main() -> None:
         choices=("raw", "openai"),
         default="raw",
         help="load generator for direct and /v1: httpx + msgspec, or the openai client",
+    )
+    parser.add_argument(
+        "--arrivals",
+        type=lambda v: v.split(","),
+        default=["sustained", "burst"],
+        help="above 1 stream: 'sustained' (a closed loop of N clients, N streams always in "
+        "flight) and/or 'burst' (N streams started at the same instant)",
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=8.0, help="sustained: seconds of measured starts"
     )
     parser.add_argument("--database-url", help="PostgreSQL URL for the hub (default SQLite)")
     asyncio.run(run(parser.parse_args()))
