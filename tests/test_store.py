@@ -154,3 +154,27 @@ async def test_migrations_are_idempotent(store):
     await store.migrate()
     await store.create_room("after", created_by="alice")
     assert await store.get_room("after") is not None
+
+
+async def test_sqlite_statements_outside_transactions_share_a_few_connections(tmp_path):
+    """Reads run on a few persistent connections, not one new connection (and thread) each;
+    a failing statement leaves its connection usable, and reads see committed writes."""
+    from hub.store.engines import STATEMENT_CONNECTIONS
+
+    store = await Store.open(f"sqlite:///{tmp_path}/store.sqlite3")
+    try:
+        await store.create_room("lobby", created_by="alice")
+        engine = store.engine
+        for round_ in range(3):
+            await store.append_message("lobby", ALICE, f"m{round_}")
+            rooms = await asyncio.gather(*[store.get_room("lobby") for _ in range(40)])
+            assert {r.last_offset for r in rooms} == {round_ + 1}
+        assert 1 <= len(engine._statement_connections) <= STATEMENT_CONNECTIONS
+        with pytest.raises(Exception, match="no such table"):
+            await engine._run_in_new_connection("SELECT * FROM missing_table")
+        history = await asyncio.gather(*[store.messages_after("lobby", 0, 10) for _ in range(8)])
+        assert all([m.text for m in h] == ["m0", "m1", "m2"] for h in history)
+        assert len(engine._statement_connections) <= STATEMENT_CONNECTIONS
+    finally:
+        await store.close()
+    assert engine._statement_connections == []

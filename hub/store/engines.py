@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory
+
+STATEMENT_CONNECTIONS = 4
+"""Persistent connections for statements outside transactions (reads, mostly)."""
 
 
 class EmbeddedSQLiteEngine(SQLiteEngine):
@@ -28,6 +32,9 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         self._keeper: sqlite3.Connection | None = None
         self._shared: aiosqlite.Connection | None = None
         self._lease_lock: asyncio.Lock | None = None
+        self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
+        self._statement_connections: list[aiosqlite.Connection] = []
+        self._opened = 0
 
     def hold_open(self) -> None:
         """Keep one connection open for the engine's lifetime.
@@ -57,13 +64,55 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         await self._lease_lock.acquire()
         try:
             if self._shared is None:
-                self._shared = await self._open_shared()
+                self._shared = await self._open()
             return _Lease(self._shared, self._lease_lock)
         except BaseException:
             self._lease_lock.release()
             raise
 
-    async def _open_shared(self) -> aiosqlite.Connection:
+    async def _run_in_new_connection(
+        self,
+        query: str,
+        args: list[Any] | None = None,
+        query_type: str = "generic",
+        table: Any = None,
+    ) -> Any:
+        """A statement outside a transaction, on one of a few persistent connections.
+
+        Piccolo opens a connection, and with it a thread, for every such statement (reads
+        mostly): ~1 ms each, and thread churn under load. WAL lets these connections read
+        side by side while the transaction connection writes.
+        """
+        connection = await self._statement_connection()
+        try:
+            response = await self._run_in_existing_connection(
+                connection, query, args, query_type, table
+            )
+            await connection.commit()
+            return response
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await connection.rollback()
+            raise
+        finally:
+            if self._idle is not None:  # None once the engine is closed
+                self._idle.put_nowait(connection)
+
+    async def _statement_connection(self) -> aiosqlite.Connection:
+        if self._idle is None:
+            self._idle = asyncio.Queue()
+        if self._idle.empty() and self._opened < STATEMENT_CONNECTIONS:
+            self._opened += 1  # counted before the await: concurrent callers see the slot taken
+            try:
+                connection = await self._open()
+            except BaseException:
+                self._opened -= 1
+                raise
+            self._statement_connections.append(connection)
+            return connection
+        return await self._idle.get()
+
+    async def _open(self) -> aiosqlite.Connection:
         """Piccolo's connection setup, on a daemon thread: an unclosed store must not keep the
         interpreter from exiting."""
         pending = aiosqlite.connect(**self.connection_kwargs)
@@ -80,6 +129,11 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         if self._shared is not None:
             await self._shared.close()
             self._shared = None
+        for connection in self._statement_connections:
+            await connection.close()
+        self._statement_connections.clear()
+        self._opened = 0
+        self._idle = None
         self.release()
 
 
