@@ -266,7 +266,7 @@ async def run(args: argparse.Namespace) -> None:
     data_dir = tempfile.mkdtemp(prefix="lydian-stream-bench-")
     hub, hub_url = await start_hub(fake_url, data_dir, args.database_url)
     try:
-        await measure(args, fake_url, hub_url)
+        await measure(args, fake_url, hub_url, hub.pid)
     finally:
         for proc in (hub, fake):
             proc.terminate()
@@ -274,7 +274,7 @@ async def run(args: argparse.Namespace) -> None:
                 proc.wait(10)
 
 
-async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None:
+async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid: int) -> None:
     if args.client == "openai":
         direct_client: Any = openai.AsyncOpenAI(
             base_url=fake_url, api_key="x", max_retries=0, timeout=60
@@ -293,7 +293,8 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
     )
     header = (
         f"{'conc':>5} {'arrivals':<9} {'path':<9} {'streams':>7} {'ttft p50':>9} {'ttft p95':>9} "
-        f"{'added p50':>10} {'tok/s p50':>10} {'vs direct':>9} {'agg tok/s':>10}"
+        f"{'added p50':>10} {'tok/s p50':>10} {'vs direct':>9} {'agg tok/s':>10} "
+        f"{'hub CPU/str':>12}"
     )
     print(header)
     print("-" * len(header))
@@ -311,18 +312,23 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
         for mode in modes:
             results: dict[str, list[Sample]] = {k: [] for k in paths}
             walls: dict[str, float] = dict.fromkeys(paths, 0.0)
+            hub_cpu: dict[str, list[float]] = {k: [0.0, 0] for k in paths}  # seconds, streams
             rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
             for _ in range(rounds):
                 for path, start_one in paths.items():
+                    cpu0 = cpu_seconds(hub_pid)
                     if mode == "burst":
                         t0 = time.perf_counter()
                         samples = await asyncio.gather(*(start_one(i) for i in range(concurrency)))
                         walls[path] += time.perf_counter() - t0
+                        started = len(samples)
                     else:
-                        samples, wall = await sustained(start_one, concurrency, args)
+                        samples, wall, started = await sustained(start_one, concurrency, args)
                         walls[path] += wall
+                    hub_cpu[path][0] += cpu_seconds(hub_pid) - cpu0
+                    hub_cpu[path][1] += started
                     results[path].extend(samples)
-            report(concurrency, mode, results, walls)
+            report(concurrency, mode, results, walls, hub_cpu)
         if concurrency == 1 and args.token_delay > 0:
             waits = sorted([await cancel_latency(*rooms[0]) * 1000 for _ in range(10)])
             print(
@@ -337,30 +343,47 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str) -> None
 
 async def sustained(
     start_one: Callable[[int], Awaitable[Sample]], workers: int, args: argparse.Namespace
-) -> tuple[list[Sample], float]:
+) -> tuple[list[Sample], float, int]:
     """``workers`` clients, each starting its next stream when its last one ends (a closed
     loop: "concurrency N" as LLM serving benchmarks run it). Their first starts are spread
     over one stream's length, so arrivals are steady; a stream counts if it starts after
     that ramp, when all ``workers`` streams are in flight, and before ``--seconds`` more.
-    Returns the samples and the seconds during which they were started."""
+    Returns the samples, the seconds during which they were started and how many streams
+    ran in all (ramp and tail included)."""
     ramp = max(args.tokens * args.token_delay, 0.5)
     t0 = time.perf_counter()
     measured_from, measured_to = t0 + ramp, t0 + ramp + args.seconds
     samples: list[Sample] = []
+    ran = 0
 
     async def worker(i: int) -> None:
+        nonlocal ran
         await asyncio.sleep(ramp * i / workers)
         while (started := time.perf_counter()) < measured_to:
             sample = await start_one(i)
+            ran += 1
             if started >= measured_from:
                 samples.append(sample)
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
-    return samples, args.seconds
+    return samples, args.seconds, ran
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def report(
-    concurrency: int, mode: str, results: dict[str, list[Sample]], walls: dict[str, float]
+    concurrency: int,
+    mode: str,
+    results: dict[str, list[Sample]],
+    walls: dict[str, float],
+    hub_cpu: dict[str, list[float]],
 ) -> None:
     base = statistics.median(s.ttft for s in results["direct"])
     base_rate = statistics.median(s.rate for s in results["direct"])
@@ -371,9 +394,12 @@ def report(
         rate = statistics.median(s.rate for s in samples)
         agg = sum(s.tokens for s in samples) / walls[path]
         added = "" if path == "direct" else f"{p50 - base * 1000:+.2f} ms"
+        seconds, streams = hub_cpu[path]
+        cpu = "" if path == "direct" else f"{seconds / max(streams, 1) * 1000:.2f} ms"
         print(
             f"{concurrency:>5} {mode:<9} {path:<9} {len(samples):>7} {p50:>7.2f}ms "
-            f"{p95:>7.2f}ms {added:>10} {rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f}",
+            f"{p95:>7.2f}ms {added:>10} {rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f} "
+            f"{cpu:>12}",
             flush=True,
         )
 
