@@ -175,6 +175,10 @@ async def test_sqlite_statements_outside_transactions_share_a_few_connections(tm
         history = await asyncio.gather(*[store.messages_after("lobby", 0, 10) for _ in range(8)])
         assert all([m.text for m in h] == ["m0", "m1", "m2"] for h in history)
         assert len(engine._statement_connections) <= STATEMENT_CONNECTIONS
+        # foreign keys are on for every connection, set once when it opens
+        assert await engine.run_ddl("PRAGMA foreign_keys") == [{"foreign_keys": 1}]
+        async with engine.transaction():
+            assert await engine.run_ddl("PRAGMA foreign_keys") == [{"foreign_keys": 1}]
     finally:
         await store.close()
     assert engine._statement_connections == []

@@ -98,6 +98,24 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
             if self._idle is not None:  # None once the engine is closed
                 self._idle.put_nowait(connection)
 
+    async def _run_in_existing_connection(
+        self,
+        connection: Any,
+        query: str,
+        args: list[Any] | None = None,
+        query_type: str = "generic",
+        table: Any = None,
+    ) -> Any:
+        """Piccolo's, less its ``PRAGMA foreign_keys = 1`` before every statement (one more
+        trip to the connection's thread each time): this engine's connections set it once
+        when they open, and inside a transaction the pragma does nothing anyway."""
+        if query_type == "insert" and self.get_version_sync() < 3.35:  # no RETURNING there
+            return await super()._run_in_existing_connection(
+                connection, query, args, query_type, table
+            )
+        async with connection.execute(query, args or []) as cursor:
+            return await cursor.fetchall()
+
     async def _statement_connection(self) -> aiosqlite.Connection:
         if self._idle is None:
             self._idle = asyncio.Queue()
