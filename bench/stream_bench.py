@@ -11,16 +11,23 @@ side in the same run, interleaved round by round:
 - ``direct``: a client streaming from the fake server (the baseline);
 - ``hub /v1``: the same client streaming from the hub's OpenAI-compatible API;
 
-  the client is plain httpx with msgspec decoding (``--client raw``, the default: light
-  enough that 100 streams measure the servers rather than the load generator) or the
-  ``openai`` library (``--client openai``, ~0.4 ms of pydantic per chunk);
+  the client is aiohttp with msgspec decoding (``--client raw``, the default: light enough
+  that 100 streams measure the servers rather than the load generator) or the ``openai``
+  library (``--client openai``, ~0.4 ms of pydantic per chunk);
 - ``hub room``: a WebSocket client asks ``@assistant`` in a room (one room per stream) and
   reads ``stream_delta`` frames; this path also persists the question and the answer.
 
+Above one stream, ``--arrivals`` runs the streams two ways: ``sustained`` keeps N streams
+in flight (N clients in a closed loop, each starting its next stream when the last ends,
+as LLM serving benchmarks run "concurrency N") and measures streams started while all N
+run; ``burst`` starts N streams at the same instant, so it also measures the queue of N
+requests arriving together.
+
 Time to first token is from the request (the ``send`` frame) to the first content; tokens/s
-is per stream, after the first token; "agg tok/s" is all tokens over the round's wall time;
-"vs direct" is the per-stream tokens/s relative to ``direct``.
-Target: under 5 ms added to the first token (``direct`` → ``hub /v1``).
+is per stream, after the first token; "agg tok/s" is all tokens over the measured wall time;
+"vs direct" is the per-stream tokens/s relative to ``direct``; "hub CPU" is the hub
+process's CPU time over the phase's wall time (100 % = one core).
+Target: under 5 ms added to the first token (``direct`` → ``hub /v1``, ``hub room``).
 
 The default paces the fake model at 10 ms per token (100 tokens/s, a fast hosted model);
 ``--token-delay 0`` measures flat-out throughput instead, where the load generator, the
@@ -294,7 +301,7 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
     header = (
         f"{'conc':>5} {'arrivals':<9} {'path':<9} {'streams':>7} {'ttft p50':>9} {'ttft p95':>9} "
         f"{'added p50':>10} {'tok/s p50':>10} {'vs direct':>9} {'agg tok/s':>10} "
-        f"{'hub CPU/str':>12}"
+        f"{'hub CPU':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -312,21 +319,19 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
         for mode in modes:
             results: dict[str, list[Sample]] = {k: [] for k in paths}
             walls: dict[str, float] = dict.fromkeys(paths, 0.0)
-            hub_cpu: dict[str, list[float]] = {k: [0.0, 0] for k in paths}  # seconds, streams
+            hub_cpu: dict[str, list[float]] = {k: [0.0, 0.0] for k in paths}  # CPU s, wall s
             rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
             for _ in range(rounds):
                 for path, start_one in paths.items():
-                    cpu0 = cpu_seconds(hub_pid)
+                    cpu0, t0 = cpu_seconds(hub_pid), time.perf_counter()
                     if mode == "burst":
-                        t0 = time.perf_counter()
                         samples = await asyncio.gather(*(start_one(i) for i in range(concurrency)))
                         walls[path] += time.perf_counter() - t0
-                        started = len(samples)
                     else:
-                        samples, wall, started = await sustained(start_one, concurrency, args)
+                        samples, wall = await sustained(start_one, concurrency, args)
                         walls[path] += wall
                     hub_cpu[path][0] += cpu_seconds(hub_pid) - cpu0
-                    hub_cpu[path][1] += started
+                    hub_cpu[path][1] += time.perf_counter() - t0
                     results[path].extend(samples)
             report(concurrency, mode, results, walls, hub_cpu)
         if concurrency == 1 and args.token_delay > 0:
@@ -343,30 +348,26 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
 
 async def sustained(
     start_one: Callable[[int], Awaitable[Sample]], workers: int, args: argparse.Namespace
-) -> tuple[list[Sample], float, int]:
+) -> tuple[list[Sample], float]:
     """``workers`` clients, each starting its next stream when its last one ends (a closed
     loop: "concurrency N" as LLM serving benchmarks run it). Their first starts are spread
     over one stream's length, so arrivals are steady; a stream counts if it starts after
     that ramp, when all ``workers`` streams are in flight, and before ``--seconds`` more.
-    Returns the samples, the seconds during which they were started and how many streams
-    ran in all (ramp and tail included)."""
+    Returns the samples and the seconds during which they were started."""
     ramp = max(args.tokens * args.token_delay, 0.5)
     t0 = time.perf_counter()
     measured_from, measured_to = t0 + ramp, t0 + ramp + args.seconds
     samples: list[Sample] = []
-    ran = 0
 
     async def worker(i: int) -> None:
-        nonlocal ran
         await asyncio.sleep(ramp * i / workers)
         while (started := time.perf_counter()) < measured_to:
             sample = await start_one(i)
-            ran += 1
             if started >= measured_from:
                 samples.append(sample)
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
-    return samples, args.seconds, ran
+    return samples, args.seconds
 
 
 def cpu_seconds(pid: int) -> float:
@@ -394,12 +395,12 @@ def report(
         rate = statistics.median(s.rate for s in samples)
         agg = sum(s.tokens for s in samples) / walls[path]
         added = "" if path == "direct" else f"{p50 - base * 1000:+.2f} ms"
-        seconds, streams = hub_cpu[path]
-        cpu = "" if path == "direct" else f"{seconds / max(streams, 1) * 1000:.2f} ms"
+        cpu_s, wall_s = hub_cpu[path]
+        cpu = "" if path == "direct" else f"{cpu_s / wall_s * 100:.0f} %"
         print(
             f"{concurrency:>5} {mode:<9} {path:<9} {len(samples):>7} {p50:>7.2f}ms "
             f"{p95:>7.2f}ms {added:>10} {rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f} "
-            f"{cpu:>12}",
+            f"{cpu:>8}",
             flush=True,
         )
 
