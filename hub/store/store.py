@@ -297,10 +297,6 @@ class Store:
         Returns ``(message, duplicate)``: a resend with the same ``client_id`` by the same
         author returns the stored message and ``True`` instead of storing it twice.
         """
-        if client_id is not None:
-            existing = await self._by_client_id(room_id, author.id, client_id)
-            if existing is not None:
-                return existing, True
         meta_out = dict(meta or {})
         if attachments:
             meta_out["attachments"] = msgspec.to_builtins(attachments)
@@ -336,7 +332,10 @@ class Store:
         except UnknownRoom:
             raise
         except Exception:
-            if client_id is not None:  # lost a race with the same resend: return the winner
+            # A resend: the unique index on (room, author, client id) refused the row and the
+            # transaction rolled back, offset included. Return the stored message. (No lookup
+            # before the write: resends are rare, and every message would pay for it.)
+            if client_id is not None:
                 existing = await self._by_client_id(room_id, author.id, client_id)
                 if existing is not None:
                     return existing, True
