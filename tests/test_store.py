@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 
 import asyncpg
@@ -175,6 +176,13 @@ async def test_sqlite_statements_outside_transactions_share_a_few_connections(tm
         history = await asyncio.gather(*[store.messages_after("lobby", 0, 10) for _ in range(8)])
         assert all([m.text for m in h] == ["m0", "m1", "m2"] for h in history)
         assert len(engine._statement_connections) <= STATEMENT_CONNECTIONS
+        # a write outside a transaction is committed: another connection sees it
+        await engine._run_in_new_connection(
+            "UPDATE lydian_room SET topic = ? WHERE slug = ?", ["fresh", "lobby"]
+        )
+        with sqlite3.connect(tmp_path / "store.sqlite3") as other:
+            row = other.execute("SELECT topic FROM lydian_room WHERE slug = 'lobby'").fetchone()
+        assert row == ("fresh",)
         # foreign keys are on for every connection, set once when it opens
         assert await engine.run_ddl("PRAGMA foreign_keys") == [{"foreign_keys": 1}]
         async with engine.transaction():

@@ -88,7 +88,8 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
             response = await self._run_in_existing_connection(
                 connection, query, args, query_type, table
             )
-            await connection.commit()
+            if connection.in_transaction:  # a write; a read opened none
+                await connection.commit()
             return response
         except BaseException:
             with contextlib.suppress(Exception):
@@ -106,15 +107,15 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         query_type: str = "generic",
         table: Any = None,
     ) -> Any:
-        """Piccolo's, less its ``PRAGMA foreign_keys = 1`` before every statement (one more
-        trip to the connection's thread each time): this engine's connections set it once
-        when they open, and inside a transaction the pragma does nothing anyway."""
+        """Piccolo's, in one trip to the connection's thread instead of four: no ``PRAGMA
+        foreign_keys = 1`` before every statement (this engine's connections set it once when
+        they open; inside a transaction it does nothing anyway), and execute, fetch and close
+        together. Each trip waits for its turn on a busy event loop."""
         if query_type == "insert" and self.get_version_sync() < 3.35:  # no RETURNING there
             return await super()._run_in_existing_connection(
                 connection, query, args, query_type, table
             )
-        async with connection.execute(query, args or []) as cursor:
-            return await cursor.fetchall()
+        return await connection.execute_fetchall(query, args or [])
 
     async def _statement_connection(self) -> aiosqlite.Connection:
         if self._idle is None:
