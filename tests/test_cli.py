@@ -50,19 +50,30 @@ async def _wait_up(url: str, proc: subprocess.Popen, seconds: float = 30) -> Non
     raise AssertionError("hub did not come up")
 
 
-async def test_serve_with_no_configuration_serves_schema_and_websocket(tmp_path):
+async def _serve(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """``lydian serve`` on a free port, output captured; returns once it answers."""
     port = free_port()
     proc = subprocess.Popen(
         ["lydian", "serve", "--port", str(port)],
         cwd=tmp_path,
-        env=CLEAN_ENV,
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
+        await _wait_up(f"http://127.0.0.1:{port}", proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc, port
+
+
+async def test_serve_with_no_configuration_serves_schema_and_websocket(tmp_path):
+    proc, port = await _serve(tmp_path, CLEAN_ENV)
+    try:
         url = f"http://127.0.0.1:{port}"
-        await _wait_up(url, proc)
         async with httpx.AsyncClient() as http:
             schema = await http.get(f"{url}/schema/openapi.json")
             assert schema.status_code == 200 and schema.json()["info"]["title"] == "Lydian hub"
@@ -85,7 +96,6 @@ async def test_serve_with_no_configuration_serves_schema_and_websocket(tmp_path)
 async def test_serve_logs_at_the_configured_level(tmp_path, level):
     """``LYDIAN_LOG_LEVEL`` decides what the hub writes: a finished stream is an info line;
     the HTTP client's own line per upstream request is left out at every level."""
-    port = free_port()
     async with FakeOpenAI(Script(tokens=["a ", "b"])) as fake:
         env = {
             **CLEAN_ENV,
@@ -93,17 +103,9 @@ async def test_serve_logs_at_the_configured_level(tmp_path, level):
             "LYDIAN_SECRET": "s" * 40,
             "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": fake.base_url,
         }
-        proc = subprocess.Popen(
-            ["lydian", "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc, port = await _serve(tmp_path, env)
         try:
             url = f"http://127.0.0.1:{port}"
-            await _wait_up(url, proc)
             token = _lydian("token", "alice", cwd=tmp_path, env=env).stdout.strip()
             body = {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
             async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
