@@ -80,7 +80,7 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         """A statement outside a transaction, on one of a few persistent connections.
 
         Piccolo opens a connection, and with it a thread, for every such statement (reads
-        mostly): ~1 ms each, and thread churn under load. WAL lets these connections read
+        mostly): 0.86 ms a read against 0.04 ms here (bench/store_bench.py). WAL lets these connections read
         side by side while the transaction connection writes.
         """
         connection = await self._statement_connection()
