@@ -80,8 +80,8 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         """A statement outside a transaction, on one of a few persistent connections.
 
         Piccolo opens a connection, and with it a thread, for every such statement (reads
-        mostly): 0.86 ms a read against 0.04 ms here (bench/store_bench.py). WAL lets these connections read
-        side by side while the transaction connection writes.
+        mostly): 0.86 ms a read against 0.04 ms here (``bench/store_bench.py``). WAL lets
+        these connections read side by side while the transaction connection writes.
         """
         connection = await self._statement_connection()
         try:
