@@ -176,7 +176,7 @@ async def test_sqlite_statements_outside_transactions_share_a_few_connections(tm
         history = await asyncio.gather(*[store.messages_after("lobby", 0, 10) for _ in range(8)])
         assert all([m.text for m in h] == ["m0", "m1", "m2"] for h in history)
         assert len(engine._statement_connections) <= STATEMENT_CONNECTIONS
-        # a write outside a transaction is committed: another connection sees it
+        # a write outside a transaction commits by itself: another connection sees it
         await engine._run_in_new_connection(
             "UPDATE lydian_room SET topic = ? WHERE slug = ?", ["fresh", "lobby"]
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -84,17 +83,10 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         these connections read side by side while the transaction connection writes.
         """
         connection = await self._statement_connection()
-        try:
-            response = await self._run_in_existing_connection(
+        try:  # autocommit connections (isolation_level None): each statement commits itself
+            return await self._run_in_existing_connection(
                 connection, query, args, query_type, table
             )
-            if connection.in_transaction:  # a write; a read opened none
-                await connection.commit()
-            return response
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await connection.rollback()
-            raise
         finally:
             if self._idle is not None:  # None once the engine is closed
                 self._idle.put_nowait(connection)
