@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import uuid
 
 import asyncpg
@@ -190,3 +191,55 @@ async def test_sqlite_statements_outside_transactions_share_a_few_connections(tm
     finally:
         await store.close()
     assert engine._statement_connections == []
+
+
+async def test_appends_and_other_writes_interleave_consistently(store):
+    """Appending (its own statement or writer-thread path) and piccolo's transactions (rooms,
+    members, plugins) run together; a refused append leaves no trace and no gap."""
+    await store.create_room("lobby", created_by="alice")
+    others = [store.add_member("lobby", f"m{i}", f"M{i}") for i in range(10)] + [
+        store.create_room(f"side-{i}", created_by="alice") for i in range(5)
+    ]
+    appends = [store.append_message("lobby", ALICE, f"t{i}") for i in range(30)]
+    refused = [store.append_message("nowhere", ALICE, "x") for _ in range(3)]
+    results = await asyncio.gather(*others, *appends, *refused, return_exceptions=True)
+    assert all(isinstance(r, UnknownRoom) for r in results[-3:])
+    assert not [r for r in results[:-3] if isinstance(r, BaseException)]
+    history = await store.messages_after("lobby", 0, 100)
+    assert [m.offset for m in history] == list(range(1, 31))
+    assert sorted(m.text for m in history) == sorted(f"t{i}" for i in range(30))
+    assert len(await store.members("lobby")) == 10
+    assert [(await store.get_room(f"side-{i}")).id for i in range(5)] == [
+        f"side-{i}" for i in range(5)
+    ]
+
+
+async def test_sqlite_appends_run_on_one_writer_thread_that_close_ends(tmp_path):
+    """A whole append is one call on the engine's writer thread; its commit is durable for
+    other connections at once, a failing call rolls back, and closing the store ends it."""
+    store = await Store.open(f"sqlite:///{tmp_path}/store.sqlite3")
+    engine = store.engine
+    await store.create_room("lobby", created_by="alice")
+    await store.append_message("lobby", ALICE, "first")
+    writer = engine._writer_connection
+    assert writer is not None and writer.in_transaction is False
+    with sqlite3.connect(tmp_path / "store.sqlite3") as other:
+        assert other.execute("SELECT text FROM lydian_message").fetchall() == [("first",)]
+
+    def failing(connection: sqlite3.Connection) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("UPDATE lydian_room SET topic = 'half' WHERE slug = 'lobby'")
+        connection.execute("ROLLBACK")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        await engine.run_on_writer(failing)
+    assert (await store.get_room("lobby")).topic == ""
+    second, _ = await store.append_message("lobby", ALICE, "second")
+    assert second.offset == 2 and engine._writer_connection is writer
+    thread_names = {t.name for t in threading.enumerate()}
+    assert any(name.startswith("lydian-sqlite-writer") for name in thread_names)
+    await store.close()
+    assert engine._writer is None and engine._writer_connection is None
+    with pytest.raises(sqlite3.ProgrammingError):
+        writer.execute("SELECT 1")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 from piccolo.apps.migrations.tables import Migration
@@ -15,6 +17,8 @@ from piccolo.engine.sqlite import SQLiteEngine, dict_factory
 
 STATEMENT_CONNECTIONS = 4
 """Persistent connections for statements outside transactions (reads, mostly)."""
+
+T = TypeVar("T")
 
 
 class EmbeddedSQLiteEngine(SQLiteEngine):
@@ -34,6 +38,8 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         self._idle: asyncio.Queue[aiosqlite.Connection] | None = None
         self._statement_connections: list[aiosqlite.Connection] = []
         self._opened = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._writer_connection: sqlite3.Connection | None = None
 
     def hold_open(self) -> None:
         """Keep one connection open for the engine's lifetime.
@@ -123,6 +129,31 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
             return connection
         return await self._idle.get()
 
+    async def run_on_writer(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work(connection)`` on the engine's writer thread: a whole transaction in one
+        trip to a thread, where piccolo's takes one trip per statement (begin, each statement,
+        commit), each waiting for its turn on a busy event loop. ``work`` begins and ends its
+        own transaction (the connection autocommits otherwise). Callers serialize writes
+        (``Store`` holds its write lock), as for piccolo's transactions on this engine."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="lydian-sqlite-writer")
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self._on_writer, work)
+
+    def _on_writer(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._writer_connection is None:
+            connection = sqlite3.connect(
+                self.path, timeout=self.connection_kwargs.get("timeout", 5.0), isolation_level=None
+            )
+            connection.execute("PRAGMA foreign_keys = 1")
+            connection.execute(f"PRAGMA synchronous = {self.synchronous}")
+            self._writer_connection = connection
+        return work(self._writer_connection)
+
+    def _close_writer(self) -> None:
+        if self._writer_connection is not None:
+            self._writer_connection.close()
+            self._writer_connection = None
+
     async def _open(self) -> aiosqlite.Connection:
         """Piccolo's connection setup, on a daemon thread: an unclosed store must not keep the
         interpreter from exiting."""
@@ -145,6 +176,10 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         self._statement_connections.clear()
         self._opened = 0
         self._idle = None
+        if self._writer is not None:
+            await asyncio.get_running_loop().run_in_executor(self._writer, self._close_writer)
+            self._writer.shutdown()
+            self._writer = None
         self.release()
 
 

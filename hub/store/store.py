@@ -3,6 +3,8 @@
 The database assigns offsets: appending a message increments ``Room.last_seq`` and inserts
 the message in one transaction, so the room row's lock orders concurrent writers, also
 across replicas sharing PostgreSQL. Nothing is broadcast before it is committed here.
+Appending is the hot write, so it is one statement on PostgreSQL and one trip to the
+writer thread on SQLite (``bench/store_bench.py``); everything else goes through piccolo.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import fcntl
 import logging
 import os
 import secrets
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -304,31 +308,24 @@ class Store:
             meta_out["avatar"] = author.avatar
         now = datetime.now(UTC)
         msg_id = str(uuid.uuid4())
+        row = {
+            "room": room_id,
+            "msg_id": msg_id,
+            "client_id": client_id,
+            "author_id": author.id,
+            "author_name": author.name,
+            "kind": kind,
+            "text": text,
+            "reply_to": reply_to,
+            "meta": msgspec.json.encode(meta_out).decode(),
+            "created_at": now,
+        }
         try:
-            async with self._write():
-                rows = (
-                    await Room.update({Room.last_seq: Room.last_seq + 1}, force=True)
-                    .where(Room.slug == room_id)
-                    .returning(Room.last_seq)
-                )
-                if not rows:
-                    raise UnknownRoom(room_id)
-                seq = rows[0]["last_seq"]
-                await Message.insert(
-                    Message(
-                        room=room_id,
-                        seq=seq,
-                        msg_id=msg_id,
-                        client_id=client_id,
-                        author_id=author.id,
-                        author_name=author.name,
-                        kind=kind,
-                        text=text,
-                        reply_to=reply_to,
-                        meta=msgspec.json.encode(meta_out).decode(),
-                        created_at=now,
-                    )
-                )
+            if isinstance(self.engine, EmbeddedSQLiteEngine):
+                async with self._write_lock:
+                    seq = await self.engine.run_on_writer(partial(_append_sqlite, row))
+            else:
+                seq = await _append_postgres(row)
         except UnknownRoom:
             raise
         except Exception:
@@ -430,6 +427,51 @@ class Store:
         for row in await query:
             out.setdefault(row["room"], {})[row["plugin"]] = bool(row["enabled"])
         return out
+
+
+_MESSAGE_COLUMNS = (  # the order of ``_APPEND_SQL``'s and ``_APPEND_POSTGRES_SQL``'s values
+    "room, seq, msg_id, client_id, author_id, author_name, kind, text, reply_to, meta, created_at"
+)
+_APPEND_SQL = (
+    f"INSERT INTO {Message._meta.tablename} ({_MESSAGE_COLUMNS}) VALUES (:room, :seq, :msg_id, "
+    ":client_id, :author_id, :author_name, :kind, :text, :reply_to, :meta, :created_at)"
+)
+_NEXT_SEQ_SQL = f"UPDATE {Room._meta.tablename} SET last_seq = last_seq + 1 WHERE slug = ?"
+_LAST_SEQ_SQL = f"SELECT last_seq FROM {Room._meta.tablename} WHERE slug = ?"
+
+
+def _append_sqlite(row: dict[str, Any], connection: sqlite3.Connection) -> int:
+    """The room's next offset and the message row, one transaction on the writer thread."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if connection.execute(_NEXT_SEQ_SQL, (row["room"],)).rowcount == 0:
+            raise UnknownRoom(row["room"])
+        (seq,) = connection.execute(_LAST_SEQ_SQL, (row["room"],)).fetchone()
+        connection.execute(_APPEND_SQL, {**row, "seq": seq})
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return seq
+
+
+_APPEND_POSTGRES_SQL = (
+    f"WITH next AS (UPDATE {Room._meta.tablename} SET last_seq = last_seq + 1 WHERE slug = {{}} "
+    f"RETURNING last_seq) INSERT INTO {Message._meta.tablename} ({_MESSAGE_COLUMNS}) "
+    "SELECT {}, last_seq, {}, {}, {}, {}, {}, {}, {}, {}::json, {}::timestamptz FROM next "
+    "RETURNING seq"
+)
+
+
+async def _append_postgres(row: dict[str, Any]) -> int:
+    """The room's next offset and the message row in one statement: one round trip, and the
+    room row stays locked for that statement only (not across a transaction's four)."""
+    room = row["room"]
+    values = [row[column] for column in _MESSAGE_COLUMNS.split(", ") if column != "seq"]
+    rows = await Message.raw(_APPEND_POSTGRES_SQL, room, *values)
+    if not rows:
+        raise UnknownRoom(room)
+    return rows[0]["seq"]
 
 
 def _lock_file(path: str) -> int:
