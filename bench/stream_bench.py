@@ -26,7 +26,8 @@ requests arriving together.
 Time to first token is from the request (the ``send`` frame) to the first content; tokens/s
 is per stream, after the first token; "agg tok/s" is all tokens over the measured wall time;
 "vs direct" is the per-stream tokens/s relative to ``direct``; "hub CPU" is the hub
-process's CPU time over the phase's wall time (100 % = one core).
+process's CPU time over the phase's wall time (100 % = one core), and "CPU/stream" that
+CPU time over every stream the phase ran (``--tokens 2`` shows the cost of setting one up).
 Target: under 5 ms added to the first token (``direct`` → ``hub /v1``, ``hub room``).
 
 The default paces the fake model at 10 ms per token (100 tokens/s, a fast hosted model);
@@ -301,7 +302,7 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
     header = (
         f"{'conc':>5} {'arrivals':<9} {'path':<9} {'streams':>7} {'ttft p50':>9} {'ttft p95':>9} "
         f"{'added p50':>10} {'tok/s p50':>10} {'vs direct':>9} {'agg tok/s':>10} "
-        f"{'hub CPU':>8}"
+        f"{'hub CPU':>8} {'CPU/stream':>10}"
     )
     print(header)
     print("-" * len(header))
@@ -312,6 +313,7 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
             "hub /v1": lambda _: one(hub_client, "assistant"),
             "hub room": lambda i, rooms=rooms: room_stream(*rooms[i]),
         }
+        paths = {k: v for k, v in paths.items() if k in args.paths}
         for _ in range(2):  # warm up: connections, plugin paths, JIT-less caches
             for start_one in paths.values():
                 await start_one(0)
@@ -319,7 +321,7 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
         for mode in modes:
             results: dict[str, list[Sample]] = {k: [] for k in paths}
             walls: dict[str, float] = dict.fromkeys(paths, 0.0)
-            hub_cpu: dict[str, list[float]] = {k: [0.0, 0.0] for k in paths}  # CPU s, wall s
+            hub_cpu: dict[str, list[float]] = {k: [0.0, 0.0, 0] for k in paths}  # CPU, wall, n
             rounds = args.rounds if concurrency == 1 else max(2, args.rounds // 3)
             for _ in range(rounds):
                 for path, start_one in paths.items():
@@ -327,11 +329,13 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
                     if mode == "burst":
                         samples = await asyncio.gather(*(start_one(i) for i in range(concurrency)))
                         walls[path] += time.perf_counter() - t0
+                        ran = concurrency
                     else:
-                        samples, wall = await sustained(start_one, concurrency, args)
+                        samples, wall, ran = await sustained(start_one, concurrency, args)
                         walls[path] += wall
                     hub_cpu[path][0] += cpu_seconds(hub_pid) - cpu0
                     hub_cpu[path][1] += time.perf_counter() - t0
+                    hub_cpu[path][2] += ran
                     results[path].extend(samples)
             report(concurrency, mode, results, walls, hub_cpu)
         if concurrency == 1 and args.token_delay > 0:
@@ -348,26 +352,30 @@ async def measure(args: argparse.Namespace, fake_url: str, hub_url: str, hub_pid
 
 async def sustained(
     start_one: Callable[[int], Awaitable[Sample]], workers: int, args: argparse.Namespace
-) -> tuple[list[Sample], float]:
+) -> tuple[list[Sample], float, int]:
     """``workers`` clients, each starting its next stream when its last one ends (a closed
     loop: "concurrency N" as LLM serving benchmarks run it). Their first starts are spread
     over one stream's length, so arrivals are steady; a stream counts if it starts after
     that ramp, when all ``workers`` streams are in flight, and before ``--seconds`` more.
-    Returns the samples and the seconds during which they were started."""
+    Returns the samples, the seconds during which they were started and how many streams
+    ran in all (ramp and tail included)."""
     ramp = max(args.tokens * args.token_delay, 0.5)
     t0 = time.perf_counter()
     measured_from, measured_to = t0 + ramp, t0 + ramp + args.seconds
     samples: list[Sample] = []
+    ran = 0
 
     async def worker(i: int) -> None:
+        nonlocal ran
         await asyncio.sleep(ramp * i / workers)
         while (started := time.perf_counter()) < measured_to:
             sample = await start_one(i)
+            ran += 1
             if started >= measured_from:
                 samples.append(sample)
 
     await asyncio.gather(*(worker(i) for i in range(workers)))
-    return samples, args.seconds
+    return samples, args.seconds, ran
 
 
 def cpu_seconds(pid: int) -> float:
@@ -386,21 +394,26 @@ def report(
     walls: dict[str, float],
     hub_cpu: dict[str, list[float]],
 ) -> None:
-    base = statistics.median(s.ttft for s in results["direct"])
-    base_rate = statistics.median(s.rate for s in results["direct"])
+    direct = results.get("direct")
+    base = statistics.median(s.ttft for s in direct) if direct else None
+    base_rate = statistics.median(s.rate for s in direct) if direct else None
     for path, samples in results.items():
         ttfts = sorted(s.ttft * 1000 for s in samples)
         p50 = statistics.median(ttfts)
         p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
         rate = statistics.median(s.rate for s in samples)
         agg = sum(s.tokens for s in samples) / walls[path]
-        added = "" if path == "direct" else f"{p50 - base * 1000:+.2f} ms"
-        cpu_s, wall_s = hub_cpu[path]
-        cpu = "" if path == "direct" else f"{cpu_s / wall_s * 100:.0f} %"
+        added = "" if path == "direct" or base is None else f"{p50 - base * 1000:+.2f} ms"
+        versus = f"{rate / base_rate:>9.2f}" if base_rate else f"{'':>9}"
+        cpu_s, wall_s, ran = hub_cpu[path]
+        cpu = per_stream = ""
+        if path != "direct":
+            cpu = f"{cpu_s / wall_s * 100:.0f} %"
+            per_stream = f"{cpu_s / ran * 1000:.2f} ms"
         print(
             f"{concurrency:>5} {mode:<9} {path:<9} {len(samples):>7} {p50:>7.2f}ms "
-            f"{p95:>7.2f}ms {added:>10} {rate:>10.0f} {rate / base_rate:>9.2f} {agg:>10.0f} "
-            f"{cpu:>8}",
+            f"{p95:>7.2f}ms {added:>10} {rate:>10.0f} {versus} {agg:>10.0f} "
+            f"{cpu:>8} {per_stream:>10}",
             flush=True,
         )
 
@@ -431,6 +444,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--seconds", type=float, default=8.0, help="sustained: seconds of measured starts"
+    )
+    parser.add_argument(
+        "--paths",
+        type=lambda v: v.split(","),
+        default=["direct", "hub /v1", "hub room"],
+        help="which paths to run (comma-separated; 'direct' is the baseline of 'added')",
     )
     parser.add_argument("--database-url", help="PostgreSQL URL for the hub (default SQLite)")
     asyncio.run(run(parser.parse_args()))
