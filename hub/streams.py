@@ -209,31 +209,35 @@ class Stream:
 
     async def _read(self, pieces: AsyncIterator[str]) -> None:
         iterator = aiter(pieces)
-        loop = asyncio.get_running_loop()
-        limit = self.registry.first_token_timeout
-        idle = self.registry.idle_timeout
+        registry = self.registry
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = _Deadline(task, registry.first_token_timeout)
         try:
             try:
-                async with asyncio.timeout(limit) as deadline:  # one timer, moved per token
-                    async for piece in iterator:
-                        if not isinstance(piece, str):
-                            kind = type(piece).__name__
-                            raise LLMError(BAD_RESPONSE, f"provider yielded {kind}")
-                        if not piece:
-                            continue
-                        if self._first is None:
-                            self._first = time.monotonic()
-                            limit = idle
-                        deadline.reschedule(loop.time() + idle)
-                        self.tokens += 1
-                        self._pending.append(piece)
-                        self._pending_chars += len(piece)
-                        self._wake.set()
-            except TimeoutError:
-                what = "the first token" if self._first is None else "the next token"
-                detail = f"no answer for {limit:g} s (waiting for {what})"
-                raise LLMError(UPSTREAM_TIMEOUT, detail) from None
+                async for piece in iterator:
+                    if not isinstance(piece, str):
+                        kind = type(piece).__name__
+                        raise LLMError(BAD_RESPONSE, f"provider yielded {kind}")
+                    if not piece:
+                        continue
+                    if self._first is None:
+                        self._first = time.monotonic()
+                        deadline.restart(registry.idle_timeout)
+                    else:
+                        deadline.touch()
+                    self.tokens += 1
+                    self._pending.append(piece)
+                    self._pending_chars += len(piece)
+                    self._wake.set()
+            except asyncio.CancelledError:
+                if deadline.expired and task.uncancel() == 0:  # only the deadline cancelled it
+                    what = "the first token" if self._first is None else "the next token"
+                    detail = f"no answer for {deadline.period:g} s (waiting for {what})"
+                    raise LLMError(UPSTREAM_TIMEOUT, detail) from None
+                raise
         finally:
+            deadline.stop()
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 with contextlib.suppress(BaseException):
@@ -344,6 +348,44 @@ class Stream:
     def _resolve(self, message: ChatMessage | None) -> None:
         if not self.done.done():
             self.done.set_result(message)
+
+
+class _Deadline:
+    """Cancels ``task`` once ``period`` seconds pass without a :meth:`touch`.
+
+    Touching only notes the time; the one timer re-arms itself when it finds it fired
+    early. ``asyncio.timeout``'s ``reschedule`` replaces its timer instead, ~2 µs on every
+    token of every stream.
+    """
+
+    def __init__(self, task: asyncio.Task[Any], period: float) -> None:
+        self.task = task
+        self.loop = task.get_loop()
+        self.expired = False
+        self.period = period
+        self.last = self.loop.time()
+        self._timer = self.loop.call_at(self.last + period, self._check)
+
+    def touch(self) -> None:
+        self.last = self.loop.time()
+
+    def restart(self, period: float) -> None:
+        """Count ``period`` from now (a new period may be shorter than the armed one)."""
+        self._timer.cancel()
+        self.period = period
+        self.last = self.loop.time()
+        self._timer = self.loop.call_at(self.last + period, self._check)
+
+    def stop(self) -> None:
+        self._timer.cancel()
+
+    def _check(self) -> None:
+        due = self.last + self.period
+        if self.loop.time() < due:
+            self._timer = self.loop.call_at(due, self._check)
+        else:
+            self.expired = True
+            self.task.cancel()
 
 
 class StreamRegistry:

@@ -55,6 +55,17 @@ class Hanging(Crashing):
             self.closed.set()
 
 
+class Steady(Crashing):
+    """Slow but never silent for long: a token every 0.1 s."""
+
+    name = "steady"
+
+    async def stream(self, request, hub):
+        for i in range(12):
+            await asyncio.sleep(0.1)
+            yield f"t{i} "
+
+
 async def ask(server, provider, question="@assistant hi"):
     server.hub.agents.add_provider(provider)
     await assistant_room(server)
@@ -89,6 +100,19 @@ async def test_a_hanging_provider_times_out_and_is_closed(make_server):
         assert (end["type"], end["code"]) == ("stream_error", "upstream_timeout")
         assert end["message"]["text"] == "waiting "
         await asyncio.wait_for(hanging.closed.wait(), 2)  # its generator was closed
+
+
+async def test_a_slow_steady_provider_is_not_timed_out(make_server):
+    """The idle timeout counts from the last token, not from the first: 1.2 s of tokens
+    0.1 s apart outlive a 0.25 s idle timeout (and a 0.25 s first-token one)."""
+    config = {"assistant": {"provider": "steady"}}
+    async with make_server(
+        plugin_config=config, stream_idle_timeout=0.25, stream_first_token_timeout=0.25
+    ) as server:
+        _, end = await ask(server, Steady())
+        assert end["type"] == "stream_end", end
+        assert end["message"]["text"] == "".join(f"t{i} " for i in range(12))
+        assert end["message"]["meta"]["metrics"]["duration_ms"] > 1100
 
 
 async def test_a_hanging_provider_can_be_cancelled(make_server):
