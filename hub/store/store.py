@@ -449,7 +449,8 @@ def _append_sqlite(row: dict[str, Any], connection: sqlite3.Connection) -> int:
         (seq,) = connection.execute(_LAST_SEQ_SQL, (row["room"],)).fetchone()
         connection.execute(_APPEND_SQL, {**row, "seq": seq})
     except BaseException:
-        connection.execute("ROLLBACK")
+        if connection.in_transaction:  # some errors end the transaction themselves
+            connection.execute("ROLLBACK")
         raise
     connection.execute("COMMIT")
     return seq
@@ -461,14 +462,14 @@ _APPEND_POSTGRES_SQL = (
     "SELECT {}, last_seq, {}, {}, {}, {}, {}, {}, {}, {}::json, {}::timestamptz FROM next "
     "RETURNING seq"
 )
+_POSTGRES_VALUES = [c for c in _MESSAGE_COLUMNS.split(", ") if c != "seq"]
 
 
 async def _append_postgres(row: dict[str, Any]) -> int:
     """The room's next offset and the message row in one statement: one round trip, and the
     room row stays locked for that statement only (not across a transaction's four)."""
     room = row["room"]
-    values = [row[column] for column in _MESSAGE_COLUMNS.split(", ") if column != "seq"]
-    rows = await Message.raw(_APPEND_POSTGRES_SQL, room, *values)
+    rows = await Message.raw(_APPEND_POSTGRES_SQL, room, *(row[c] for c in _POSTGRES_VALUES))
     if not rows:
         raise UnknownRoom(room)
     return rows[0]["seq"]
