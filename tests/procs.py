@@ -17,6 +17,7 @@ import httpx
 from redis.asyncio import Redis
 
 from hub.auth import Identity, issue_token
+from hub.store.store import Store
 from tests.support import TEST_SECRET, Client, free_port
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -106,6 +107,25 @@ async def pg_schema() -> AsyncIterator[str]:
     finally:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def opened_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated store: SQLite in ``tmp_path`` (``kind`` "sqlite") or a private PostgreSQL
+    schema ("postgres"), closed (and the schema dropped) afterwards."""
+    if kind == "sqlite":
+        store = await Store.open(f"sqlite:///{tmp_path}/store.sqlite3")
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    async with pg_schema() as url:
+        store = await Store.open(url, pool_max=4)
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 def cluster_env(database_url: str, redis_url: str = REDIS_URL, **extra: str) -> dict[str, str]:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from tests.fakes.openai_server import FakeOpenAI
+import httpx
+
+from tests.fakes.openai_server import FakeOpenAI, Script
+from tests.procs import HubProcess, cluster, token
 from tests.support import Client, HubServer
 
 STREAM_TYPES = ("stream_start", "stream_delta", "stream_end", "stream_error")
@@ -29,6 +35,26 @@ async def assistant_room(server: HubServer, room: str = "lobby") -> Client:
     )
     assert reply["type"] == "command_result", reply
     return admin
+
+
+@asynccontextmanager
+async def assistant_cluster(
+    tmp_path: Path, script: Script, replicas: int = 2, **env: str
+) -> AsyncIterator[tuple[FakeOpenAI, list[HubProcess]]]:
+    """A fake model playing ``script`` and ``replicas`` hub processes on PostgreSQL and
+    Redis, their provider pointed at it, with room ``ops`` created and the assistant on."""
+    async with FakeOpenAI(script) as fake:
+        provider = {
+            "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": fake.base_url,
+            "LYDIAN_PLUGIN_OPENAI_PROVIDER_MODEL": "fake-model",
+        }
+        async with cluster(tmp_path, replicas, **provider, **env) as procs:
+            headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
+            async with httpx.AsyncClient(base_url=procs[0].http_url, headers=headers) as http:
+                assert (await http.post("/api/rooms", json={"id": "ops"})).status_code == 201
+                resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
+                assert resp.status_code == 200, resp.text
+            yield fake, procs
 
 
 async def collect(client: Client, timeout: float = 10.0) -> dict[str, Any]:

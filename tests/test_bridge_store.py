@@ -4,38 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 
-import asyncpg
 import pytest
 
 from adapters.bridge.outbox import Outbox, PermanentError, RateLimited
 from adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
 from adapters.bridge.tables import bind
-from hub.store.store import Store
-
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+from tests.procs import opened_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def bridge_store(request, tmp_path):
-    if request.param == "sqlite":
-        store = await Store.open(f"sqlite:///{tmp_path}/store.sqlite3")
+    async with opened_store(request.param, tmp_path) as store:
         bind(store.engine)
         yield BridgeStore()
-        await store.close()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_URL)
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        store = await Store.open(PG_URL, server_settings={"search_path": schema}, pool_max=4)
-        bind(store.engine)
-        yield BridgeStore()
-        await store.close()
-    finally:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
 
 
 async def test_links_are_unique_per_room_and_channel(bridge_store):

@@ -179,52 +179,43 @@ async def test_serve_with_workers_shares_one_port_and_rooms(tmp_path):
 
 
 async def test_kill_9_mid_stream_ends_the_answer_everywhere_with_nothing_lost(tmp_path):
-    from tests.fakes.openai_server import FakeOpenAI, Script
-    from tests.stream_support import deltas_seen
+    from tests.fakes.openai_server import Script
+    from tests.stream_support import assistant_cluster, deltas_seen
 
     script = Script(tokens=[f"w{i} " for i in range(500)], token_delay=0.02)
-    async with FakeOpenAI(script) as fake:
-        env = {
-            "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": fake.base_url,
-            "LYDIAN_PLUGIN_OPENAI_PROVIDER_MODEL": "fake-model",
-            "LYDIAN_STREAM_IDLE_TIMEOUT": "1",
-        }
-        async with cluster(tmp_path, 2, **env) as (doomed, survivor):
-            headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
-            async with httpx.AsyncClient(base_url=survivor.http_url, headers=headers) as http:
-                assert (await http.post("/api/rooms", json={"id": "ops"})).status_code == 201
-                resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
-                assert resp.status_code == 200
-            alice = await doomed.client("alice")  # the stream will run on her replica
-            bob = await survivor.client("bob")
-            await alice.join("ops")
-            await bob.join("ops")
-            await alice.say("ops", "@assistant talk for a while", "q")
-            question = (await alice.expect("message"))["message"]
-            seen = await deltas_seen(bob, 5)
-            stream_id = seen[0]["stream_id"]
+    replicas = assistant_cluster(tmp_path, script, LYDIAN_STREAM_IDLE_TIMEOUT="1")
+    async with replicas as (_, (doomed, survivor)):
+        headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
+        alice = await doomed.client("alice")  # the stream will run on her replica
+        bob = await survivor.client("bob")
+        await alice.join("ops")
+        await bob.join("ops")
+        await alice.say("ops", "@assistant talk for a while", "q")
+        question = (await alice.expect("message"))["message"]
+        seen = await deltas_seen(bob, 5)
+        stream_id = seen[0]["stream_id"]
 
-            doomed.kill()  # mid-answer: no stream_end will ever come from its owner
-            alice = await survivor.client("alice")
-            await alice.join("ops", since=question["offset"])
+        doomed.kill()  # mid-answer: no stream_end will ever come from its owner
+        alice = await survivor.client("alice")
+        await alice.join("ops", since=question["offset"])
 
-            def lost(f: dict) -> bool:
-                return f["type"] == "stream_error" and f["stream_id"] == stream_id
+        def lost(f: dict) -> bool:
+            return f["type"] == "stream_error" and f["stream_id"] == stream_id
 
-            skip = ("ping", "presence", "typing", "message", "stream_start", "stream_delta")
-            ends = [await c.expect(lost, timeout=15, skip=skip) for c in (bob, alice)]
-            assert all(e["code"] == "replica_lost" for e in ends)
-            partial = ends[0]["message"]
-            assert partial["text"].startswith("w0 w1 w2") and partial["meta"]["interrupted"]
-            assert ends[1]["message"]["id"] == partial["id"]
+        skip = ("ping", "presence", "typing", "message", "stream_start", "stream_delta")
+        ends = [await c.expect(lost, timeout=15, skip=skip) for c in (bob, alice)]
+        assert all(e["code"] == "replica_lost" for e in ends)
+        partial = ends[0]["message"]
+        assert partial["text"].startswith("w0 w1 w2") and partial["meta"]["interrupted"]
+        assert ends[1]["message"]["id"] == partial["id"]
 
-            # the survivor's history has the question and the partial answer, once each
-            async with httpx.AsyncClient(base_url=survivor.http_url, headers=headers) as http:
-                page = (await http.get("/api/rooms/ops/messages")).json()["messages"]
-            assert [(m["offset"], m["kind"]) for m in page] == [(1, "user"), (2, "agent")]
-            assert page[1]["id"] == partial["id"]
-            both = [f for c in (alice, bob) for f in c.seen if f["type"] == "message"]
-            assert sorted({m["message"]["offset"] for m in both}) == [1, 2]
-            for client in (alice, bob):
-                offsets = [f["message"]["offset"] for f in client.seen if f["type"] == "message"]
-                assert len(offsets) == len(set(offsets))  # nothing doubled
+        # the survivor's history has the question and the partial answer, once each
+        async with httpx.AsyncClient(base_url=survivor.http_url, headers=headers) as http:
+            page = (await http.get("/api/rooms/ops/messages")).json()["messages"]
+        assert [(m["offset"], m["kind"]) for m in page] == [(1, "user"), (2, "agent")]
+        assert page[1]["id"] == partial["id"]
+        both = [f for c in (alice, bob) for f in c.seen if f["type"] == "message"]
+        assert sorted({m["message"]["offset"] for m in both}) == [1, 2]
+        for client in (alice, bob):
+            offsets = [f["message"]["offset"] for f in client.seen if f["type"] == "message"]
+            assert len(offsets) == len(set(offsets))  # nothing doubled

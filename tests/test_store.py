@@ -5,39 +5,24 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-import uuid
 
-import asyncpg
 import pytest
 
 from hub.protocol import Attachment, UserRef
 from hub.store.store import RoomExists, Store, UnknownRoom, dm_room_id
+from tests.procs import opened_store
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 ALICE = UserRef(id="alice", name="Alice")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request, tmp_path):
-    if request.param == "sqlite":
-        store = await Store.open(f"sqlite:///{tmp_path}/store.sqlite3")
+    async with opened_store(request.param, tmp_path) as store:
         yield store
-        await store.close()
-        return
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_URL)
-    await conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        store = await Store.open(PG_URL, server_settings={"search_path": schema}, pool_max=4)
-        yield store
-        await store.close()
-    finally:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-        await conn.close()
 
 
-async def test_engine_is_the_one_asked_for(store):
-    assert store.kind in {"sqlite", "postgres"}
+async def test_engine_is_the_one_asked_for(store, request):
+    assert store.kind == request.node.callspec.params["store"]
 
 
 async def test_rooms_create_get_list_and_conflict(store):

@@ -5,83 +5,58 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
-from tests.fakes.openai_server import FakeOpenAI, Script
-from tests.procs import cluster, token
-from tests.stream_support import collect, deltas_seen
+from tests.fakes.openai_server import Script
+from tests.stream_support import assistant_cluster, collect, deltas_seen
 
 
 async def test_a_cancel_sent_to_another_replica_stops_the_stream(tmp_path):
     script = Script(tokens=[f"w{i} " for i in range(400)], token_delay=0.02)
-    async with FakeOpenAI(script) as fake:
-        env = {
-            "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": fake.base_url,
-            "LYDIAN_PLUGIN_OPENAI_PROVIDER_MODEL": "fake-model",
-        }
-        async with cluster(tmp_path, 2, **env) as (one, two):
-            headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
-            async with httpx.AsyncClient(base_url=one.http_url, headers=headers) as http:
-                assert (await http.post("/api/rooms", json={"id": "ops"})).status_code == 201
-                resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
-                assert resp.status_code == 200, resp.text
-            alice_one = await one.client("alice")
-            alice_two = await two.client("alice")
-            bob_two = await two.client("bob")
-            for client in (alice_one, alice_two, bob_two):
-                await client.join("ops")
-            await alice_one.say("ops", "@assistant keep talking", "q")  # runs on replica one
-            seen = await deltas_seen(bob_two, 3)  # ...and streams to replica two
-            stream_id = seen[0]["stream_id"]
+    async with assistant_cluster(tmp_path, script) as (fake, (one, two)):
+        alice_one = await one.client("alice")
+        alice_two = await two.client("alice")
+        bob_two = await two.client("bob")
+        for client in (alice_one, alice_two, bob_two):
+            await client.join("ops")
+        await alice_one.say("ops", "@assistant keep talking", "q")  # runs on replica one
+        seen = await deltas_seen(bob_two, 3)  # ...and streams to replica two
+        stream_id = seen[0]["stream_id"]
 
-            await bob_two.send({"type": "cancel", "room": "ops", "stream_id": stream_id, "id": "b"})
-            refused = await bob_two.expect(
-                lambda f: f.get("id") == "b",
-                skip=("ping", "presence", "message", "stream_delta", "stream_start"),
-            )
-            assert refused["code"] == "forbidden"
+        await bob_two.send({"type": "cancel", "room": "ops", "stream_id": stream_id, "id": "b"})
+        refused = await bob_two.expect(
+            lambda f: f.get("id") == "b",
+            skip=("ping", "presence", "message", "stream_delta", "stream_start"),
+        )
+        assert refused["code"] == "forbidden"
 
-            await alice_two.send(
-                {"type": "cancel", "room": "ops", "stream_id": stream_id, "id": "a"}
-            )
-            ends = [(await collect(c))["end"] for c in (alice_one, bob_two)]
-            assert all(e["type"] == "stream_end" and e["cancelled"] for e in ends)
-            request = fake.chat_requests()[0]
-            await asyncio.wait_for(request.ended.wait(), 5)
-            assert request.client_closed and request.sent < 400
-            assert ends[0]["message"]["text"] == ends[1]["message"]["text"]
+        await alice_two.send({"type": "cancel", "room": "ops", "stream_id": stream_id, "id": "a"})
+        ends = [(await collect(c))["end"] for c in (alice_one, bob_two)]
+        assert all(e["type"] == "stream_end" and e["cancelled"] for e in ends)
+        request = fake.chat_requests()[0]
+        await asyncio.wait_for(request.ended.wait(), 5)
+        assert request.client_closed and request.sent < 400
+        assert ends[0]["message"]["text"] == ends[1]["message"]["text"]
 
 
 async def test_joining_mid_stream_on_a_replica_where_the_room_was_not_live(tmp_path):
     script = Script(tokens=[f"w{i} " for i in range(60)], token_delay=0.02)
-    async with FakeOpenAI(script) as fake:
-        env = {
-            "LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL": fake.base_url,
-            "LYDIAN_PLUGIN_OPENAI_PROVIDER_MODEL": "fake-model",
-        }
-        async with cluster(tmp_path, 2, **env) as (one, two):
-            headers = {"Authorization": f"Bearer {token('root', admin=True)}"}
-            async with httpx.AsyncClient(base_url=one.http_url, headers=headers) as http:
-                assert (await http.post("/api/rooms", json={"id": "ops"})).status_code == 201
-                resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
-                assert resp.status_code == 200, resp.text
-            alice = await one.client("alice")
-            await alice.join("ops")
-            await alice.say("ops", "@assistant tell me", "q")  # runs on replica one
-            await deltas_seen(alice, 5)
-            dave = await two.client("dave")  # nobody follows "ops" on replica two yet
-            joined = await dave.join("ops")
-            known = {s["stream_id"]: s for s in joined.get("streams", [])}
-            rest = await collect(dave)
-            if not known:  # the seed came after joined: a start with the text so far
-                assert rest["start"] is not None and rest["deltas"][0]["seq"] > 1
-                text, seq = "", 0
-            else:
-                [snap] = known.values()
-                text, seq = snap["text"], snap["seq"]
-            seqs = [d["seq"] for d in rest["deltas"]]
-            assert seqs == sorted(seqs) and all(s > seq for s in seqs)
-            assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
-            final = rest["end"]["message"]["text"]
-            assert text + "".join(d["text"] for d in rest["deltas"]) == final
-            assert final == "".join(script.tokens)
+    async with assistant_cluster(tmp_path, script) as (_, (one, two)):
+        alice = await one.client("alice")
+        await alice.join("ops")
+        await alice.say("ops", "@assistant tell me", "q")  # runs on replica one
+        await deltas_seen(alice, 5)
+        dave = await two.client("dave")  # nobody follows "ops" on replica two yet
+        joined = await dave.join("ops")
+        known = {s["stream_id"]: s for s in joined.get("streams", [])}
+        rest = await collect(dave)
+        if not known:  # the seed came after joined: a start with the text so far
+            assert rest["start"] is not None and rest["deltas"][0]["seq"] > 1
+            text, seq = "", 0
+        else:
+            [snap] = known.values()
+            text, seq = snap["text"], snap["seq"]
+        seqs = [d["seq"] for d in rest["deltas"]]
+        assert seqs == sorted(seqs) and all(s > seq for s in seqs)
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+        final = rest["end"]["message"]["text"]
+        assert text + "".join(d["text"] for d in rest["deltas"]) == final
+        assert final == "".join(script.tokens)
