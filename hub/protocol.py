@@ -38,15 +38,22 @@ class ErrorCode(StrEnum):
     PLUGIN_ERROR = "plugin_error"
     SLOW_CONSUMER = "slow_consumer"
     INTERNAL = "internal"
+    BAD_REQUEST = "bad_request"  # a value out of range (integers beyond int64, ...), too deep JSON
+    RATE_LIMITED = "rate_limited"  # over an abuse limit; ``retry_after`` says when to try again
+    STORE_UNAVAILABLE = "store_unavailable"  # the database did not answer in time; resend later
+    TOKEN_REVOKED = "token_revoked"  # the token was withdrawn by an admin
 
 
 class CloseCode:
     """WebSocket close codes the hub uses (4000-4999 are application-defined)."""
 
     NORMAL = 1000
-    GOING_AWAY = 1001
+    GOING_AWAY = 1001  # the hub is shutting down; a ``reconnect`` frame comes first
+    POLICY_VIOLATION = 1008  # the client kept hammering past a rate limit
     TOO_BIG = 1009
-    UNAUTHENTICATED = 4401
+    TRY_AGAIN_LATER = 1013  # over a connection limit (sockets per user); retry after back-off
+    UNAUTHENTICATED = 4401  # no hello in time, or the token expired: get a fresh token first
+    TOKEN_REVOKED = 4403  # the token was revoked: do not reconnect with it
     HEARTBEAT_TIMEOUT = 4408
     SLOW_CONSUMER = 4429
 
@@ -284,10 +291,22 @@ class Ack(Frame, tag="ack"):
 
 
 class Error(Frame, tag="error"):
+    """A refused frame. ``retry_after`` (seconds) comes with ``rate_limited`` and
+    ``store_unavailable``: the same frame (same ``id``) may be sent again after it."""
+
     code: ErrorCode
     detail: str
     id: str | None = None
     room: str | None = None
+    retry_after: float | None = None
+
+
+class Reconnect(Frame, tag="reconnect"):
+    """Sent just before the hub closes a socket it wants the client to reopen (shutdown:
+    close 1001): reconnect after ``retry_after`` seconds (plus jitter), resume with ``since``."""
+
+    reason: str
+    retry_after: float = 0.0
 
 
 class History(Frame, tag="history"):
@@ -334,6 +353,7 @@ ServerFrame = (
     | History
     | RoomEvent
     | CommandResult
+    | Reconnect
     | Ping
 )
 
