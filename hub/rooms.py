@@ -94,9 +94,7 @@ class LiveRoom:
                 return
             self._fan_out(0, text)
             return
-        if self.delivered is not None and env.offset <= self.delivered:
-            return
-        self._pending[env.offset] = text
+        self._hold(env.offset, text)
         self._drain()
 
     def start(self, latest: int) -> None:
@@ -106,27 +104,43 @@ class LiveRoom:
             del self._pending[offset]
         self._drain()
 
+    def _hold(self, offset: int, text: str) -> None:
+        """Keep a message until its turn. The invariant of ``_pending``: once delivering has
+        begun, it holds only offsets above ``delivered`` (earlier ones were fanned out)."""
+        if self.delivered is None or offset > self.delivered:
+            self._pending.setdefault(offset, text)
+
     def _drain(self) -> None:
+        """Fan out every held message that is next in line; start a filler for a gap."""
         if self.delivered is None:
             return
         while (text := self._pending.pop(self.delivered + 1, None)) is not None:
             self.delivered += 1
             self._fan_out(self.delivered, text)
         if self._pending and (self._gap_task is None or self._gap_task.done()):
-            self._gap_task = asyncio.create_task(self._fill_gap())
+            self._gap_task = asyncio.create_task(self._fill_gap(), name=f"gap:{self.id}")
 
     async def _fill_gap(self) -> None:
-        await asyncio.sleep(GAP_WAIT)
+        """Read the missing offsets from the store until no gap is left, then stop.
+
+        After :meth:`_drain`, a non-empty ``_pending`` is exactly a gap: its offsets are all
+        above ``delivered + 1``. What the store returns goes through :meth:`_hold` after the
+        read, so offsets delivered meanwhile (the gap closed by itself) are dropped, and
+        the count asked for is always at least 1.
+        """
+        await asyncio.sleep(GAP_WAIT)  # most gaps close by themselves (broker reordering)
         while self._pending and self.delivered is not None:
-            upto = max(self._pending)
-            missing = await self._store.messages_after(
-                self.id, self.delivered, upto - self.delivered
-            )
+            count = max(self._pending) - self.delivered - 1  # offsets between: the gap
+            try:
+                missing = await self._store.messages_after(self.id, self.delivered, count)
+            except Exception as exc:  # database away: keep what is held, try again later
+                log.warning("gap fill in %s failed: %s", self.id, exc)
+                missing = []
             for message in missing:
-                self._pending.setdefault(message.offset, encode(MessageFrame(message)).decode())
+                self._hold(message.offset, encode(MessageFrame(message)).decode())
             before = self.delivered
             self._drain()
-            if self.delivered == before:  # store has not caught up either; try again shortly
+            if self._pending and self.delivered == before:  # store behind too: wait a little
                 await asyncio.sleep(GAP_WAIT)
 
     def _fan_out(self, offset: int, text: str) -> None:
