@@ -8,10 +8,12 @@ once (time to first token), then at most one delta per ``stream_flush_interval``
 through ``hub.post_message(kind="agent")`` with the stream id, metrics and whether it was
 cancelled, then publishes ``stream_end`` (or ``stream_error`` with the partial text kept).
 
-Cancelling goes through the broker channel ``hub:streams``: whichever connection or replica
-receives the cancel, the process that runs the stream cancels the task reading the
-provider, which closes the upstream request. Who may cancel: the member who asked, the
-room's owner, and admins.
+Cancelling: whichever connection or replica receives the cancel, the process that runs the
+stream decides, with one check (:meth:`StreamRegistry.authorize`): the stream must run in the
+named room, and the canceller must be the member who asked, the room's owner or an admin.
+A stream run elsewhere is asked for over the broker channel ``hub:streams``; its owner
+answers on the asking process's reply channel, and no answer means no such stream. Allowed,
+the owner cancels the task reading the provider, which closes the upstream request.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from hub.auth import Identity
+from hub.connection import NODE
 from hub.llm import BAD_RESPONSE, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, LLMError
 from hub.protocol import (
     ChatMessage,
@@ -60,14 +63,32 @@ def answer_id(stream_id: str) -> str:
     return f"stream:{stream_id}"
 
 
-"""Broker channel carrying cancel requests to whichever process runs the stream."""
+CANCEL_REPLY_TIMEOUT = 2.0
+"""Seconds to wait for the process running a stream to answer a cancel; none means unknown."""
+
+
+def reply_channel(node: str) -> str:
+    """The channel on which process ``node`` hears answers to its cancel requests."""
+    return f"{STREAMS_CHANNEL}:{node}"
 
 
 class CancelRequest(msgspec.Struct, tag_field="type", tag="stream_cancel"):
+    """Stop ``stream_id`` in ``room`` on behalf of ``by``; answered on ``reply_to``'s channel."""
+
     room: str
     stream_id: str
     by: str
     admin: bool = False
+    request: str = ""
+    reply_to: str = ""
+
+
+class CancelReply(msgspec.Struct, tag_field="type", tag="stream_cancel_reply"):
+    """The running process's verdict on a :class:`CancelRequest`: ``code`` empty if done."""
+
+    request: str
+    code: str = ""
+    detail: str = ""
 
 
 class SeedRequest(msgspec.Struct, tag_field="type", tag="stream_seed_request"):
@@ -77,6 +98,7 @@ class SeedRequest(msgspec.Struct, tag_field="type", tag="stream_seed_request"):
 
 
 _control_decoder = msgspec.json.Decoder(CancelRequest | SeedRequest)
+_reply_decoder = msgspec.json.Decoder(CancelReply)
 
 
 class StreamMetrics(msgspec.Struct, omit_defaults=True):
@@ -400,12 +422,23 @@ class StreamRegistry:
         self.idle_timeout = settings.stream_idle_timeout
         self.local: dict[str, Stream] = {}
         self.recent: deque[StreamMetrics] = deque(maxlen=500)
-        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
+        self._unsubscribe: list[Callable[[], Awaitable[None]]] = []
+        self._replies: dict[str, asyncio.Future[CancelReply]] = {}
+
+    @property
+    def shared(self) -> bool:
+        """Whether other replicas may run streams too (the broker is Redis)."""
+        return getattr(self.hub.broker, "redis", None) is not None
 
     async def setup(self) -> None:
-        """Follow the cancel channel; seed new live rooms with the streams running here."""
+        """Follow the control channel and this process's reply channel; seed new live rooms
+        with the streams running here."""
         self.hub.rooms.stream_source = self.snapshots
-        self._unsubscribe = await self.hub.broker.subscribe(STREAMS_CHANNEL, self._on_cancel)
+        broker = self.hub.broker
+        self._unsubscribe = [
+            await broker.subscribe(STREAMS_CHANNEL, self._on_control),
+            await broker.subscribe(reply_channel(NODE), self._on_reply),
+        ]
         self.hub.spawn(self._reap_loop(), name="stream-orphans")
 
     async def stop(self) -> None:
@@ -415,9 +448,9 @@ class StreamRegistry:
             stream.cancel()
         if streams:
             await asyncio.wait([s.done for s in streams], timeout=2)
-        if self._unsubscribe is not None:
-            await self._unsubscribe()
-            self._unsubscribe = None
+        for unsubscribe in self._unsubscribe:
+            await unsubscribe()
+        self._unsubscribe.clear()
 
     async def publish(self, room: str, frame: Frame) -> None:
         await self.hub.rooms.publish_event(room, encode(frame))
@@ -531,7 +564,7 @@ class StreamRegistry:
     def snapshots(self, room: str) -> list[StreamSnapshot]:
         """Seed a room that just became live here: this process's streams at once, the
         other replicas' through a :class:`SeedRequest` (answered with ``stream_seed``)."""
-        if getattr(self.hub.broker, "redis", None) is not None:  # other replicas may exist
+        if self.shared:  # other replicas may run streams in this room
             request = msgspec.json.encode(SeedRequest(room=room))
             self.hub.spawn(self.hub.broker.publish(STREAMS_CHANNEL, request), name="stream-seed")
         return [s.snapshot() for s in self.local.values() if s.room == room]
@@ -551,51 +584,66 @@ class StreamRegistry:
 
     # ------------------------------------------------------------ cancelling
 
-    def _find(self, room: str, stream_id: str) -> StreamSnapshot | None:
-        stream = self.local.get(stream_id)
-        if stream is not None and stream.room == room:
-            return stream.snapshot()
-        live = self.hub.rooms.live.get(room)
-        streams = getattr(live, "streams", None)
-        return streams.get(stream_id) if streams is not None else None
-
-    async def may_cancel(self, room: str, requested_by: str | None, who: str, admin: bool) -> bool:
-        """The member who asked, the room's owner and admins may stop an answer."""
-        if admin or (requested_by is not None and who == requested_by):
-            return True
+    async def authorize(self, stream: Stream, room: str, who: str, admin: bool) -> None:
+        """The one cancel check, made where the stream runs: it must be in ``room``, and
+        ``who`` must have asked, own the room or be an admin. Raises :class:`CancelRefused`."""
+        if stream.room != room:
+            raise CancelRefused(ErrorCode.UNKNOWN_STREAM, f"no active stream in {room!r}")
+        if admin or (stream.requested_by is not None and who == stream.requested_by):
+            return
         info = await self.hub.store.get_room(room)
-        return info is not None and info.created_by == who
-
-    async def cancel(self, room: str, stream_id: str, identity: Identity) -> None:
-        """Ask whichever process runs the stream to stop it; raise :class:`CancelRefused`.
-
-        When this process knows the stream (it runs it, or one of its sockets follows the
-        room), the permission is checked here so the caller gets a clear answer; the
-        running process checks again either way.
-        """
-        known = self._find(room, stream_id)
-        if known is None and room in self.hub.rooms.live:
-            raise CancelRefused(
-                ErrorCode.UNKNOWN_STREAM, f"no active stream {stream_id!r} in {room!r}"
-            )
-        if known is not None and not await self.may_cancel(
-            room, known.requested_by, identity.id, identity.is_admin
-        ):
+        if info is None or info.created_by != who:
             raise CancelRefused(
                 ErrorCode.FORBIDDEN,
                 "only the member who asked, the room's owner or an admin can stop this answer",
             )
-        request = CancelRequest(
-            room=room, stream_id=stream_id, by=identity.id, admin=identity.is_admin
-        )
-        local = self.local.get(stream_id)
-        if local is not None:  # fast path: no broker round trip
-            local.cancel()
-            return
-        await self.hub.broker.publish(STREAMS_CHANNEL, msgspec.json.encode(request))
 
-    def _on_cancel(self, data: bytes) -> None:
-        """``hub:streams`` handler: cancel requests, and seed requests of new live rooms."""
+    async def cancel(self, room: str, stream_id: str, identity: Identity) -> None:
+        """Stop a stream for everyone, wherever it runs; raise :class:`CancelRefused` if it is
+        not running in ``room`` (``unknown_stream``) or ``identity`` may not stop it."""
+        stream = self.local.get(stream_id)
+        if stream is not None:
+            await self.authorize(stream, room, identity.id, identity.is_admin)
+            stream.cancel()
+            return
+        unknown = CancelRefused(
+            ErrorCode.UNKNOWN_STREAM, f"no active stream {stream_id!r} in {room!r}"
+        )
+        if not self.shared:
+            raise unknown
+        request = CancelRequest(
+            room=room,
+            stream_id=stream_id,
+            by=identity.id,
+            admin=identity.is_admin,
+            request=uuid.uuid4().hex,
+            reply_to=NODE,
+        )
+        answer = asyncio.get_running_loop().create_future()
+        self._replies[request.request] = answer
+        try:
+            await self.hub.broker.publish(STREAMS_CHANNEL, msgspec.json.encode(request))
+            reply = await asyncio.wait_for(answer, CANCEL_REPLY_TIMEOUT)
+        except TimeoutError:
+            raise unknown from None
+        finally:
+            self._replies.pop(request.request, None)
+        if reply.code:
+            raise CancelRefused(ErrorCode(reply.code), reply.detail)
+
+    def _on_reply(self, data: bytes) -> None:
+        try:
+            reply = _reply_decoder.decode(data)
+        except msgspec.DecodeError:
+            log.warning("undecodable cancel reply: %r", data[:200])
+            return
+        answer = self._replies.get(reply.request)
+        if answer is not None and not answer.done():
+            answer.set_result(reply)
+
+    def _on_control(self, data: bytes) -> None:
+        """``hub:streams`` handler: cancel requests for streams running here, and seed
+        requests of rooms that just became live on another replica."""
         try:
             request = _control_decoder.decode(data)
         except msgspec.DecodeError:
@@ -607,15 +655,18 @@ class StreamRegistry:
                     stream.request_seed()
             return
         stream = self.local.get(request.stream_id)
-        if stream is None or stream.room != request.room:
-            return
-        if request.admin or request.by == stream.requested_by:
-            stream.cancel()
-            return
-        self.hub.spawn(self._cancel_checked(stream, request), name=f"stream-cancel:{stream.id}")
+        if stream is not None:  # only the process running it answers
+            self.hub.spawn(self._answer(stream, request), name=f"stream-cancel:{stream.id}")
 
-    async def _cancel_checked(self, stream: Stream, request: CancelRequest) -> None:
-        if await self.may_cancel(stream.room, stream.requested_by, request.by, request.admin):
+    async def _answer(self, stream: Stream, request: CancelRequest) -> None:
+        reply = CancelReply(request=request.request)
+        try:
+            await self.authorize(stream, request.room, request.by, request.admin)
             stream.cancel()
-        else:
-            log.warning("refused cancel of %s by %s", stream.id, request.by)
+        except CancelRefused as exc:
+            log.info("refused cancel of %s by %s: %s", stream.id, request.by, exc.code)
+            reply = CancelReply(request=request.request, code=exc.code, detail=exc.detail)
+        if request.reply_to:
+            await self.hub.broker.publish(
+                reply_channel(request.reply_to), msgspec.json.encode(reply)
+            )

@@ -180,6 +180,34 @@ async def test_cancel_over_http_delete(make_server):
             assert request.client_closed
 
 
+async def test_a_cancel_naming_an_idle_room_stops_nothing(make_server):
+    """The stream must run in the room the cancel names, whoever sends it and whether or not
+    that room has live subscribers here; a guest's cancel through an idle room is a 404."""
+    script = Script(tokens=[f"w{i} " for i in range(300)], token_delay=0.02)
+    async with FakeOpenAI(script) as fake:
+        async with make_server(plugin_config=upstream(fake)) as server:
+            await assistant_room(server)
+            await server.create_room("idle")  # public, nobody in it
+            alice = await server.client("alice")
+            await alice.join("lobby")
+            await alice.say("lobby", "@assistant go", "q")
+            stream_id = (await deltas_seen(alice, 1))[0]["stream_id"]
+            async with server.http() as anonymous:
+                guest = (await anonymous.post("/api/guest-token")).json()["token"]
+            headers = {"Authorization": f"Bearer {guest}"}
+            async with server.http() as http:
+                resp = await http.delete(f"/api/rooms/idle/streams/{stream_id}", headers=headers)
+                assert resp.status_code == 404, resp.text
+                resp = await http.delete(f"/api/rooms/lobby/streams/{stream_id}", headers=headers)
+                assert resp.status_code == 403, resp.text
+            async with server.http("alice") as http:  # even the asker names the right room
+                resp = await http.delete(f"/api/rooms/idle/streams/{stream_id}")
+                assert resp.status_code == 404, resp.text
+            end = (await collect(alice))["end"]
+            assert end["type"] == "stream_end" and not end.get("cancelled")
+            assert end["message"]["text"] == "".join(script.tokens)
+
+
 FAILURES = {
     "drop": (Script(tokens=TOKENS, drop_after=5), "upstream_error"),
     "malformed": (Script(tokens=TOKENS, malformed_after=5), "bad_response"),

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from tests.fakes.openai_server import Script
+from tests.procs import token
 from tests.stream_support import assistant_cluster, collect, deltas_seen
 
 
@@ -35,6 +38,39 @@ async def test_a_cancel_sent_to_another_replica_stops_the_stream(tmp_path):
         await asyncio.wait_for(request.ended.wait(), 5)
         assert request.client_closed and request.sent < 400
         assert ends[0]["message"]["text"] == ends[1]["message"]["text"]
+
+
+async def test_a_cancel_on_a_replica_that_does_not_follow_the_room_is_checked(tmp_path):
+    """Replica two has no subscriber in 'ops': the running replica still checks the room and
+    the canceller, and a stream that runs nowhere is a 404, not a 202."""
+    script = Script(tokens=[f"w{i} " for i in range(400)], token_delay=0.02)
+    async with assistant_cluster(tmp_path, script) as (fake, (one, two)):
+        alice = await one.client("alice")
+        await alice.join("ops")
+        await alice.say("ops", "@assistant keep talking", "q")  # runs on replica one
+        stream_id = (await deltas_seen(alice, 2))[0]["stream_id"]
+
+        def as_user(user: str) -> httpx.AsyncClient:
+            auth = {"Authorization": f"Bearer {token(user)}"}
+            return httpx.AsyncClient(base_url=two.http_url, headers=auth, timeout=10)
+
+        async with as_user("root") as root:  # an idle public room on replica two
+            assert (await root.post("/api/rooms", json={"id": "idle"})).status_code == 201
+        async with as_user("bob") as bob:
+            resp = await bob.delete(f"/api/rooms/ops/streams/{stream_id}")
+            assert resp.status_code == 403, resp.text
+            resp = await bob.delete(f"/api/rooms/idle/streams/{stream_id}")
+            assert resp.status_code == 404, resp.text
+            assert (await bob.delete("/api/rooms/ops/streams/nope")).status_code == 404
+        await deltas_seen(alice, 2)  # still streaming after the refusals
+        async with as_user("alice") as asker:
+            resp = await asker.delete(f"/api/rooms/ops/streams/{stream_id}")
+            assert resp.status_code == 202, resp.text
+        end = (await collect(alice))["end"]
+        assert end["type"] == "stream_end" and end["cancelled"] is True
+        request = fake.chat_requests()[0]
+        await asyncio.wait_for(request.ended.wait(), 5)
+        assert request.client_closed
 
 
 async def test_joining_mid_stream_on_a_replica_where_the_room_was_not_live(tmp_path):
