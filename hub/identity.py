@@ -1,0 +1,190 @@
+"""Who may talk to whom: known users, token revocation, guests' DM targets and names.
+
+* :class:`KnownUsers` records authenticated (non-guest) users when they say hello or use a
+  REST token (once an hour per process, not per request): a DM goes only to a known user.
+* :class:`Revocations` keeps the revoked token ids in a set loaded from the database at
+  start, updated on every replica through the broker (``hub:revoked``) and reloaded
+  periodically and after a broker outage; a revoked token is refused everywhere and its
+  sockets are closed (``token_revoked``, close 4403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from hub.auth import Identity
+from hub.protocol import CloseCode, Error, ErrorCode
+from hub.store.store import dm_room_id
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+REVOKE_CHANNEL = "hub:revoked"
+TOUCH_INTERVAL = 3600.0
+"""A user's ``last_seen`` is refreshed at most this often per process."""
+
+
+def user_kind(identity: Identity) -> str:
+    if identity.is_admin:
+        return "admin"
+    if "agent" in identity.roles:
+        return "agent"
+    return "user"
+
+
+class KnownUsers:
+    """The users this hub has seen; cached in-process, persisted in ``lydian_user``."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._touched: dict[str, float] = {}  # user id -> monotonic time of the last write
+        self._kinds: dict[str, str] = {}  # known users' kinds (positive answers only)
+
+    def fresh(self, identity: Identity) -> bool:
+        """True if ``identity`` needs no write now (a guest, or recorded recently)."""
+        if identity.is_guest:
+            return True
+        last = self._touched.get(identity.id)
+        return last is not None and time.monotonic() - last < TOUCH_INTERVAL
+
+    async def seen(self, identity: Identity) -> None:
+        """Record an authenticated non-guest user (at most once an hour per process)."""
+        if self.fresh(identity):
+            return
+        kind = user_kind(identity)
+        self._touched[identity.id] = time.monotonic()
+        self._kinds[identity.id] = kind
+        try:
+            await self.hub.store.touch_user(identity.id, identity.name, kind)
+        except Exception:
+            self._touched.pop(identity.id, None)
+            raise
+
+    async def kind(self, user_id: str) -> str | None:
+        """``user``, ``admin``, ``agent`` or ``member`` (only a room member so far); None if
+        the hub has never seen ``user_id``. Unknown answers are not cached."""
+        kind = self._kinds.get(user_id)
+        if kind is None:
+            kind = await self.hub.store.user_kind(user_id)
+            if kind is not None:
+                self._kinds[user_id] = kind
+        return kind
+
+
+async def dm_refusal(hub: Hub, sender: Identity, to: str) -> tuple[ErrorCode, str] | None:
+    """Why ``sender`` may not DM ``to`` (code and detail), or None if they may.
+
+    Members and admins may DM any known user, and reply to whoever has a DM room with them
+    (a guest who wrote first). Guests may DM whom ``guest_dm_targets`` allows: ``none``,
+    ``admins``, ``any`` (any known user) or a comma-separated list of user ids.
+    """
+    if sender.is_guest:
+        policy = hub.settings.guest_dm_targets.strip()
+        if policy == "none" or not policy:
+            return ErrorCode.FORBIDDEN, "guests cannot send direct messages on this hub"
+        if policy not in ("admins", "any"):
+            allowed = {p.strip() for p in policy.split(",") if p.strip()}
+            if to not in allowed:
+                return ErrorCode.FORBIDDEN, f"guests cannot send direct messages to {to!r}"
+            return None
+        kind = await hub.users.kind(to)
+        if kind is None:
+            return ErrorCode.UNKNOWN_USER, f"no user {to!r} on this hub"
+        if policy == "admins" and kind != "admin":
+            return ErrorCode.FORBIDDEN, "guests can send direct messages to admins only"
+        return None
+    if await hub.users.kind(to) is not None:
+        return None
+    room = await hub.room(dm_room_id(sender.id, to))
+    if room is not None and room.kind == "dm":  # a reply: they wrote first
+        return None
+    return ErrorCode.UNKNOWN_USER, f"no user {to!r} on this hub"
+
+
+class Revocations:
+    """Revoked token ids, the same on every replica."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.revoked: set[str] = set()
+        self._unsubscribe = None
+
+    def is_revoked(self, jti: str | None) -> bool:
+        """Tokens without an id (issued before revocation existed) are never revoked."""
+        return jti is not None and jti in self.revoked
+
+    async def setup(self) -> None:
+        self.revoked = await self.hub.store.revoked_tokens()
+        self._unsubscribe = await self.hub.broker.subscribe(REVOKE_CHANNEL, self._on_publish)
+        self.hub.broker.on_reconnect(self.reload)
+        interval = self.hub.settings.revocation_reload_interval
+        if interval > 0:
+            self.hub.spawn(self._reload_every(interval), name="revocations")
+
+    async def revoke(
+        self, jti: str, *, user_id: str | None, expires_at: float | None, by: str
+    ) -> bool:
+        """Persist a revocation, apply it here and tell every replica; False if known."""
+        expires = datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None
+        new = await self.hub.store.revoke_token(jti, user_id=user_id, expires_at=expires, by=by)
+        self.apply(jti)
+        try:
+            await self.hub.broker.publish(REVOKE_CHANNEL, jti.encode())
+        except Exception:  # the others catch up on their next reload
+            log.warning("could not announce the revocation of %s; replicas reload it", jti)
+        return new
+
+    def _on_publish(self, data: bytes) -> None:
+        self.apply(data.decode())
+
+    def apply(self, jti: str) -> None:
+        """Refuse ``jti`` from now on and close this process's sockets using it."""
+        self.revoked.add(jti)
+        for conn in tuple(self.hub.connections.values()):
+            if conn.identity is not None and conn.identity.jti == jti:
+                log.info("closing %s (%s): its token was revoked", conn.id, conn.identity.id)
+                conn.send(Error(code=ErrorCode.TOKEN_REVOKED, detail="the token was revoked"))
+                conn.close(CloseCode.TOKEN_REVOKED)
+
+    async def reload(self) -> None:
+        """Read the revocations from the database (missed announcements, expired rows)."""
+        current = await self.hub.store.revoked_tokens()
+        for jti in current - self.revoked:
+            self.apply(jti)
+        self.revoked = current
+
+    async def _reload_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload()
+            except Exception as exc:  # the database away: keep the set we have
+                log.warning("could not reload revoked tokens: %s", exc)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            with contextlib.suppress(Exception):
+                await self._unsubscribe()
+
+
+# ---------------------------------------------------------------------- guest names
+
+
+def unique_guest_name(name: str, taken: set[str]) -> str:
+    """``name`` if no one in ``taken`` (casefolded) has it, else ``name (guest)``,
+    ``name (guest 2)``, ... whichever is free first."""
+    folded = {t.casefold() for t in taken}
+    if name.casefold() not in folded:
+        return name
+    candidate, n = f"{name} (guest)", 1
+    while candidate.casefold() in folded:
+        n += 1
+        candidate = f"{name} (guest {n})"
+    return candidate
