@@ -41,8 +41,7 @@ async def _identity_from_token(
     hub = connection.app.state.hub
     if hub.revocations.is_revoked(identity.jti):
         raise NotAuthorizedException("the token was revoked")
-    if not hub.users.fresh(identity):
-        hub.spawn(hub.users.seen(identity), name="users:seen")
+    hub.users.seen_soon(identity)
     return identity
 
 

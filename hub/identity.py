@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hub.auth import Identity
+from hub.connection import Outbox
 from hub.protocol import CloseCode, Error, ErrorCode
 from hub.store.store import dm_room_id
 
@@ -47,25 +49,35 @@ class KnownUsers:
         self._touched: dict[str, float] = {}  # user id -> monotonic time of the last write
         self._kinds: dict[str, str] = {}  # known users' kinds (positive answers only)
 
-    def fresh(self, identity: Identity) -> bool:
-        """True if ``identity`` needs no write now (a guest, or recorded recently)."""
+    def _due(self, identity: Identity) -> bool:
+        """True (and marked as done) if ``identity`` should be written now: not a guest, and
+        not recorded by this process within :data:`TOUCH_INTERVAL`."""
         if identity.is_guest:
-            return True
+            return False
+        now = time.monotonic()
         last = self._touched.get(identity.id)
-        return last is not None and time.monotonic() - last < TOUCH_INTERVAL
+        if last is not None and now - last < TOUCH_INTERVAL:
+            return False
+        self._touched[identity.id] = now
+        self._kinds[identity.id] = user_kind(identity)
+        return True
 
     async def seen(self, identity: Identity) -> None:
         """Record an authenticated non-guest user (at most once an hour per process)."""
-        if self.fresh(identity):
-            return
-        kind = user_kind(identity)
-        self._touched[identity.id] = time.monotonic()
-        self._kinds[identity.id] = kind
+        if self._due(identity):
+            await self._record(identity)
+
+    def seen_soon(self, identity: Identity) -> None:
+        """:meth:`seen` in the background (REST requests do not wait for it)."""
+        if self._due(identity):
+            self.hub.spawn(self._record(identity), name="users:seen")
+
+    async def _record(self, identity: Identity) -> None:
         try:
-            await self.hub.store.touch_user(identity.id, identity.name, kind)
-        except Exception:
+            await self.hub.store.touch_user(identity.id, identity.name, user_kind(identity))
+        except Exception as exc:  # not fatal: the user is known in this process; retried later
             self._touched.pop(identity.id, None)
-            raise
+            log.warning("could not record user %s: %s", identity.id, exc)
 
     async def kind(self, user_id: str) -> str | None:
         """``user``, ``admin``, ``agent`` or ``member`` (only a room member so far); None if
@@ -115,6 +127,7 @@ class Revocations:
         self.hub = hub
         self.revoked: set[str] = set()
         self._unsubscribe = None
+        self._feeds: set[Outbox] = set()  # REST feeds (SSE) that end with their token
 
     def is_revoked(self, jti: str | None) -> bool:
         """Tokens without an id (issued before revocation existed) are never revoked."""
@@ -141,6 +154,25 @@ class Revocations:
             log.warning("could not announce the revocation of %s; replicas reload it", jti)
         return new
 
+    def track(self, feed: Outbox) -> Callable[[], None]:
+        """End a REST feed (SSE) when its token expires (close 4401) or is revoked (4403);
+        returns the function to call when the feed ends by itself."""
+        self._feeds.add(feed)
+        timer = None
+        exp = feed.identity.exp if feed.identity is not None else None
+        if exp is not None:
+            delay = max(0.0, exp - time.time())
+            timer = asyncio.get_running_loop().call_later(
+                delay, feed.close, CloseCode.UNAUTHENTICATED
+            )
+
+        def untrack() -> None:
+            self._feeds.discard(feed)
+            if timer is not None:
+                timer.cancel()
+
+        return untrack
+
     def _on_publish(self, data: bytes) -> None:
         self.apply(data.decode())
 
@@ -152,6 +184,9 @@ class Revocations:
                 log.info("closing %s (%s): its token was revoked", conn.id, conn.identity.id)
                 conn.send(Error(code=ErrorCode.TOKEN_REVOKED, detail="the token was revoked"))
                 conn.close(CloseCode.TOKEN_REVOKED)
+        for feed in tuple(self._feeds):  # the feed sends its own error event as it ends
+            if feed.identity is not None and feed.identity.jti == jti:
+                feed.close(CloseCode.TOKEN_REVOKED)
 
     async def reload(self) -> None:
         """Read the revocations from the database (missed announcements, expired rows)."""

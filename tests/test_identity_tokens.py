@@ -11,6 +11,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from hub.auth import Identity, issue_token
+from tests.adapter_support import eventually
 from tests.procs import cluster, token
 from tests.support import TEST_SECRET, Client
 
@@ -121,3 +122,33 @@ async def test_a_revoked_token_is_refused_and_closed_on_every_replica(tmp_path):
         await other.send({"type": "pong"})
         assert [f for f in await other.silent_for(0.3) if f["type"] == "error"] == []
         await other.close()
+
+
+async def _sse_until_end(server, tok: str) -> list[dict]:
+    """Read the lobby's SSE feed with ``tok`` until the hub ends it; the events' data."""
+    import json
+
+    got = []
+    headers = {"Authorization": f"Bearer {tok}"}
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=10) as http:
+        async with http.stream("GET", "/api/rooms/lobby/events", headers=headers) as resp:
+            assert resp.status_code == 200
+            async for line in resp.aiter_lines():
+                if line.startswith("data: "):
+                    got.append(json.loads(line[6:]))
+    return got
+
+
+async def test_an_sse_feed_ends_with_its_token(server):
+    await server.create_room("lobby")
+    expired = await _sse_until_end(server, _short("alice"))
+    assert [e["type"] for e in expired if e["type"] != "presence"] == ["joined", "error"]
+    assert expired[-1]["code"] == "token_expired"
+    tok = server.token("bob")
+    feed = asyncio.create_task(_sse_until_end(server, tok))
+    async with server.http("root", admin=True) as http:
+        await eventually(lambda: server.hub.revocations._feeds, what="the feed to open")
+        resp = await http.post("/api/tokens/revoke", json={"token": tok})
+        assert resp.status_code == 200
+    revoked = await asyncio.wait_for(feed, 10)
+    assert revoked[-1]["type"] == "error" and revoked[-1]["code"] == "token_revoked"
