@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from piccolo.apps.migrations.tables import Migration
 
-from hub.store.store import Store
+from hub.protocol import UserRef
+from hub.store.store import ReservedRoomId, Store
 from hub.store.tables import Member, Message, Room
 from tests import support
-from tests.procs import pg_schema
+from tests.procs import opened_store, pg_schema
 from tests.support import running
 
 SKIP = ("ping", "presence", "typing", "message")  # a DM comes back to its sender too
@@ -63,6 +64,10 @@ async def _squat(store: Store) -> None:
              last_seq=1, created_by="mallory", created_at=now),
         Room(slug="dm:carol:dave", name="Carol & Dave", topic="", kind="dm", epoch="e2",
              last_seq=0, created_by="carol", created_at=now),
+        Room(slug="dm:x", name="x", topic="", kind="public", epoch="e3",
+             last_seq=0, created_by="mallory", created_at=now),
+        Room(slug="squatted-x", name="taken", topic="", kind="public", epoch="e4",
+             last_seq=0, created_by="olive", created_at=now),
     )  # fmt: skip
     await Member.insert(
         Member(room="dm:alice:bob", user_id="mallory", user_name="M", role="owner", joined_at=now),
@@ -134,6 +139,10 @@ async def _check_repair(url: str, data_dir: Path, tmp_path: Path) -> None:
         # a genuine DM room with a stranger added keeps its pair and loses the stranger
         members = await server.hub.store.members("dm:carol:dave")
         assert [m.user_id for m in members] == ["carol", "dave"]
+        # an id no DM could have moves too, to a free name
+        assert await server.hub.room("dm:x") is None
+        moved = await server.hub.room("squatted-x-2")
+        assert moved is not None and moved.created_by == "mallory"
         for client in (alice, bob, mallory):
             await client.close()
 
@@ -208,3 +217,19 @@ async def test_guests_dm_whom_the_config_allows(make_server):
         await guest.send({"type": "direct", "to": "root", "text": "hi", "id": "g2"})
         assert (await guest.expect("error", skip=SKIP))["code"] == "forbidden"
         await guest.close()
+
+
+async def test_the_store_keeps_dm_ids_for_the_dm_path(tmp_path):
+    async with opened_store("sqlite", tmp_path) as store:
+        for kind, by in (("public", "alice"), ("private", "alice"), ("dm", "mallory")):
+            with pytest.raises(ReservedRoomId):
+                await store.create_room("dm:alice:bob", kind=kind, created_by=by)
+        with pytest.raises(ReservedRoomId):
+            await store.create_room("lobby", kind="dm", created_by="alice")
+        room = await store.ensure_dm_room(
+            UserRef(id="bob", name="B"), UserRef(id="alice", name="A")
+        )
+        assert room.id == "dm:alice:bob" and room.kind == "dm" and room.created_by == "bob"
+        with pytest.raises(ReservedRoomId):
+            await store.add_member(room.id, "mallory", "M")
+        assert [m.user_id for m in await store.members(room.id)] == ["alice", "bob"]
