@@ -181,6 +181,9 @@ class Session:
         self.conn.user = UserRef(id=identity.id, name=identity.name, guest=identity.is_guest)
         await self.hub.users.seen(identity)
         await self.hub.register(self.conn)
+        if self.hub.revocations.is_revoked(identity.jti):  # revoked while registering
+            self.hub.revocations.apply(identity.jti or "")
+            return
         self._arm_expiry(identity)
         self._welcome()
 
