@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 
 from hub.auth import Identity, guest_identity
 from hub.core import Hub
+from hub.identity import guest_name
 from hub.protocol import ChatMessage, RoomId, UserRef
 from hub.store.store import MemberInfo, ReservedRoomId, RoomExists, RoomInfo
 
@@ -176,6 +177,7 @@ async def guest_token(
     if not hub.settings.allow_guests:
         raise PermissionDeniedException("guests are not allowed on this hub")
     identity = guest_identity(name)
+    identity = msgspec.structs.replace(identity, name=await guest_name(hub, identity.name))
     return GuestToken(
         token=hub.token_for(identity, ttl_seconds=24 * 3600),
         user=UserRef(id=identity.id, name=identity.name, guest=True),

@@ -20,7 +20,7 @@ from hub.attachments import AttachmentStore, UnknownAttachment
 from hub.auth import Identity, TokenExpired, guest_identity, verify_token
 from hub.connection import Connection
 from hub.core import Hub
-from hub.identity import dm_refusal, unique_guest_name
+from hub.identity import dm_refusal, guest_name, unique_guest_name
 from hub.protocol import (
     Ack,
     Attachment,
@@ -60,6 +60,7 @@ class Session:
         self.conn = conn
         self.settings = hub.settings
         self._expiry: asyncio.TimerHandle | None = None  # closes the socket at token expiry
+        self._guest_base: str | None = None  # a guest's own name, before disambiguation
 
     def error(
         self, code: ErrorCode, detail: str, ref: str | None = None, room: str | None = None
@@ -172,6 +173,10 @@ class Session:
                 )
                 return
             identity = guest_identity(frame.name)
+            self._guest_base = identity.name  # made unique per room from this on join
+            identity = msgspec.structs.replace(
+                identity, name=await guest_name(self.hub, identity.name)
+            )
         else:
             verified = self._verify(frame.token)
             if verified is None:
@@ -270,7 +275,10 @@ class Session:
         taken |= {
             e.user.name for e in await self.hub.presence.snapshot(room_id) if e.user.id != user.id
         }
-        name = unique_guest_name(user.name, taken)
+        base = self._guest_base or user.name
+        if user.name != base:
+            taken.add(base)  # a known user's name: marked at hello, stays marked
+        name = unique_guest_name(base, taken)
         if name != user.name:
             self.conn.user = msgspec.structs.replace(user, name=name)
 

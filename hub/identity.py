@@ -212,6 +212,16 @@ class Revocations:
 # ---------------------------------------------------------------------- guest names
 
 
+async def guest_name(hub: Hub, name: str) -> str:
+    """A guest's name at hello: ``Alice (guest)`` if a known user is named ``Alice``."""
+    try:
+        taken = await hub.store.user_name_taken(name)
+    except Exception as exc:  # the database away: rooms still make names unique on join
+        log.warning("could not check guest name %r: %s", name, exc)
+        return name
+    return unique_guest_name(name, {name}) if taken else name
+
+
 def unique_guest_name(name: str, taken: set[str]) -> str:
     """``name`` if no one in ``taken`` (casefolded) has it, else ``name (guest)``,
     ``name (guest 2)``, ... whichever is free first."""

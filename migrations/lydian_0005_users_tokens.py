@@ -76,6 +76,8 @@ async def forwards() -> MigrationManager:
         ]
         if rows:
             await _User.insert(*rows)
+        # guests may not take a known user's name: looked up case-insensitively
+        await engine.run_ddl("CREATE INDEX lydian_user_name ON lydian_user (lower(name))")
 
     async def drop() -> None:
         engine = engine_finder()

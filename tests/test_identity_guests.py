@@ -58,6 +58,17 @@ async def test_guests_cannot_take_a_members_name_and_are_unique_in_a_room(server
         await client.close()
 
 
+async def test_guests_cannot_take_a_known_users_name_anywhere(server):
+    bob = await server.client("bob", name="Bob")  # known from now on, in no room
+    await bob.close()
+    guest = await _guest(server, "BOB")
+    assert guest.welcome["user"]["name"] == "BOB (guest)"
+    async with server.http() as anon:
+        resp = await anon.post("/api/guest-token", params={"name": "bob"})
+    assert resp.json()["user"]["name"] == "bob (guest)"
+    await guest.close()
+
+
 async def test_guest_names_are_never_blank_or_control_characters(server):
     await server.create_room("lobby")
     blank = await _guest(server, " \u200b\u0007\t ")

@@ -517,8 +517,10 @@ class Store:
             return "member"
         return None
 
-    async def users_of_kind(self, kind: str) -> list[str]:
-        return [r["user_id"] for r in await User.select(User.user_id).where(User.kind == kind)]
+    async def user_name_taken(self, name: str) -> bool:
+        """Whether a known user has this display name (ignoring ASCII case)."""
+        rows = await User.raw(_USER_NAME_SQL, name)
+        return bool(rows)
 
     # ------------------------------------------------------------------ revoked tokens
 
@@ -551,6 +553,8 @@ class Store:
             await RevokedToken.delete().where(RevokedToken.expires_at < now)
         return {r["jti"] for r in await RevokedToken.select(RevokedToken.jti)}
 
+
+_USER_NAME_SQL = f"SELECT 1 FROM {User._meta.tablename} WHERE lower(name) = lower({{}}) LIMIT 1"
 
 _MESSAGE_COLUMNS = (  # the order of ``_APPEND_SQL``'s and ``_APPEND_POSTGRES_SQL``'s values
     "room, seq, msg_id, client_id, author_id, author_name, kind, text, reply_to, meta, created_at"
