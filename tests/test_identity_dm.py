@@ -61,7 +61,7 @@ async def _squat(store: Store) -> None:
     now = datetime.now(UTC)
     await Room.insert(
         Room(slug="dm:alice:bob", name="trap", topic="", kind="private", epoch="e1",
-             last_seq=1, created_by="mallory", created_at=now),
+             last_seq=2, created_by="mallory", created_at=now),
         Room(slug="dm:carol:dave", name="Carol & Dave", topic="", kind="dm", epoch="e2",
              last_seq=0, created_by="carol", created_at=now),
         Room(slug="dm:x", name="x", topic="", kind="public", epoch="e3",
@@ -77,7 +77,10 @@ async def _squat(store: Store) -> None:
     )
     await Message.insert(
         Message(room="dm:alice:bob", seq=1, msg_id="m-squat", author_id="mallory",
-                author_name="M", kind="user", text="my trap", meta="{}", created_at=now)
+                author_name="M", kind="user", text="my trap", meta="{}", created_at=now),
+        # a DM the old DM path posted into the squatted room
+        Message(room="dm:alice:bob", seq=2, msg_id="m-old-dm", author_id="alice",
+                author_name="Alice", kind="user", text="old dm", meta="{}", created_at=now),
     )  # fmt: skip
     # the repair is the migration's: run it again as if these rows predated it
     await Migration.delete().where(Migration.name == DM_MIGRATION)
@@ -130,12 +133,17 @@ async def _check_repair(url: str, data_dir: Path, tmp_path: Path) -> None:
             squatted = (await http.get("/api/rooms/squatted-alice-bob")).json()
             assert squatted["kind"] == "private" and squatted["created_by"] == "mallory"
             page = (await http.get("/api/rooms/squatted-alice-bob/messages")).json()
-            assert [m["text"] for m in page["messages"]] == ["my trap"]
+            assert [m["text"] for m in page["messages"]] == ["my trap", "old dm"]
         async with server.http("alice") as http:
             room = (await http.get("/api/rooms/dm:alice:bob")).json()
             assert room["kind"] == "dm" and room["created_by"] == "alice"
             page = (await http.get("/api/rooms/dm:alice:bob/messages")).json()
             assert [m["text"] for m in page["messages"]] == ["for bob only"]
+            # alice keeps what she posted into the squatted room (now a member of it)
+            page = (await http.get("/api/rooms/squatted-alice-bob/messages")).json()
+            assert [m["text"] for m in page["messages"]] == ["my trap", "old dm"]
+        async with server.http("bob") as http:  # bob posted nothing there: not added
+            assert (await http.get("/api/rooms/squatted-alice-bob")).status_code == 403
         # a genuine DM room with a stranger added keeps its pair and loses the stranger
         members = await server.hub.store.members("dm:carol:dave")
         assert [m.user_id for m in members] == ["carol", "dave"]
