@@ -7,14 +7,20 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.exceptions import HTTPException, NotFoundException, PermissionDeniedException
+from litestar.exceptions import (
+    HTTPException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 
 from hub.auth import Identity, guest_identity
 from hub.core import Hub
+from hub.identity import guest_name
 from hub.protocol import ChatMessage, RoomId, UserRef
-from hub.store.store import MemberInfo, RoomExists, RoomInfo
+from hub.store.store import MemberInfo, ReservedRoomId, RoomExists, RoomInfo
 
 AuthRequest = Request[Identity, Any, Any]
 
@@ -79,6 +85,11 @@ class RoomController(Controller):
             raise HTTPException(
                 status_code=HTTP_409_CONFLICT, detail=f"room {data.id!r} exists already"
             ) from None
+        except ReservedRoomId:
+            raise ValidationException(
+                f"room id {data.id!r} is reserved: ids starting with 'dm:' are direct-message "
+                "rooms, created by sending a direct message"
+            ) from None
         await hub.store.add_member(room.id, request.user.id, request.user.name, role="owner")
         return room
 
@@ -107,6 +118,8 @@ class RoomController(Controller):
         room = await _room_for(hub, room_id, request.user)
         if not request.user.is_admin and room.created_by != request.user.id:
             raise PermissionDeniedException("only the room's owner or an admin can add members")
+        if room.kind == "dm":
+            raise PermissionDeniedException("a direct-message room has exactly its two users")
         await hub.store.add_member(room_id, data.user_id, data.name or data.user_id)
         return MemberInfo(user_id=data.user_id, user_name=data.name or data.user_id, role="member")
 
@@ -148,7 +161,7 @@ class RoomController(Controller):
             raise HTTPException(
                 status_code=413, detail=f"text exceeds {hub.settings.max_text_chars} characters"
             )
-        author = UserRef(id=request.user.id, name=request.user.name)
+        author = UserRef(id=request.user.id, name=request.user.name, guest=request.user.is_guest)
         message, _ = await hub.post_message(
             room_id, author, data.text, client_id=data.client_id, reply_to=data.reply_to
         )
@@ -164,9 +177,10 @@ async def guest_token(
     if not hub.settings.allow_guests:
         raise PermissionDeniedException("guests are not allowed on this hub")
     identity = guest_identity(name)
+    identity = msgspec.structs.replace(identity, name=await guest_name(hub, identity.name))
     return GuestToken(
         token=hub.token_for(identity, ttl_seconds=24 * 3600),
-        user=UserRef(id=identity.id, name=identity.name),
+        user=UserRef(id=identity.id, name=identity.name, guest=True),
     )
 
 

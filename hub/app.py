@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException
 from litestar.logging.config import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.security.jwt import JWTAuth, Token
@@ -17,7 +18,7 @@ from litestar.security.jwt import JWTAuth, Token
 from hub import __version__
 from hub.api import RoomController, guest_token, healthz
 from hub.attachments import attachment_routes
-from hub.auth import ISSUER, Identity
+from hub.auth import ISSUER, Identity, identity_of
 from hub.cache.http import http_cache_middleware
 from hub.cache.routes import cache_routes
 from hub.config import Settings, load_settings
@@ -26,17 +27,22 @@ from hub.gateway import ws_endpoint
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
 from hub.stream_api import stream_routes
+from hub.token_api import token_routes
 
 GC_GEN0_THRESHOLD = 20_000
 
 
-async def _identity_from_token(token: Token, _: ASGIConnection[Any, Any, Any, Any]) -> Identity:
-    roles = token.extras.get("roles") or []
-    return Identity(
-        id=token.sub,
-        name=str(token.extras.get("name") or token.sub),
-        roles=tuple(str(r) for r in roles),
-    )
+async def _identity_from_token(
+    token: Token, connection: ASGIConnection[Any, Any, Any, Any]
+) -> Identity:
+    """The request's identity; a revoked token is refused (401) on every replica, and a
+    user's first request (per process and hour) records them as known."""
+    identity = identity_of(token)
+    hub = connection.app.state.hub
+    if hub.revocations.is_revoked(identity.jti):
+        raise NotAuthorizedException("the token was revoked")
+    hub.users.seen_soon(identity)
+    return identity
 
 
 def _cors(settings: Settings) -> CORSConfig | None:
@@ -96,6 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *stream_routes,
             *plugins.routes(),
             *cache_routes,
+            *token_routes,
         ],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],

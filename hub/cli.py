@@ -62,10 +62,66 @@ def _migrate(_: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
+    if args.user == "revoke" and args.target:
+        return _revoke(args.target)
+    if args.target:
+        print("lydian: 'token' takes one user id (or: lydian token revoke TOKEN)", file=sys.stderr)
+        return 2
     settings = load_settings()
     roles = ["admin"] if args.admin else []
     identity = Identity(id=args.user, name=args.name or args.user, roles=tuple(roles))
     print(issue_token(identity, settings.resolved_secret(), args.ttl or settings.token_ttl_seconds))
+    return 0
+
+
+def _revoke(target: str) -> int:
+    """Revoke a token (or a token id) in the database and tell running replicas (Redis)."""
+    from litestar.exceptions import NotAuthorizedException
+
+    from hub.auth import token_claims
+    from hub.broker import Broker
+    from hub.identity import REVOKE_CHANNEL
+    from hub.store.store import Store
+
+    settings = load_settings()
+    sub: str | None = None
+    exp: float | None = None
+    if target.count(".") == 2:  # a JWT: header.payload.signature
+        try:
+            claims = token_claims(target, settings.resolved_secret())
+        except NotAuthorizedException as exc:
+            print(f"lydian: {exc.detail}", file=sys.stderr)
+            return 1
+        if claims.jti is None:
+            print(
+                "lydian: this token has no id (issued before revocation existed); it stays "
+                "valid until it expires (rotate the hub secret to withdraw it now)",
+                file=sys.stderr,
+            )
+            return 1
+        jti, sub, exp = claims.jti, claims.sub, claims.exp
+    else:
+        jti = target
+
+    async def run() -> bool:
+        from datetime import UTC, datetime
+
+        store = await Store.open(settings.resolved_database_url(), migrate=settings.auto_migrate)
+        try:
+            expires = datetime.fromtimestamp(exp, UTC) if exp is not None else None
+            new = await store.revoke_token(jti, user_id=sub, expires_at=expires, by="cli")
+        finally:
+            await store.close()
+        if settings.redis_url:  # running replicas close its sockets now (else within
+            broker = Broker.from_redis_url(settings.redis_url, settings.redis_prefix)
+            try:  # revocation_reload_interval)
+                await broker.publish(REVOKE_CHANNEL, jti.encode())
+            finally:
+                await broker.stop()
+        return new
+
+    new = asyncio.run(run())
+    print(f"revoked token {jti}" + ("" if new else " (it was revoked already)"))
     return 0
 
 
@@ -82,8 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.set_defaults(func=_migrate)
 
-    token = sub.add_parser("token", help="print a signed token for local use")
-    token.add_argument("user", help="user id")
+    token = sub.add_parser(
+        "token",
+        help="print a signed token for local use; 'token revoke TOKEN-OR-ID' withdraws one",
+    )
+    token.add_argument("user", help="user id (or 'revoke')")
+    token.add_argument("target", nargs="?", help="with 'revoke': the token or its id (jti)")
     token.add_argument("--name", help="display name (default: the user id)")
     token.add_argument("--admin", action="store_true", help="grant the admin role")
     token.add_argument("--ttl", type=int, help="lifetime in seconds")

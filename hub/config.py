@@ -32,6 +32,9 @@ class Settings(msgspec.Struct, kw_only=True):
     secret: str | None = None
     token_ttl_seconds: int = 7 * 24 * 3600
     allow_guests: bool = True
+    # identity (issue 13): DMs, tokens, guests (docs/security.md)
+    guest_dm_targets: str = "none"  # whom guests may DM: none | admins | any | "id1,id2"
+    revocation_reload_interval: float = 30.0  # re-read revoked tokens (missed announcements)
     auto_migrate: bool = True
     max_frame_bytes: int = 64 * 1024
     ws_compression: bool = False  # permessage-deflate: costs CPU per frame per socket

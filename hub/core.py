@@ -23,6 +23,7 @@ from hub.cache.queries import QueryCache
 from hub.cache.setup import build_cache, start_cache
 from hub.config import Settings
 from hub.connection import Connection
+from hub.identity import KnownUsers, Revocations
 from hub.plugins import PluginHost
 from hub.presence import MemoryPresence, Presence
 from hub.presence_redis import RedisPresence
@@ -90,6 +91,8 @@ class Hub:
         self._heartbeat: asyncio.Task[None] | None = None
         self.streams = StreamRegistry(self)  # streamed answers, cancellable from any replica
         self.agents = Agents(self)  # agents and LLM providers from plugins
+        self.users = KnownUsers(self)  # who exists (DMs go only to known users)
+        self.revocations = Revocations(self)  # revoked token ids, the same on every replica
 
     @classmethod
     async def create(cls, settings: Settings, plugins: PluginHost | None = None) -> Hub:
@@ -114,6 +117,7 @@ class Hub:
     async def start(self) -> None:
         await self.broker.start()
         self.broker.on_reconnect(self.rooms.resync)
+        await self.revocations.setup()
         self._heartbeat = asyncio.create_task(self._sweep(), name="heartbeat")
         if isinstance(self.presence, RedisPresence):
             self.spawn(self._keep_presence(self.presence), name="presence")
@@ -130,6 +134,7 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.revocations.stop()
         await self.broker.stop()
         await self.cache.stop()
         await self.store.close()

@@ -20,6 +20,7 @@ from hub.attachments import AttachmentStore, UnknownAttachment
 from hub.auth import Identity, TokenExpired, guest_identity, verify_token
 from hub.connection import Connection
 from hub.core import Hub
+from hub.identity import dm_refusal, guest_name, unique_guest_name
 from hub.protocol import (
     Ack,
     Attachment,
@@ -45,7 +46,7 @@ from hub.protocol import (
     Welcome,
     decode_client,
 )
-from hub.store.store import RoomInfo
+from hub.store.store import DmRoomUnavailable, RoomInfo
 from hub.streams import CancelRefused
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Session:
         self.hub = hub
         self.conn = conn
         self.settings = hub.settings
+        self._expiry: asyncio.TimerHandle | None = None  # closes the socket at token expiry
+        self._guest_base: str | None = None  # a guest's own name, before disambiguation
 
     def error(
         self, code: ErrorCode, detail: str, ref: str | None = None, room: str | None = None
@@ -84,6 +87,8 @@ class Session:
             pass
         finally:
             auth_timer.cancel()
+            if self._expiry is not None:
+                self._expiry.cancel()
             await self.hub.unregister(self.conn)
             if not writer.done():
                 self.conn.close()
@@ -155,8 +160,10 @@ class Session:
     # ------------------------------------------------------------ frames
 
     async def hello(self, frame: Hello) -> None:
+        """Authenticate; on an authenticated socket, re-authenticate in place (a fresh token
+        of the same user: new expiry and roles, rooms kept) and answer ``welcome`` again."""
         if self.conn.identity is not None:
-            self.error(ErrorCode.ALREADY_AUTHENTICATED, "this connection is authenticated already")
+            await self._reauthenticate(frame)
             return
         identity: Identity
         if frame.token is None:
@@ -166,29 +173,116 @@ class Session:
                 )
                 return
             identity = guest_identity(frame.name)
+            self._guest_base = identity.name  # made unique per room from this on join
+            identity = msgspec.structs.replace(
+                identity, name=await guest_name(self.hub, identity.name)
+            )
         else:
-            try:
-                identity = verify_token(frame.token, self.hub.secret)
-            except TokenExpired:
-                self.error(ErrorCode.TOKEN_EXPIRED, "the token has expired; get a new one")
+            verified = self._verify(frame.token)
+            if verified is None:
                 return
-            except NotAuthorizedException:
-                self.error(ErrorCode.AUTH_FAILED, "the token is invalid or forged")
-                return
+            identity = verified
         self.conn.identity = identity
-        self.conn.user = UserRef(id=identity.id, name=identity.name)
+        self.conn.user = UserRef(id=identity.id, name=identity.name, guest=identity.is_guest)
+        await self.hub.users.seen(identity)
         await self.hub.register(self.conn)
+        if self.hub.revocations.is_revoked(identity.jti):  # revoked while registering
+            self.hub.revocations.apply(identity.jti or "")
+            return
+        self._arm_expiry(identity)
+        self._welcome()
+
+    # -------------------------------------------------- identity: token expiry and re-auth
+
+    def _verify(self, token: str) -> Identity | None:
+        """The token's identity, or None after an error frame (expired, revoked, invalid)."""
+        try:
+            identity = verify_token(token, self.hub.secret)
+        except TokenExpired:
+            self.error(ErrorCode.TOKEN_EXPIRED, "the token has expired; get a new one")
+            return None
+        except NotAuthorizedException:
+            self.error(ErrorCode.AUTH_FAILED, "the token is invalid or forged")
+            return None
+        if self.hub.revocations.is_revoked(identity.jti):
+            self.error(ErrorCode.TOKEN_REVOKED, "the token was revoked; get a new one")
+            return None
+        return identity
+
+    async def _reauthenticate(self, frame: Hello) -> None:
+        assert self.conn.identity is not None
+        current = self.conn.identity
+        if frame.token is None:
+            self.error(
+                ErrorCode.ALREADY_AUTHENTICATED,
+                "this connection is authenticated already (send hello with a fresh token "
+                "of the same user to extend it)",
+            )
+            return
+        identity = self._verify(frame.token)
+        if identity is None:
+            return
+        if identity.id != current.id:
+            self.error(
+                ErrorCode.ALREADY_AUTHENTICATED,
+                f"this connection belongs to {current.id!r}; a token of another user "
+                "cannot take it over (open a new connection)",
+            )
+            return
+        self.conn.identity = identity  # new expiry, token id and roles; name and rooms kept
+        await self.hub.users.seen(identity)
+        self._arm_expiry(identity)
+        self._welcome()
+
+    def _arm_expiry(self, identity: Identity) -> None:
+        """Close the socket when its token expires (``token_expired``, close 4401)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if identity.exp is not None:
+            delay = max(0.0, identity.exp - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._expiry = None
+        self.error(
+            ErrorCode.TOKEN_EXPIRED,
+            "the token has expired: reconnect with a fresh one (or re-authenticate in place "
+            "with hello before it expires)",
+        )
+        self.conn.close(CloseCode.UNAUTHENTICATED)
+
+    def _welcome(self) -> None:
+        assert self.conn.identity is not None and self.conn.user is not None
         self.conn.send(
             Welcome(
                 user=self.conn.user,
                 session=self.conn.id,
-                roles=list(identity.roles),
+                roles=list(self.conn.identity.roles),
                 heartbeat_interval=self.settings.heartbeat_interval,
                 heartbeat_timeout=self.settings.heartbeat_timeout,
                 typing_ttl=self.settings.typing_ttl,
                 max_frame_bytes=self.settings.max_frame_bytes,
             )
         )
+
+    async def _guest_name_for(self, room_id: str) -> None:
+        """Make a guest's display name unique in ``room_id``: no member's or present user's
+        name (``Bob (guest)``, ``Bob (guest 2)``, ...). Renames this socket's user."""
+        user = self.conn.user
+        assert user is not None
+        taken = {m.user_name for m in await self.hub.store.members(room_id)}
+        taken |= {
+            e.user.name for e in await self.hub.presence.snapshot(room_id) if e.user.id != user.id
+        }
+        base = self._guest_base or user.name
+        if user.name != base:
+            taken.add(base)  # a known user's name: marked at hello, stays marked
+        name = unique_guest_name(base, taken)
+        if name != user.name:
+            self.conn.user = msgspec.structs.replace(user, name=name)
+
+    # -------------------------------------------------- rooms
 
     async def join(self, frame: Join) -> None:
         assert self.conn.identity is not None and self.conn.user is not None
@@ -197,6 +291,8 @@ class Session:
             return
         if room.kind == "public" and not self.conn.identity.is_guest:
             await self.hub.store.add_member(room.id, self.conn.user.id, self.conn.user.name)
+        if self.conn.identity.is_guest and room.id not in self.conn.rooms:
+            await self._guest_name_for(room.id)
         await self.hub.rooms.join(
             self.conn, room.id, room.name, room.epoch, frame.since, frame.epoch, frame.id
         )
@@ -293,9 +389,23 @@ class Session:
                 frame.id,
             )
             return
-        message, duplicate = await self.hub.post_direct(
-            self.conn.user, UserRef(id=frame.to, name=frame.to), frame.text, frame.id
-        )
+        assert self.conn.identity is not None
+        refusal = await dm_refusal(self.hub, self.conn.identity, frame.to)
+        if refusal is not None:
+            self.error(refusal[0], refusal[1], frame.id)
+            return
+        try:
+            message, duplicate = await self.hub.post_direct(
+                self.conn.user, UserRef(id=frame.to, name=frame.to), frame.text, frame.id
+            )
+        except DmRoomUnavailable as exc:
+            log.error("DM room %s is squatted: run `lydian migrate` to repair it", exc.args[0])
+            self.error(
+                ErrorCode.FORBIDDEN,
+                "the direct-message room of this pair is not available; an admin must repair it",
+                frame.id,
+            )
+            return
         if frame.id is not None:
             self.conn.send(
                 Ack(id=frame.id, room=message.room, offset=message.offset, duplicate=duplicate)

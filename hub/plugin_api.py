@@ -12,6 +12,7 @@ from litestar.params import FromPath, JSONBody
 from hub.auth import Identity
 from hub.core import Hub
 from hub.plugins import (
+    PluginHost,
     PluginInfo,
     PluginUnavailable,
     UnknownPlugin,
@@ -30,6 +31,27 @@ class RoomPluginState(msgspec.Struct):
 
 class SetEnabled(msgspec.Struct):
     enabled: bool
+
+
+class PluginSummary(msgspec.Struct):
+    """A plugin as non-admins see it: what it offers, nothing of its configuration (settings,
+    errors, which can name upstream URLs, source paths, the rooms it is on)."""
+
+    name: str
+    description: str = ""
+    commands: list[str] = []
+    agents: list[str] = []
+
+
+def _summary(info: PluginInfo, plugins: PluginHost) -> PluginSummary:
+    record = plugins._records.get(info.name)  # the plugin object's docstring, first line
+    doc = (getattr(record and record.plugin, "__doc__", None) or "").strip().splitlines()
+    return PluginSummary(
+        name=info.name,
+        description=doc[0] if doc else "",
+        commands=info.commands,
+        agents=info.agents,
+    )
 
 
 def _require_admin(request: AuthRequest) -> None:
@@ -51,9 +73,13 @@ class PluginController(Controller):
     tags = ["plugins"]
 
     @get("/")
-    async def list_plugins(self, request: AuthRequest) -> list[PluginInfo]:
-        """Installed plugins: version, hooks, commands, status and rooms where enabled."""
-        return await _infos(request.app.state.hub)
+    async def list_plugins(self, request: AuthRequest) -> list[PluginInfo] | list[PluginSummary]:
+        """Installed plugins. Admins: version, source, hooks, commands, settings (secrets
+        masked), status and rooms where enabled; others: name, description and commands."""
+        hub: Hub = request.app.state.hub
+        if request.user.is_admin:
+            return await _infos(hub)
+        return [_summary(info, hub.plugins) for info in hub.plugins.infos()]
 
     @post("/reload", status_code=200)
     async def reload(self, request: AuthRequest) -> list[PluginInfo]:

@@ -69,6 +69,7 @@ class UserRef(msgspec.Struct, omit_defaults=True):
     id: str
     name: str
     avatar: str | None = None
+    guest: bool = False  # an anonymous guest (present only when true): not a member
 
 
 class Attachment(msgspec.Struct, omit_defaults=True):

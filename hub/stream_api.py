@@ -25,7 +25,7 @@ from hub.api import _room_for
 from hub.auth import Identity
 from hub.connection import Outbox
 from hub.core import Hub
-from hub.protocol import CloseCode, ErrorCode, UserRef
+from hub.protocol import CloseCode, Error, ErrorCode, UserRef, encode
 from hub.streams import CancelRefused, StreamMetrics
 
 AuthRequest = Request[Identity, Any, Any]
@@ -50,13 +50,19 @@ _offset_decoder = msgspec.json.Decoder(_MessageEnvelope)
 _type_decoder = msgspec.json.Decoder(_Typed)
 
 
+_TOKEN_ENDS = {
+    CloseCode.UNAUTHENTICATED: ErrorCode.TOKEN_EXPIRED,
+    CloseCode.TOKEN_REVOKED: ErrorCode.TOKEN_REVOKED,
+}
+
+
 class SSESubscriber(Outbox):
     """A room subscriber feeding an SSE response instead of a socket."""
 
     def __init__(self, identity: Identity, queue_size: int) -> None:
         super().__init__(f"sse-{secrets.token_hex(6)}", queue_size)
         self.identity = identity
-        self.user = UserRef(id=identity.id, name=identity.name)
+        self.user = UserRef(id=identity.id, name=identity.name, guest=identity.is_guest)
 
     async def events(self) -> AsyncIterator[ServerSentEventMessage]:
         while True:
@@ -70,6 +76,10 @@ class SSESubscriber(Outbox):
                 if self.close_code == CloseCode.SLOW_CONSUMER:
                     detail = '{"type":"error","code":"slow_consumer","detail":"feed too slow"}'
                     yield ServerSentEventMessage(data=detail, event="error")
+                elif self.close_code in _TOKEN_ENDS:  # the feed ends with its token
+                    code = _TOKEN_ENDS[self.close_code]
+                    error = Error(code=code, detail="the feed's token ended")
+                    yield ServerSentEventMessage(data=encode(error).decode(), event="error")
                 return
             yield _event(text)
 
@@ -107,11 +117,14 @@ async def room_events(
         None,
     )
 
+    untrack = hub.revocations.track(subscriber)  # identity: ends at token expiry/revocation
+
     async def feed() -> AsyncIterator[ServerSentEventMessage]:
         try:
             async for event in subscriber.events():
                 yield event
         finally:
+            untrack()
             await asyncio.shield(hub.rooms.leave(subscriber, room.id))  # type: ignore[arg-type]
 
     return ServerSentEvent(feed(), headers={"Cache-Control": "no-store"})

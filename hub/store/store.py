@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import secrets
 import sqlite3
 import uuid
@@ -32,7 +33,7 @@ from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from hub.protocol import Attachment, ChatMessage, UserRef
 from hub.store.engines import EmbeddedSQLiteEngine, bind, engine_for_url
-from hub.store.tables import Member, Message, Room, RoomPlugin
+from hub.store.tables import Member, Message, RevokedToken, Room, RoomPlugin, User
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +68,41 @@ class UnknownRoom(LookupError):
     """No room with that id."""
 
 
+class ReservedRoomId(ValueError):
+    """The id is in a reserved space (``dm:``): only the DM path creates such rooms."""
+
+
+class DmRoomUnavailable(Exception):
+    """The room at a pair's DM id is not a genuine DM room of exactly those two users
+    (a squatted room from before the ``dm:`` reservation; ``lydian migrate`` repairs it)."""
+
+
+DM_PREFIX = "dm:"
+RESERVED_ROOM_PREFIXES = (DM_PREFIX,)
+"""Room ids no user can create: ``dm:<a>:<b>`` belongs to the DM path only."""
+
+_DM_USER = re.compile(r"^[A-Za-z0-9_.@-]{1,48}$")  # protocol.UserId
+
+
 def dm_room_id(a: str, b: str) -> str:
     """The id of the direct-message room between two users (order-independent)."""
     first, second = sorted((a, b))
-    return f"dm:{first}:{second}"
+    return f"{DM_PREFIX}{first}:{second}"
+
+
+def is_reserved_room_id(room_id: str) -> bool:
+    return room_id.startswith(RESERVED_ROOM_PREFIXES)
+
+
+def dm_pair(room_id: str) -> tuple[str, str] | None:
+    """The two users of a DM room id as :func:`dm_room_id` makes it, or None if it is not one."""
+    if not room_id.startswith(DM_PREFIX):
+        return None
+    parts = room_id[len(DM_PREFIX) :].split(":")
+    if len(parts) != 2 or not all(_DM_USER.match(p) for p in parts):
+        return None
+    first, second = parts
+    return (first, second) if first < second else None
 
 
 class Store:
@@ -80,6 +112,7 @@ class Store:
         self.engine = engine
         self._write_lock = asyncio.Lock()  # SQLite has one writer; queue in-process, not on locks
         self._change_listeners: list[Callable[[str, str], Awaitable[None]]] = []
+        self._genuine_dm: set[str] = set()  # DM rooms checked to be the pair's own
 
     def on_change(self, listener: Callable[[str, str], Awaitable[None]]) -> None:
         """Call ``listener(kind, room_id)`` after each committed write, before the writer
@@ -184,7 +217,14 @@ class Store:
         kind: str = "public",
         created_by: str,
     ) -> RoomInfo:
-        """Create a room; raise :class:`RoomExists` if the id is taken."""
+        """Create a room; raise :class:`RoomExists` if the id is taken.
+
+        Ids in the reserved ``dm:`` space are refused (:class:`ReservedRoomId`) except for
+        the DM path's own rooms (kind ``dm`` at the id of a valid pair)."""
+        if is_reserved_room_id(room_id) or kind == "dm":
+            pair = dm_pair(room_id)
+            if kind != "dm" or pair is None or created_by not in pair:
+                raise ReservedRoomId(room_id)
         row = Room(
             slug=room_id,
             name=name or room_id,
@@ -226,7 +266,12 @@ class Store:
         return [_room_info(r) for r in rows]
 
     async def ensure_dm_room(self, a: UserRef, b: UserRef) -> RoomInfo:
-        """The DM room of two users, created with both as members on first use."""
+        """The DM room of two users, created with both as its owners on first use.
+
+        A room already at that id is used only if it is a genuine DM room of exactly these
+        two users (kind ``dm``, created by one of them, no other member); otherwise
+        :class:`DmRoomUnavailable` is raised and nothing is posted into it.
+        """
         room_id = dm_room_id(a.id, b.id)
         room = await self.get_room(room_id)
         if room is None:
@@ -235,9 +280,19 @@ class Store:
                     room_id, name=f"{a.name} & {b.name}", kind="dm", created_by=a.id
                 )
             room = await self.get_room(room_id)
-            for user in (a, b):
-                await self.add_member(room_id, user.id, user.name)
         assert room is not None
+        if room_id in self._genuine_dm:
+            return room
+        pair = {a.id, b.id}
+        if room.kind != "dm" or room.created_by not in pair:
+            raise DmRoomUnavailable(room_id)
+        members = {m.user_id for m in await self.members(room_id)}
+        if members - pair:
+            raise DmRoomUnavailable(room_id)
+        for user in (a, b):
+            if user.id not in members:
+                await self.add_member(room_id, user.id, user.name, role="owner")
+        self._genuine_dm.add(room_id)
         return room
 
     # ------------------------------------------------------------------ members
@@ -245,7 +300,10 @@ class Store:
     async def add_member(
         self, room_id: str, user_id: str, user_name: str, role: str = "member"
     ) -> bool:
-        """Add a member; return False if already one."""
+        """Add a member; return False if already one. A DM room takes only its pair
+        (:class:`ReservedRoomId` for anyone else)."""
+        if is_reserved_room_id(room_id) and user_id not in (dm_pair(room_id) or ()):
+            raise ReservedRoomId(room_id)
         if await self.is_member(room_id, user_id):
             return False
         try:
@@ -306,6 +364,8 @@ class Store:
             meta_out["attachments"] = msgspec.to_builtins(attachments)
         if author.avatar:
             meta_out["avatar"] = author.avatar
+        if author.guest:
+            meta_out["guest"] = True
         now = datetime.now(UTC)
         msg_id = str(uuid.uuid4())
         row = {
@@ -428,6 +488,73 @@ class Store:
             out.setdefault(row["room"], {})[row["plugin"]] = bool(row["enabled"])
         return out
 
+    # ------------------------------------------------------------------ users
+
+    async def touch_user(self, user_id: str, name: str, kind: str = "user") -> None:
+        """Record that an authenticated (non-guest) user was seen: insert or refresh."""
+        now = datetime.now(UTC)
+        values = {User.name: name, User.kind: kind, User.last_seen: now}
+        try:
+            async with self._write():
+                updated = (
+                    await User.update(values).where(User.user_id == user_id).returning(User.id)
+                )
+                if not updated:
+                    await User.insert(
+                        User(user_id=user_id, name=name, kind=kind, first_seen=now, last_seen=now)
+                    )
+        except Exception:  # a concurrent insert (another replica) won the unique index
+            if not await User.exists().where(User.user_id == user_id):
+                raise
+
+    async def user_kind(self, user_id: str) -> str | None:
+        """``user``/``admin``/``agent`` for a known user; ``member`` for one only known as a
+        room member (added by an owner before ever connecting); None if never seen."""
+        row = await User.select(User.kind).where(User.user_id == user_id).first()
+        if row is not None:
+            return row["kind"]
+        if await Member.exists().where(Member.user_id == user_id):
+            return "member"
+        return None
+
+    async def user_name_taken(self, name: str) -> bool:
+        """Whether a known user has this display name (ignoring ASCII case)."""
+        rows = await User.raw(_USER_NAME_SQL, name)
+        return bool(rows)
+
+    # ------------------------------------------------------------------ revoked tokens
+
+    async def revoke_token(
+        self, jti: str, *, user_id: str | None, expires_at: datetime | None, by: str
+    ) -> bool:
+        """Record a revoked token id; False if it was revoked already."""
+        if await RevokedToken.exists().where(RevokedToken.jti == jti):
+            return False
+        row = RevokedToken(
+            jti=jti,
+            user_id=user_id,
+            expires_at=expires_at,
+            revoked_by=by,
+            revoked_at=datetime.now(UTC),
+        )
+        try:
+            async with self._write():
+                await RevokedToken.insert(row)
+        except Exception:
+            if await RevokedToken.exists().where(RevokedToken.jti == jti):
+                return False
+            raise
+        return True
+
+    async def revoked_tokens(self) -> set[str]:
+        """Ids of revoked tokens not yet expired (expired rows are deleted on the way)."""
+        now = datetime.now(UTC)
+        async with self._write():
+            await RevokedToken.delete().where(RevokedToken.expires_at < now)
+        return {r["jti"] for r in await RevokedToken.select(RevokedToken.jti)}
+
+
+_USER_NAME_SQL = f"SELECT 1 FROM {User._meta.tablename} WHERE lower(name) = lower({{}}) LIMIT 1"
 
 _MESSAGE_COLUMNS = (  # the order of ``_APPEND_SQL``'s and ``_APPEND_POSTGRES_SQL``'s values
     "room, seq, msg_id, client_id, author_id, author_name, kind, text, reply_to, meta, created_at"
@@ -484,7 +611,7 @@ def _lock_file(path: str) -> int:
 
 # ---------------------------------------------------------------------- row conversion
 
-_HIDDEN_META = ("attachments", "avatar")
+_HIDDEN_META = ("attachments", "avatar", "guest")
 
 
 def _public_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -512,7 +639,12 @@ def _message(row: dict[str, Any]) -> ChatMessage:
         room=row["room"],
         offset=row["seq"],
         id=row["msg_id"],
-        user=UserRef(id=row["author_id"], name=row["author_name"], avatar=meta.get("avatar")),
+        user=UserRef(
+            id=row["author_id"],
+            name=row["author_name"],
+            avatar=meta.get("avatar"),
+            guest=bool(meta.get("guest", False)),
+        ),
         text=row["text"],
         ts=row["created_at"].timestamp(),
         kind=row["kind"],

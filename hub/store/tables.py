@@ -49,4 +49,24 @@ class RoomPlugin(Table, tablename="lydian_room_plugin"):
     updated_at = Timestamptz()
 
 
-TABLES: list[type[Table]] = [Room, Message, Member, RoomPlugin]
+class User(Table, tablename="lydian_user"):
+    """A user the hub has seen (authenticated, not a guest): DMs go only to known users."""
+
+    user_id = Varchar(length=200, unique=True)
+    name = Varchar(length=200)
+    kind = Varchar(length=16, default="user")  # user | admin | agent
+    first_seen = Timestamptz()
+    last_seen = Timestamptz()
+
+
+class RevokedToken(Table, tablename="lydian_revoked_token"):
+    """A withdrawn token id (``jti``); kept until the token would have expired anyway."""
+
+    jti = Varchar(length=64, unique=True)
+    user_id = Varchar(length=200, null=True, default=None)
+    expires_at = Timestamptz(null=True, default=None)  # None: kept for good (expiry unknown)
+    revoked_by = Varchar(length=200)
+    revoked_at = Timestamptz()
+
+
+TABLES: list[type[Table]] = [Room, Message, Member, RoomPlugin, User, RevokedToken]

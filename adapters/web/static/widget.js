@@ -806,6 +806,7 @@
     var meta = h("div", { class: "lw-meta" }, [
       h("span", { class: "lw-author", text: mine ? m.user.name + " (you)" : m.user.name }),
       kind === "agent" ? h("span", { class: "lw-tag", text: "AI" }) : null,
+      m.user.guest ? h("span", { class: "lw-tag lw-tag-guest", title: "anonymous guest, not a member", text: "guest" }) : null,
       h("time", { datetime: new Date(m.ts * 1000).toISOString(), title: new Date(m.ts * 1000).toLocaleString(), text: formatTime(m.ts) }),
     ]);
     var body = h("div", { class: "lw-body" }, [meta]);
