@@ -84,7 +84,7 @@ def _token(secret: str, **claims) -> str:
     payload = {
         "sub": "mallory",
         "iss": "lydian",
-        "exp": int(time.time()) + 60,
+        "exp": int(time.time()) + 365 * 24 * 3600,  # made at collection: far from expiring
         "iat": int(time.time()),
         "name": "Mallory",
         "roles": ["admin"],
