@@ -23,6 +23,7 @@ from hub.cache.routes import cache_routes
 from hub.config import Settings, load_settings
 from hub.core import running_hub
 from hub.gateway import ws_endpoint
+from hub.guards import json_depth_middleware
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
 from hub.stream_api import stream_routes
@@ -99,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],
-        middleware=[http_cache_middleware],  # runs after JWT auth: knows the user
+        middleware=[http_cache_middleware, json_depth_middleware],  # after JWT auth
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         cors_config=_cors(settings),
         logging_config=_logging(settings),

@@ -82,6 +82,8 @@ class Session:
                 await self.handle_raw(data)
         except WebSocketDisconnect:
             pass
+        except Exception:  # never reaches Litestar, whose handler would close a second time
+            log.exception("socket %s failed", self.conn.id)
         finally:
             auth_timer.cancel()
             await self.hub.unregister(self.conn)
@@ -106,7 +108,7 @@ class Session:
         try:
             frame = decode_client(data)
         except FrameError as exc:
-            self.error(exc.code, exc.detail)
+            self.error(exc.code, exc.detail, exc.ref, exc.room)
             return
         try:
             await self.dispatch(frame)
@@ -116,6 +118,7 @@ class Session:
                 ErrorCode.INTERNAL,
                 "internal error; the frame was not processed",
                 getattr(frame, "id", None),
+                getattr(frame, "room", None),
             )
 
     async def dispatch(self, frame: ClientFrame) -> None:
@@ -129,6 +132,7 @@ class Session:
                 ErrorCode.NOT_AUTHENTICATED,
                 "send 'hello' with a token first",
                 getattr(frame, "id", None),
+                getattr(frame, "room", None),
             )
             return
         match frame:
@@ -219,15 +223,18 @@ class Session:
         self.error(ErrorCode.NOT_JOINED, f"join {room_id!r} first", ref, room_id)
         return False
 
-    def _text_ok(self, text: str, ref: str | None, allow_empty: bool = False) -> bool:
+    def _text_ok(
+        self, text: str, ref: str | None, allow_empty: bool = False, room: str | None = None
+    ) -> bool:
         if not text.strip() and not allow_empty:
-            self.error(ErrorCode.INVALID_FRAME, "message text is empty", ref)
+            self.error(ErrorCode.INVALID_FRAME, "message text is empty", ref, room)
             return False
         if len(text) > self.settings.max_text_chars:
             self.error(
                 ErrorCode.INVALID_FRAME,
                 f"message text exceeds {self.settings.max_text_chars} characters",
                 ref,
+                room,
             )
             return False
         return True
@@ -235,7 +242,7 @@ class Session:
     async def send(self, frame: Send) -> None:
         assert self.conn.user is not None
         if not self._text_ok(
-            frame.text, frame.id, allow_empty=bool(frame.attachments)
+            frame.text, frame.id, allow_empty=bool(frame.attachments), room=frame.room
         ) or not self._joined(frame.room, frame.id):
             return
         attachments = self._attachments(frame)
@@ -259,7 +266,9 @@ class Session:
         """Resolve ``frame.attachments`` (uploaded to this room); None after an error frame."""
         if len(frame.attachments) > self.settings.max_attachments_per_message:
             limit = self.settings.max_attachments_per_message
-            self.error(ErrorCode.INVALID_FRAME, f"at most {limit} attachments", frame.id)
+            self.error(
+                ErrorCode.INVALID_FRAME, f"at most {limit} attachments", frame.id, frame.room
+            )
             return None
         try:
             return AttachmentStore.for_settings(self.settings).resolve(
@@ -338,7 +347,9 @@ class Session:
         ``send`` is never a command: clients turn a leading ``/`` into a ``command`` frame.
         """
         assert self.conn.identity is not None
-        if not self._joined(frame.room, frame.id) or not self._text_ok(frame.text, frame.id):
+        if not self._joined(frame.room, frame.id) or not self._text_ok(
+            frame.text, frame.id, room=frame.room
+        ):
             return
         identity = self.conn.identity
 
