@@ -26,6 +26,7 @@ from hub.gateway import ws_endpoint
 from hub.guards import json_depth_middleware
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
+from hub.refusals import exception_logging_handler
 from hub.stream_api import stream_routes
 
 GC_GEN0_THRESHOLD = 20_000
@@ -62,6 +63,7 @@ def _logging(settings: Settings) -> LoggingConfig:
         root={"handlers": ["queue_listener"], "level": settings.log_level.upper()},
         loggers={name: {"level": "WARNING"} for name in ("httpx", "httpx2")},
         log_exceptions="always",
+        exception_logging_handler=exception_logging_handler,  # refusals: one short line
     )
 
 
