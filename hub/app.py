@@ -24,9 +24,11 @@ from hub.config import Settings, load_settings
 from hub.core import running_hub
 from hub.gateway import ws_endpoint
 from hub.guards import json_depth_middleware
+from hub.health import livez, readyz, store_unavailable_handler
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
 from hub.refusals import exception_logging_handler
+from hub.store.errors import StoreUnavailable
 from hub.stream_api import stream_routes
 
 GC_GEN0_THRESHOLD = 20_000
@@ -93,6 +95,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RoomController,
             guest_token,
             healthz,
+            livez,
+            readyz,
             ws_endpoint,
             *attachment_routes(settings),
             *plugin_routes,
@@ -105,6 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[http_cache_middleware, json_depth_middleware],  # after JWT auth
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         cors_config=_cors(settings),
+        exception_handlers={StoreUnavailable: store_unavailable_handler},  # 503 + Retry-After
         logging_config=_logging(settings),
         debug=False,
     )

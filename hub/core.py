@@ -99,6 +99,9 @@ class Hub:
             pool_min=settings.db_pool_min,
             pool_max=settings.db_pool_max,
             migrate=settings.auto_migrate,
+            connect_timeout=settings.db_connect_timeout,
+            statement_timeout=settings.db_statement_timeout,
+            acquire_timeout=settings.db_acquire_timeout,
         )
         if settings.redis_url:
             broker = Broker.from_redis_url(settings.redis_url, settings.redis_prefix)

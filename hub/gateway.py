@@ -45,6 +45,7 @@ from hub.protocol import (
     Welcome,
     decode_client,
 )
+from hub.store.errors import find_unavailable
 from hub.store.store import RoomInfo
 from hub.streams import CancelRefused
 
@@ -60,9 +61,14 @@ class Session:
         self.settings = hub.settings
 
     def error(
-        self, code: ErrorCode, detail: str, ref: str | None = None, room: str | None = None
+        self,
+        code: ErrorCode,
+        detail: str,
+        ref: str | None = None,
+        room: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        self.conn.send(Error(code=code, detail=detail, id=ref, room=room))
+        self.conn.send(Error(code=code, detail=detail, id=ref, room=room, retry_after=retry_after))
 
     async def run(self) -> None:
         """Read until the socket closes; the writer task sends in parallel."""
@@ -112,7 +118,10 @@ class Session:
             return
         try:
             await self.dispatch(frame)
-        except Exception:
+        except Exception as exc:
+            if find_unavailable(exc) is not None:
+                self._store_unavailable(frame, exc)
+                return
             log.exception("failed to handle %s frame from %s", type(frame).__name__, self.conn.id)
             self.error(
                 ErrorCode.INTERNAL,
@@ -120,6 +129,17 @@ class Session:
                 getattr(frame, "id", None),
                 getattr(frame, "room", None),
             )
+
+    def _store_unavailable(self, frame: ClientFrame, exc: BaseException) -> None:
+        """The database did not answer: a retryable error naming the frame (same ``id``)."""
+        _warn_store_unavailable(exc)
+        self.error(
+            ErrorCode.STORE_UNAVAILABLE,
+            "the database did not answer in time; nothing was stored: resend the same frame",
+            getattr(frame, "id", None),
+            getattr(frame, "room", None),
+            retry_after=self.settings.store_retry_after,
+        )
 
     async def dispatch(self, frame: ClientFrame) -> None:
         if isinstance(frame, Hello):
@@ -358,13 +378,28 @@ class Session:
                 reply = await self.hub.plugins.run_command(
                     self.hub, identity, frame.room, frame.text, frame.id
                 )
-            except Exception:
+            except Exception as exc:
+                if find_unavailable(exc) is not None:
+                    self._store_unavailable(frame, exc)
+                    return
                 log.exception("command %r in %s failed", frame.text[:100], frame.room)
                 self.error(ErrorCode.INTERNAL, "the command failed", frame.id, frame.room)
                 return
             self.conn.send(reply)
 
         self.hub.spawn(run(), name=f"command:{frame.room}")
+
+
+_last_store_warning = 0.0
+
+
+def _warn_store_unavailable(exc: BaseException) -> None:
+    """One warning line per 10 s while the database is away, not one per frame."""
+    global _last_store_warning
+    now = time.monotonic()
+    if now - _last_store_warning >= 10:
+        _last_store_warning = now
+        log.warning("store unavailable, frames refused with store_unavailable: %s", exc)
 
 
 def _byte_size(data: str | bytes, limit: int) -> int:

@@ -17,6 +17,8 @@ from typing import Any
 
 from litestar.exceptions import HTTPException
 
+from hub.store.errors import StoreUnavailable
+
 log = logging.getLogger("hub.http")
 
 WINDOW = 10.0
@@ -65,6 +67,9 @@ def exception_logging_handler(logger: logging.Logger, scope: Any, tb: list[str])
     exc = sys.exc_info()[1]
     if isinstance(exc, HTTPException) and (exc.status_code < 500 or exc.status_code == 503):
         log_refusal(exc.status_code, scope, str(exc.detail))
+        return
+    if isinstance(exc, StoreUnavailable):
+        log_refusal(503, scope, str(exc))
         return
     logger.exception(  # Litestar's own default: called while the exception is handled
         "Uncaught exception (connection_type=%s, path=%r):", scope.get("type"), scope.get("path")
