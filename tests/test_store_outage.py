@@ -8,6 +8,7 @@ proxy that black-holes traffic on demand (tests/blackhole.py)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from urllib.parse import urlsplit, urlunsplit
 
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from tests.blackhole import BlackHoleProxy
-from tests.procs import pg_schema
+from tests.procs import PrivateRedis, pg_schema
 from tests.support import running
 from tests.support import test_settings as make_settings
 
@@ -120,3 +121,45 @@ async def test_black_holed_database_gives_store_unavailable_then_resend_stores_o
         page = (await http.get("/api/rooms/lobby/messages")).json()["messages"]
         assert [m["text"] for m in page] == ["before", "during", "after"]
         assert [m["offset"] for m in page] == [1, 2, 3]
+
+
+async def test_busy_sqlite_gives_store_unavailable_then_the_resend_works(make_server):
+    """The embedded store: a writer held up past the busy timeout is ``store_unavailable``."""
+    async with make_server(db_statement_timeout=0.5, store_retry_after=0.5) as server:
+        await server.create_room("lobby")
+        alice = await server.client("alice")
+        await alice.join("lobby")
+        assert (await alice.say("lobby", "before", "m1"))["offset"] == 1
+        other = sqlite3.connect(server.settings.sqlite_path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            await alice.send({"type": "send", "room": "lobby", "text": "during", "id": "m2"})
+            error = await alice.expect("error", timeout=10, skip=SKIP)
+            assert (error["code"], error["id"], error["room"]) == (
+                "store_unavailable",
+                "m2",
+                "lobby",
+            )
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        ack = await alice.say("lobby", "during", "m2")
+        assert ack["offset"] == 2 and not ack.get("duplicate")
+
+
+async def test_readyz_names_redis_when_it_is_away(make_server):
+    redis = PrivateRedis()
+    await redis.start()
+    try:
+        async with make_server(redis_url=redis.url, readyz_timeout=TIMEOUT) as server:
+            async with server.http() as http:
+                ready = await http.get("/readyz")
+                assert ready.status_code == 200, ready.text
+                assert set(ready.json()["checks"]) == {"database", "migrations", "redis"}
+                redis.stop()
+                ready = await http.get("/readyz")
+                assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
+                assert ready.headers["Retry-After"]
+                assert (await http.get("/livez")).status_code == 200
+    finally:
+        redis.stop()
