@@ -168,3 +168,16 @@ async def test_frames_before_hello_name_their_room(server):
         "lobby",
         "j",
     )
+
+
+def test_integer_command_arguments_are_range_checked():
+    """Integers typed in a command line are client integers too: beyond int64, a usage error."""
+    from hub.commands import Arg, CommandSpec, UsageError
+
+    spec = CommandSpec(name="scale", help="", handler=lambda c, a: None, args=[Arg("n", type=int)])
+    assert spec.parse(str(2**63 - 1)) == {"n": 2**63 - 1}
+    assert spec.parse(str(-(2**63))) == {"n": -(2**63)}
+    for text in (str(2**63), str(-(2**63) - 1), "9" * 400):
+        with pytest.raises(UsageError) as info:
+            spec.parse(text)
+        assert "N must be int" in info.value.detail
