@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.support import Client
 
@@ -181,3 +182,38 @@ def test_integer_command_arguments_are_range_checked():
         with pytest.raises(UsageError) as info:
             spec.parse(text)
         assert "N must be int" in info.value.detail
+
+
+async def test_a_failure_escaping_the_frame_handler_closes_the_socket_once(server, monkeypatch):
+    """Whatever escapes frame handling is logged once and the socket closed once: no second
+    close from Litestar's handler (the old double-close ``RuntimeError``)."""
+    from hub.gateway import Session
+
+    original = Session.handle_raw
+
+    async def explode(self, data):
+        if "explode" in (data if isinstance(data, str) else data.decode()):
+            raise RuntimeError("escaped on purpose")
+        await original(self, data)
+
+    monkeypatch.setattr(Session, "handle_raw", explode)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(n) for n in ("litestar", "uvicorn.error", "hub.gateway")]
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        alice = await server.client("alice")
+        await alice.send({"type": "pong", "x": "explode"})
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await alice.recv(timeout=5)
+        bob = await server.client("bob")  # the hub is fine
+        await bob.send({"type": "pong"})
+    finally:
+        for lg in loggers:
+            lg.removeHandler(handler)
+    messages = [r.getMessage() + str(r.exc_info and r.exc_info[1]) for r in records]
+    assert len(records) == 1 and "escaped on purpose" in messages[0], messages
+    assert not any("websocket.close" in m for m in messages), messages
