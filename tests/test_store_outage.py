@@ -163,3 +163,17 @@ async def test_readyz_names_redis_when_it_is_away(make_server):
                 assert (await http.get("/livez")).status_code == 200
     finally:
         redis.stop()
+
+
+async def test_a_hub_stops_promptly_while_the_database_is_black_holed(outage_hub):
+    """Shutting down during an outage closes the pool within its timeout, not never."""
+    server, proxy = outage_hub
+    await server.create_room("lobby")
+    alice = await server.client("alice")
+    await alice.join("lobby")
+    proxy.drop()
+    await alice.send({"type": "send", "room": "lobby", "text": "during", "id": "m2"})
+    assert (await alice.expect("error", timeout=10, skip=SKIP))["code"] == "store_unavailable"
+    started = time.monotonic()
+    await server.stop()  # the fixture heals only afterwards
+    assert time.monotonic() - started < 8 * TIMEOUT

@@ -46,6 +46,7 @@ from hub.store.tables import Member, Message, Room, RoomPlugin
 log = logging.getLogger(__name__)
 
 
+_CLOSE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreUnavailable)
 _MIGRATION_ID = re.compile(r'^ID = "([^"]+)"', re.MULTILINE)
 MIGRATION_LOCK_KEY = 0x4C5944494E  # "LYDIN": the advisory lock migrations hold on PostgreSQL
 
@@ -195,7 +196,15 @@ class Store:
 
     async def close(self) -> None:
         if isinstance(self.engine, PostgresEngine):
-            await self.engine.close_connection_pool()
+            pool = self.engine.pool
+            timeout = getattr(self.engine, "acquire_timeout", DEFAULT_ACQUIRE_TIMEOUT)
+            try:  # a graceful close waits on every connection: not forever on a dead network
+                await asyncio.wait_for(self.engine.close_connection_pool(), timeout)
+            except (TimeoutError, *_CLOSE_ERRORS) as exc:
+                log.warning("closing the database pool: %r; terminating its connections", exc)
+                if pool is not None:
+                    pool.terminate()
+                self.engine.pool = None
         elif isinstance(self.engine, EmbeddedSQLiteEngine):
             await self.engine.aclose()
 
