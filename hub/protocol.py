@@ -388,7 +388,8 @@ def decode_client(data: bytes | str) -> ClientFrame:
     Nesting deeper than :data:`MAX_JSON_DEPTH` is refused before decoding (``bad_request``);
     so is an integer outside its documented range (below 0, above a limit, above int64).
     """
-    if json_too_deep(data, MAX_JSON_DEPTH):
+    openers = data.count("[") + data.count("{") if isinstance(data, str) else MAX_JSON_DEPTH + 1
+    if openers > MAX_JSON_DEPTH and json_too_deep(data, MAX_JSON_DEPTH):  # inline fast path
         raise FrameError(ErrorCode.BAD_REQUEST, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return _client_decoder.decode(data)
