@@ -19,7 +19,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 from hub.auth import Identity, guest_identity
 from hub.core import Hub
 from hub.identity import guest_name
-from hub.protocol import ChatMessage, RoomId, UserRef
+from hub.protocol import INT64_MAX, ChatMessage, RoomId, UserRef
 from hub.store.store import MemberInfo, ReservedRoomId, RoomExists, RoomInfo
 
 AuthRequest = Request[Identity, Any, Any]
@@ -129,10 +129,11 @@ class RoomController(Controller):
         request: AuthRequest,
         room_id: FromPath[str],
         before: Annotated[
-            int | None, Parameter(ge=0, description="page of messages before this offset")
+            int | None,
+            Parameter(ge=0, le=INT64_MAX, description="page of messages before this offset"),
         ] = None,
         after: Annotated[
-            int | None, Parameter(ge=0, description="messages after this offset")
+            int | None, Parameter(ge=0, le=INT64_MAX, description="messages after this offset")
         ] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 50,
     ) -> HistoryPage:

@@ -24,8 +24,12 @@ from hub.cache.routes import cache_routes
 from hub.config import Settings, load_settings
 from hub.core import running_hub
 from hub.gateway import ws_endpoint
+from hub.guards import json_depth_middleware
+from hub.health import livez, readyz, store_unavailable_handler
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
+from hub.refusals import exception_logging_handler
+from hub.store.errors import StoreUnavailable
 from hub.stream_api import stream_routes
 from hub.token_api import token_routes
 
@@ -67,6 +71,7 @@ def _logging(settings: Settings) -> LoggingConfig:
         root={"handlers": ["queue_listener"], "level": settings.log_level.upper()},
         loggers={name: {"level": "WARNING"} for name in ("httpx", "httpx2")},
         log_exceptions="always",
+        exception_logging_handler=exception_logging_handler,  # refusals: one short line
     )
 
 
@@ -96,6 +101,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             RoomController,
             guest_token,
             healthz,
+            livez,
+            readyz,
             ws_endpoint,
             *attachment_routes(settings),
             *plugin_routes,
@@ -106,9 +113,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],
-        middleware=[http_cache_middleware],  # runs after JWT auth: knows the user
+        middleware=[http_cache_middleware, json_depth_middleware],  # after JWT auth
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         cors_config=_cors(settings),
+        exception_handlers={StoreUnavailable: store_unavailable_handler},  # 503 + Retry-After
         logging_config=_logging(settings),
         debug=False,
     )

@@ -31,7 +31,9 @@ def _serve(args: argparse.Namespace) -> int:
         f"docs: /schema, socket: /ws)",
         flush=True,
     )
-    uvicorn.run(
+    from hub.serving import run
+
+    config = uvicorn.Config(
         "hub.app:create_app",
         factory=True,
         host=settings.host,
@@ -44,6 +46,7 @@ def _serve(args: argparse.Namespace) -> int:
         proxy_headers=True,
         lifespan="on",
     )
+    run(config)  # uvicorn.run, with sockets told to reconnect (1001) before shutdown
     return 0
 
 

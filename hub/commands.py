@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from hub.auth import Identity
-from hub.protocol import UserRef
+from hub.protocol import INT64_MAX, UserRef
 
 if TYPE_CHECKING:
     from hub.core import Hub
@@ -112,6 +112,8 @@ class CommandSpec(msgspec.Struct, frozen=True):
                 )
             try:
                 out[arg.name] = arg.type(value)
+                if arg.type is int and not -INT64_MAX - 1 <= out[arg.name] <= INT64_MAX:
+                    raise ValueError("beyond int64")  # a client's integer: range-checked
             except (TypeError, ValueError):
                 raise UsageError(
                     f"{arg.name.upper()} must be {getattr(arg.type, '__name__', arg.type)}, "

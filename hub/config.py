@@ -42,6 +42,14 @@ class Settings(msgspec.Struct, kw_only=True):
     heartbeat_interval: float = 25.0
     heartbeat_timeout: float = 60.0
     auth_timeout: float = 10.0
+    # operations (issue 13, helper robust): database timeouts, readiness, shutdown
+    db_connect_timeout: float = 5.0  # opening a PostgreSQL connection
+    db_statement_timeout: float = 10.0  # one statement (PostgreSQL); SQLite's busy timeout
+    db_acquire_timeout: float = 5.0  # waiting for a free pooled PostgreSQL connection
+    store_retry_after: float = 2.0  # told to clients with store_unavailable / 503 Retry-After
+    readyz_timeout: float = 2.0  # /readyz: the database (and Redis) must answer within this
+    shutdown_grace: float = 2.0  # on shutdown: time for reconnect frames to flush before 1001
+    shutdown_retry_after: float = 1.0  # the reconnect hint's retry_after (plus client jitter)
     typing_ttl: float = 6.0
     send_queue_frames: int = 1024
     max_replay: int = 5000

@@ -33,6 +33,7 @@ from hub.protocol import (
     CloseCode,
     MessageFrame,
     Ping,
+    Reconnect,
     UserRef,
     encode,
 )
@@ -84,6 +85,7 @@ class Hub:
             typing_ttl=settings.typing_ttl,
         )
         self.connections: dict[str, Connection] = {}
+        self._drained: asyncio.Event | None = None  # while saying goodbye (shutdown)
         self._by_user: dict[str, set[Connection]] = {}
         self._user_unsub: dict[str, Callable[[], Awaitable[None]]] = {}
         self._listeners: list[MessageListener] = []
@@ -102,6 +104,9 @@ class Hub:
             pool_min=settings.db_pool_min,
             pool_max=settings.db_pool_max,
             migrate=settings.auto_migrate,
+            connect_timeout=settings.db_connect_timeout,
+            statement_timeout=settings.db_statement_timeout,
+            acquire_timeout=settings.db_acquire_timeout,
         )
         if settings.redis_url:
             broker = Broker.from_redis_url(settings.redis_url, settings.redis_prefix)
@@ -125,11 +130,26 @@ class Hub:
         await self.plugins.start(self)
         await start_cache(self)  # strategies from plugins, warming before ready
 
+    async def goodbye(self, grace: float = 0.0) -> int:
+        """Tell every socket to reconnect elsewhere (``reconnect``, then close 1001) and wait
+        up to ``grace`` seconds for the frames to flush; return how many sockets were told.
+        Runs before the server tears the sockets down (``hub.cli``'s uvicorn server)."""
+        conns = list(self.connections.values())
+        hint = Reconnect(reason="shutdown", retry_after=self.settings.shutdown_retry_after)
+        for conn in conns:
+            if conn.close_code is None:
+                conn.send(hint)
+                conn.close(CloseCode.GOING_AWAY)
+        if self.connections and grace > 0:
+            self._drained = asyncio.Event()  # set by unregister once none is left
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), grace)
+        return len(conns)
+
     async def stop(self) -> None:
         await self.streams.stop()
         await self.plugins.stop(self)
-        for conn in list(self.connections.values()):
-            conn.close(CloseCode.GOING_AWAY)
+        await self.goodbye()
         tasks = [t for t in (self._heartbeat, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
@@ -174,6 +194,8 @@ class Hub:
 
     async def unregister(self, conn: Connection) -> None:
         self.connections.pop(conn.id, None)
+        if not self.connections and self._drained is not None:
+            self._drained.set()
         if conn.user is None:
             return
         await self.rooms.leave_all(conn)
@@ -291,7 +313,19 @@ class Hub:
 async def running_hub(settings: Settings, plugins: PluginHost | None = None):
     """Start a hub for the duration of a ``with`` block (used by the app's lifespan)."""
     hub = await Hub.create(settings, plugins)
+    RUNNING.add(hub)
     try:
         yield hub
     finally:
+        RUNNING.discard(hub)
         await hub.stop()
+
+
+RUNNING: set[Hub] = set()
+"""Hubs running in this process, for the server's shutdown to say goodbye first."""
+
+
+async def goodbye_all() -> None:
+    """Every running hub in this process: ``reconnect`` + close 1001 on its sockets, waiting
+    up to its ``shutdown_grace`` for the frames to go out (see :meth:`Hub.goodbye`)."""
+    await asyncio.gather(*(hub.goodbye(hub.settings.shutdown_grace) for hub in list(RUNNING)))

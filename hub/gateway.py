@@ -46,6 +46,7 @@ from hub.protocol import (
     Welcome,
     decode_client,
 )
+from hub.store.errors import find_unavailable
 from hub.store.store import DmRoomUnavailable, RoomInfo
 from hub.streams import CancelRefused
 
@@ -63,9 +64,14 @@ class Session:
         self._guest_base: str | None = None  # a guest's own name, before disambiguation
 
     def error(
-        self, code: ErrorCode, detail: str, ref: str | None = None, room: str | None = None
+        self,
+        code: ErrorCode,
+        detail: str,
+        ref: str | None = None,
+        room: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
-        self.conn.send(Error(code=code, detail=detail, id=ref, room=room))
+        self.conn.send(Error(code=code, detail=detail, id=ref, room=room, retry_after=retry_after))
 
     async def run(self) -> None:
         """Read until the socket closes; the writer task sends in parallel."""
@@ -85,6 +91,8 @@ class Session:
                 await self.handle_raw(data)
         except WebSocketDisconnect:
             pass
+        except Exception:  # never reaches Litestar, whose handler would close a second time
+            log.exception("socket %s failed", self.conn.id)
         finally:
             auth_timer.cancel()
             if self._expiry is not None:
@@ -111,17 +119,32 @@ class Session:
         try:
             frame = decode_client(data)
         except FrameError as exc:
-            self.error(exc.code, exc.detail)
+            self.error(exc.code, exc.detail, exc.ref, exc.room)
             return
         try:
             await self.dispatch(frame)
-        except Exception:
+        except Exception as exc:
+            if find_unavailable(exc) is not None:
+                self._store_unavailable(frame, exc)
+                return
             log.exception("failed to handle %s frame from %s", type(frame).__name__, self.conn.id)
             self.error(
                 ErrorCode.INTERNAL,
                 "internal error; the frame was not processed",
                 getattr(frame, "id", None),
+                getattr(frame, "room", None),
             )
+
+    def _store_unavailable(self, frame: ClientFrame, exc: BaseException) -> None:
+        """The database did not answer: a retryable error naming the frame (same ``id``)."""
+        _warn_store_unavailable(exc)
+        self.error(
+            ErrorCode.STORE_UNAVAILABLE,
+            "the database did not answer in time; nothing was stored: resend the same frame",
+            getattr(frame, "id", None),
+            getattr(frame, "room", None),
+            retry_after=self.settings.store_retry_after,
+        )
 
     async def dispatch(self, frame: ClientFrame) -> None:
         if isinstance(frame, Hello):
@@ -134,6 +157,7 @@ class Session:
                 ErrorCode.NOT_AUTHENTICATED,
                 "send 'hello' with a token first",
                 getattr(frame, "id", None),
+                getattr(frame, "room", None),
             )
             return
         match frame:
@@ -315,15 +339,18 @@ class Session:
         self.error(ErrorCode.NOT_JOINED, f"join {room_id!r} first", ref, room_id)
         return False
 
-    def _text_ok(self, text: str, ref: str | None, allow_empty: bool = False) -> bool:
+    def _text_ok(
+        self, text: str, ref: str | None, allow_empty: bool = False, room: str | None = None
+    ) -> bool:
         if not text.strip() and not allow_empty:
-            self.error(ErrorCode.INVALID_FRAME, "message text is empty", ref)
+            self.error(ErrorCode.INVALID_FRAME, "message text is empty", ref, room)
             return False
         if len(text) > self.settings.max_text_chars:
             self.error(
                 ErrorCode.INVALID_FRAME,
                 f"message text exceeds {self.settings.max_text_chars} characters",
                 ref,
+                room,
             )
             return False
         return True
@@ -331,7 +358,7 @@ class Session:
     async def send(self, frame: Send) -> None:
         assert self.conn.user is not None
         if not self._text_ok(
-            frame.text, frame.id, allow_empty=bool(frame.attachments)
+            frame.text, frame.id, allow_empty=bool(frame.attachments), room=frame.room
         ) or not self._joined(frame.room, frame.id):
             return
         attachments = self._attachments(frame)
@@ -355,7 +382,9 @@ class Session:
         """Resolve ``frame.attachments`` (uploaded to this room); None after an error frame."""
         if len(frame.attachments) > self.settings.max_attachments_per_message:
             limit = self.settings.max_attachments_per_message
-            self.error(ErrorCode.INVALID_FRAME, f"at most {limit} attachments", frame.id)
+            self.error(
+                ErrorCode.INVALID_FRAME, f"at most {limit} attachments", frame.id, frame.room
+            )
             return None
         try:
             return AttachmentStore.for_settings(self.settings).resolve(
@@ -448,7 +477,9 @@ class Session:
         ``send`` is never a command: clients turn a leading ``/`` into a ``command`` frame.
         """
         assert self.conn.identity is not None
-        if not self._joined(frame.room, frame.id) or not self._text_ok(frame.text, frame.id):
+        if not self._joined(frame.room, frame.id) or not self._text_ok(
+            frame.text, frame.id, room=frame.room
+        ):
             return
         identity = self.conn.identity
 
@@ -457,13 +488,28 @@ class Session:
                 reply = await self.hub.plugins.run_command(
                     self.hub, identity, frame.room, frame.text, frame.id
                 )
-            except Exception:
+            except Exception as exc:
+                if find_unavailable(exc) is not None:
+                    self._store_unavailable(frame, exc)
+                    return
                 log.exception("command %r in %s failed", frame.text[:100], frame.room)
                 self.error(ErrorCode.INTERNAL, "the command failed", frame.id, frame.room)
                 return
             self.conn.send(reply)
 
         self.hub.spawn(run(), name=f"command:{frame.room}")
+
+
+_last_store_warning = 0.0
+
+
+def _warn_store_unavailable(exc: BaseException) -> None:
+    """One warning line per 10 s while the database is away, not one per frame."""
+    global _last_store_warning
+    now = time.monotonic()
+    if now - _last_store_warning >= 10:
+        _last_store_warning = now
+        log.warning("store unavailable, frames refused with store_unavailable: %s", exc)
 
 
 def _byte_size(data: str | bytes, limit: int) -> int:

@@ -7,6 +7,7 @@ frames :data:`ServerFrame`; both are tagged unions that msgspec decodes in one p
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -14,7 +15,12 @@ import msgspec
 
 RoomId = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 ClientRef = Annotated[str, msgspec.Meta(max_length=100)]
-Offset = Annotated[int, msgspec.Meta(ge=0)]
+INT64_MAX = 2**63 - 1
+"""The largest integer a client may send anywhere (offsets are 64-bit in the database)."""
+Offset = Annotated[int, msgspec.Meta(ge=0, le=INT64_MAX)]
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in a frame or a JSON request body; deeper
+input is refused (``bad_request``, HTTP 400) before it is decoded."""
 
 
 class ErrorCode(StrEnum):
@@ -364,41 +370,112 @@ _encoder = msgspec.json.Encoder()
 
 
 class FrameError(Exception):
-    """A client frame that could not be decoded; carries the stable code to send back."""
+    """A client frame that could not be decoded; carries the stable code to send back and,
+    when the frame was readable JSON naming them, its ``room`` and ``id``."""
 
-    def __init__(self, code: ErrorCode, detail: str) -> None:
+    def __init__(
+        self, code: ErrorCode, detail: str, room: str | None = None, ref: str | None = None
+    ) -> None:
         super().__init__(detail)
         self.code = code
         self.detail = detail
+        self.room = room
+        self.ref = ref
 
 
 def decode_client(data: bytes | str) -> ClientFrame:
-    """Decode one client frame, or raise :class:`FrameError` with the right code."""
+    """Decode one client frame, or raise :class:`FrameError` with the right code.
+
+    Nesting deeper than :data:`MAX_JSON_DEPTH` is refused before decoding (``bad_request``);
+    so is an integer outside its documented range (below 0, above a limit, above int64).
+    """
+    openers = data.count("[") + data.count("{") if isinstance(data, str) else MAX_JSON_DEPTH + 1
+    if openers > MAX_JSON_DEPTH and json_too_deep(data, MAX_JSON_DEPTH):  # inline fast path
+        raise FrameError(ErrorCode.BAD_REQUEST, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         return _client_decoder.decode(data)
     except msgspec.ValidationError as exc:
-        kind = _frame_type(data)
+        peek = _peek(data)
+        kind = peek.type if isinstance(peek.type, str) else None
+        room, ref = _valid(peek.room, RoomId), _valid(peek.id, ClientRef)
         if kind is None:
             raise FrameError(
-                ErrorCode.INVALID_FRAME, f"frame needs a string 'type': {exc}"
+                ErrorCode.INVALID_FRAME, f"frame needs a string 'type': {exc}", room, ref
             ) from None
         if kind not in CLIENT_FRAME_TYPES:
             known = ", ".join(sorted(CLIENT_FRAME_TYPES))
             raise FrameError(
-                ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}; known: {known}"
+                ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}; known: {known}", room, ref
             ) from None
-        raise FrameError(ErrorCode.INVALID_FRAME, f"invalid {kind!r} frame: {exc}") from None
+        code = ErrorCode.BAD_REQUEST if _OUT_OF_RANGE.match(str(exc)) else ErrorCode.INVALID_FRAME
+        raise FrameError(code, f"invalid {kind!r} frame: {exc}", room, ref) from None
     except msgspec.DecodeError as exc:
         raise FrameError(ErrorCode.BAD_JSON, f"malformed JSON: {exc}") from None
+    except RecursionError:  # cannot happen below MAX_JSON_DEPTH; kept as a backstop
+        raise FrameError(ErrorCode.BAD_REQUEST, "JSON nested too deeply") from None
 
 
-def _frame_type(data: bytes | str) -> str | None:
+_OUT_OF_RANGE = re.compile(r"Expected `int(?: \| null)?` [<>]=? ")
+"""msgspec's message for an integer outside its ``Meta(ge=..., le=...)`` bounds."""
+
+
+class _Peek(msgspec.Struct):
+    """What an undecodable frame named, to address the error frame."""
+
+    type: Any = None
+    room: Any = None
+    id: Any = None
+
+
+_peek_decoder = msgspec.json.Decoder(_Peek)
+
+
+def _peek(data: bytes | str) -> _Peek:
     try:
-        value = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+        return _peek_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return _Peek()
+
+
+def _valid(value: Any, kind: Any) -> str | None:
+    """``value`` if it is a string satisfying ``kind``'s constraints, else None."""
+    if not isinstance(value, str):
         return None
-    kind = value.get("type") if isinstance(value, dict) else None
-    return kind if isinstance(kind, str) else None
+    try:
+        return msgspec.convert(value, kind)
+    except msgspec.ValidationError:
+        return None
+
+
+_STR_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BYTES_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_STR_BRACKETS = re.compile(r"[\[\]{}]")
+_BYTES_BRACKETS = re.compile(rb"[\[\]{}]")
+
+
+def json_too_deep(data: bytes | str, limit: int) -> bool:
+    """Whether JSON ``data`` nests arrays/objects deeper than ``limit``, brackets inside strings
+    not counted. Cheap: when there are no more than ``limit`` opening brackets in all (every
+    ordinary frame), nothing is scanned; else one regex pass drops the strings."""
+    if isinstance(data, str):
+        if data.count("[") + data.count("{") <= limit:
+            return False
+        brackets = _STR_BRACKETS.finditer(_STR_STRINGS.sub("", data))
+        openers: tuple[Any, ...] = ("[", "{")
+    else:
+        if data.count(b"[") + data.count(b"{") <= limit:
+            return False
+        brackets = _BYTES_BRACKETS.finditer(_BYTES_STRINGS.sub(b"", data))
+        openers = (b"[", b"{")
+    depth = 0
+    for match in brackets:
+        if match.group() in openers:
+            depth += 1
+            if depth > limit:
+                return True
+        elif depth:
+            depth -= 1
+    return False
 
 
 def encode(frame: Frame) -> bytes:

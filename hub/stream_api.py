@@ -25,7 +25,7 @@ from hub.api import _room_for
 from hub.auth import Identity
 from hub.connection import Outbox
 from hub.core import Hub
-from hub.protocol import CloseCode, Error, ErrorCode, UserRef, encode
+from hub.protocol import INT64_MAX, CloseCode, Error, ErrorCode, UserRef, encode
 from hub.streams import CancelRefused, StreamMetrics
 
 AuthRequest = Request[Identity, Any, Any]
@@ -97,15 +97,16 @@ async def room_events(
     request: AuthRequest,
     room_id: FromPath[str],
     since: Annotated[
-        int | None, QueryParameter(ge=0, description="replay messages after this offset first")
+        int | None,
+        QueryParameter(ge=0, le=INT64_MAX, description="replay messages after this offset first"),
     ] = None,
     last_event_id: Annotated[str | None, HeaderParameter(name="Last-Event-ID")] = None,
 ) -> ServerSentEvent:
     """The room's live frames as Server-Sent Events (``text/event-stream``)."""
     hub: Hub = request.app.state.hub
     room = await _room_for(hub, room_id, request.user)
-    if since is None and last_event_id and last_event_id.isdigit():
-        since = int(last_event_id)
+    if since is None and last_event_id and last_event_id.isascii() and last_event_id.isdigit():
+        since = min(int(last_event_id[:20]), INT64_MAX)  # a client's header: bounded
     subscriber = SSESubscriber(request.user, hub.settings.send_queue_frames)
     await hub.rooms.join(
         subscriber,  # type: ignore[arg-type]

@@ -260,6 +260,23 @@ async def test_healthchecks_pass_against_a_live_hub(server: HubServer, services:
         assert await run_check(argv, server.port) == 0
 
 
+def test_compose_healthcheck_asks_readyz(services: Any) -> None:
+    """Readiness (database, Redis, migrations), not mere liveness, gates the replica."""
+    argv = exec_form(services["hub"]["healthcheck"]["test"])
+    assert "/readyz" in argv[-1] and "/healthz" not in argv[-1]
+
+
+async def test_compose_healthcheck_fails_while_the_hub_is_not_ready(server: HubServer, services):
+    """A real hub whose store lacks a migration answers /readyz 503: the check fails."""
+    from piccolo.apps.migrations.tables import Migration
+
+    argv = exec_form(services["hub"]["healthcheck"]["test"])
+    assert await run_check(argv, server.port) == 0
+    ran = await Migration.get_migrations_which_ran(app_name="lydian")
+    await Migration.delete().where(Migration.name == ran[-1])
+    assert await run_check(argv, server.port) != 0
+
+
 async def test_healthchecks_fail_when_nothing_listens(services: Any) -> None:
     port = free_port()
     for argv in healthchecks(services):

@@ -180,11 +180,7 @@ def test_type_not_sent_by_clients_is_unknown_type(kind: str) -> None:
         {"type": "join", "room": "général"},
         {"type": "join", "room": "r/1"},
         {"type": "join", "room": "x" * 101},
-        {"type": "join", "room": "general", "since": -1},
         {"type": "send", "room": "general", "text": "hi", "id": "i" * 101},
-        {"type": "history", "room": "general", "limit": 0},
-        {"type": "history", "room": "general", "limit": 1001},
-        {"type": "history", "room": "general", "before": -5},
         {"type": "hello", "name": "n" * 81},
         {"type": "direct", "to": "", "text": "hi"},
         {"type": "direct", "to": "u" * 201, "text": "hi"},
@@ -194,9 +190,81 @@ def test_wrong_shape_is_invalid_frame(frame: Any) -> None:
     assert code_of(msgspec.json.encode(frame)) == ErrorCode.INVALID_FRAME
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"type": "join", "room": "general", "since": -1},
+        {"type": "join", "room": "general", "since": 2**63},
+        {"type": "history", "room": "general", "limit": 0},
+        {"type": "history", "room": "general", "limit": 1001},
+        {"type": "history", "room": "general", "limit": 2**63},
+        {"type": "history", "room": "general", "before": -5},
+        {"type": "history", "room": "general", "before": 2**63},
+        {"type": "history", "room": "general", "before": 10**30},
+    ],
+)
+def test_integers_out_of_range_are_bad_request(frame: Any) -> None:
+    """Every integer a client sends is range-checked (int64 at most) before it is used."""
+    with pytest.raises(FrameError) as info:
+        decode_client(msgspec.json.encode({**frame, "id": "r1"}))
+    assert info.value.code == ErrorCode.BAD_REQUEST
+    assert (info.value.room, info.value.ref) == ("general", "r1")
+
+
+def test_the_largest_int64_offset_is_accepted() -> None:
+    frame = decode_client(f'{{"type": "history", "room": "r", "before": {2**63 - 1}}}')
+    assert frame == HistoryRequest(room="r", before=2**63 - 1)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "[" * 1000 + "]" * 1000,
+        '{"type": "send", "room": "r", "text": "x", "x": ' + "[" * 65 + "]" * 65 + "}",
+        b'{"type": "send", "room": "r", "text": "x", "x": '
+        + b'{"a":' * 100_000
+        + b"1"
+        + b"}" * 100_000
+        + b"}",
+    ],
+    ids=["1000-arrays", "65-inside-a-frame", "100000-objects-bytes"],
+)
+def test_deep_nesting_is_bad_request_before_decoding(data: str | bytes) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_client(data)
+    assert info.value.code == ErrorCode.BAD_REQUEST and "64" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"type": "send", "room": "r", "text": "' + "[" * 5000 + '"}',
+        '{"type": "send", "room": "r", "text": "\\"' + "{" * 5000 + '"}',
+        '{"type": "send", "room": "r", "text": "x", "x": ' + "[" * 63 + "]" * 63 + "}",
+        '{"type": "send", "room": "r", "text": "x", "x": [' + "[[]]," * 3000 + "[]]}",
+    ],
+    ids=["brackets-in-text", "escaped-quote-then-brackets", "63-deep-inside-64", "wide"],
+)
+def test_brackets_in_strings_and_wide_json_are_not_deep(data: str) -> None:
+    assert isinstance(decode_client(data), Send)
+
+
+def test_a_frame_error_names_the_room_and_id_it_could_read() -> None:
+    with pytest.raises(FrameError) as info:
+        decode_client('{"type": "send", "room": "general", "id": "m1"}')
+    assert (info.value.code, info.value.room, info.value.ref) == (
+        ErrorCode.INVALID_FRAME,
+        "general",
+        "m1",
+    )
+    with pytest.raises(FrameError) as info:  # a room id that is not one is not echoed
+        decode_client('{"type": "send", "room": "gen eral", "text": "x", "id": "m1"}')
+    assert (info.value.room, info.value.ref) == (None, "m1")
+
+
 def test_invalid_frame_detail_names_the_field() -> None:
     with pytest.raises(FrameError) as info:
-        decode_client('{"type": "join", "room": "general", "since": -1}')
+        decode_client('{"type": "join", "room": "general", "since": "1"}')
     assert "'join'" in info.value.detail and "$.since" in info.value.detail
 
 

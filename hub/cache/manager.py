@@ -31,6 +31,7 @@ from hub.cache.errors import (
 from hub.cache.stats import CacheStats
 from hub.cache.strategy import DEFAULT_STRATEGY, CacheStrategy, StrategyRegistry
 from hub.cache.tiers import MemoryTier, RedisTier, RedisUnavailable
+from hub.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -310,6 +311,9 @@ class CacheManager:
         t0 = time.perf_counter_ns()
         try:
             value = await asyncio.wait_for(loader(), self.loader_timeout)
+        except StoreUnavailable:
+            l3.errors += 1
+            raise  # the database is away: the caller answers "retry later", not "bug"
         except TimeoutError:
             l3.errors += 1
             raise CacheLoaderTimeout(

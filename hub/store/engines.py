@@ -15,6 +15,12 @@ from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory
 
+from hub.store.errors import unavailable_as_store_error
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_STATEMENT_TIMEOUT = 10.0
+DEFAULT_ACQUIRE_TIMEOUT = 5.0
+
 STATEMENT_CONNECTIONS = 4
 """Persistent connections for statements outside transactions (reads, mostly)."""
 
@@ -129,6 +135,11 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
             return connection
         return await self._idle.get()
 
+    async def run_querystring(self, querystring: Any, in_pool: bool = False) -> Any:
+        """Piccolo's, with a busy database (past the busy timeout) as ``StoreUnavailable``."""
+        with unavailable_as_store_error():
+            return await super().run_querystring(querystring, in_pool)
+
     async def run_on_writer(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work(connection)`` on the engine's writer thread: a whole transaction in one
         trip to a thread, where piccolo's takes one trip per statement (begin, each statement,
@@ -137,7 +148,10 @@ class EmbeddedSQLiteEngine(SQLiteEngine):
         (``Store`` holds its write lock), as for piccolo's transactions on this engine."""
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="lydian-sqlite-writer")
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self._on_writer, work)
+        with unavailable_as_store_error():
+            return await asyncio.get_running_loop().run_in_executor(
+                self._writer, self._on_writer, work
+            )
 
     def _on_writer(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self._writer_connection is None:
@@ -198,19 +212,75 @@ class _Lease:
             self._lock.release()
 
 
-def engine_for_url(url: str, server_settings: dict[str, str] | None = None) -> Engine:
-    """``sqlite:///path`` or ``postgresql://...`` to a Piccolo engine (not yet connected)."""
+class _TimedPool:
+    """An asyncpg pool whose ``acquire`` waits at most ``timeout`` seconds by default (piccolo
+    acquires without a timeout: with every connection stuck, callers would queue forever)."""
+
+    def __init__(self, pool: Any, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return self._pool.acquire(timeout=timeout or self._timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+class TimedPostgresEngine(PostgresEngine):
+    """PostgreSQL with a timeout on each step: connecting (``timeout``), waiting for a pooled
+    connection (``acquire_timeout``) and every statement (``command_timeout``); a database
+    that does not answer in time raises :class:`~hub.store.errors.StoreUnavailable` instead
+    of hanging its caller. A connection whose statement timed out is closed by asyncpg."""
+
+    def __init__(self, config: dict[str, Any], acquire_timeout: float) -> None:
+        super().__init__(config=config)
+        self.acquire_timeout = acquire_timeout
+
+    async def start_connection_pool(self, **kwargs: Any) -> None:
+        with unavailable_as_store_error():
+            await super().start_connection_pool(**kwargs)
+        if self.pool is not None:
+            self.pool = _TimedPool(self.pool, self.acquire_timeout)  # type: ignore[assignment]
+
+    async def run_querystring(self, querystring: Any, in_pool: bool = True) -> Any:
+        with unavailable_as_store_error():
+            return await super().run_querystring(querystring, in_pool)
+
+    async def run_ddl(self, ddl: str, in_pool: bool = True) -> Any:
+        with unavailable_as_store_error():
+            return await super().run_ddl(ddl, in_pool)
+
+
+def engine_for_url(
+    url: str,
+    server_settings: dict[str, str] | None = None,
+    *,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+    acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
+) -> Engine:
+    """``sqlite:///path`` or ``postgresql://...`` to a Piccolo engine (not yet connected).
+
+    On PostgreSQL each step has its timeout (see :class:`TimedPostgresEngine`); on SQLite
+    ``statement_timeout`` is the busy timeout, how long a statement waits for a lock."""
     if url.startswith("sqlite:///"):
         path, _, query = url.removeprefix("sqlite:///").partition("?")
         sync = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("synchronous")
         if sync not in (None, "normal", "full", "extra"):
             raise ValueError(f"synchronous must be normal, full or extra, not {sync!r}")
-        return EmbeddedSQLiteEngine(path=path, synchronous=sync or "normal", timeout=30)
+        return EmbeddedSQLiteEngine(
+            path=path, synchronous=sync or "normal", timeout=statement_timeout
+        )
     if url.startswith(("postgres://", "postgresql://")):
-        config: dict[str, Any] = {"dsn": url}
+        config: dict[str, Any] = {
+            "dsn": url,
+            "timeout": connect_timeout,
+            "command_timeout": statement_timeout,
+        }
         if server_settings:
             config["server_settings"] = server_settings
-        return PostgresEngine(config=config)
+        return TimedPostgresEngine(config=config, acquire_timeout=acquire_timeout)
     raise ValueError(f"unsupported DATABASE_URL {url!r}: use sqlite:///PATH or postgresql://...")
 
 

@@ -32,12 +32,22 @@ from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
 from hub.protocol import Attachment, ChatMessage, UserRef
-from hub.store.engines import EmbeddedSQLiteEngine, bind, engine_for_url
+from hub.store.engines import (
+    DEFAULT_ACQUIRE_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_STATEMENT_TIMEOUT,
+    EmbeddedSQLiteEngine,
+    bind,
+    engine_for_url,
+)
+from hub.store.errors import StoreUnavailable, unavailable_as_store_error
 from hub.store.tables import Member, Message, RevokedToken, Room, RoomPlugin, User
 
 log = logging.getLogger(__name__)
 
 
+_CLOSE_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, StoreUnavailable)
+_MIGRATION_ID = re.compile(r'^ID = "([^"]+)"', re.MULTILINE)
 MIGRATION_LOCK_KEY = 0x4C5944494E  # "LYDIN": the advisory lock migrations hold on PostgreSQL
 
 
@@ -137,9 +147,21 @@ class Store:
         pool_max: int = 10,
         server_settings: dict[str, str] | None = None,
         migrate: bool = True,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+        acquire_timeout: float = DEFAULT_ACQUIRE_TIMEOUT,
     ) -> Store:
-        """Connect to ``url`` (``sqlite:///…`` or ``postgresql://…``) and run pending migrations."""
-        engine = engine_for_url(url, server_settings=server_settings)
+        """Connect to ``url`` (``sqlite:///…`` or ``postgresql://…``) and run pending migrations.
+
+        A database that does not answer within the timeouts raises
+        :class:`~hub.store.errors.StoreUnavailable` from any store call."""
+        engine = engine_for_url(
+            url,
+            server_settings=server_settings,
+            connect_timeout=connect_timeout,
+            statement_timeout=statement_timeout,
+            acquire_timeout=acquire_timeout,
+        )
         bind(engine)
         if isinstance(engine, EmbeddedSQLiteEngine):
             engine.hold_open()  # also creates the file in WAL mode
@@ -162,7 +184,9 @@ class Store:
     @contextlib.asynccontextmanager
     async def _migration_lock(self) -> AsyncIterator[None]:
         if isinstance(self.engine, PostgresEngine):
-            conn = await asyncpg.connect(**self.engine.config)
+            # no statement timeout here: another replica may take a while to migrate
+            config = {k: v for k, v in self.engine.config.items() if k != "command_timeout"}
+            conn = await asyncpg.connect(**config)
             try:
                 await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
                 yield
@@ -185,9 +209,34 @@ class Store:
         if not result.success:
             raise RuntimeError(f"migrations failed: {result.message}")
 
+    async def ping(self) -> None:
+        """One trivial statement: raises :class:`StoreUnavailable` if the database does not
+        answer (within the store's timeouts; callers may wait less)."""
+        await Room.raw("SELECT 1")
+
+    async def pending_migrations(self) -> list[str]:
+        """Ids of the migrations in ``migrations/`` not yet applied to this database."""
+        from hub.store.piccolo_app import migrations_folder
+
+        known = set()
+        for path in migrations_folder().glob("*.py"):
+            found = _MIGRATION_ID.search(path.read_text())
+            if found:
+                known.add(found[1])
+        ran = set(await Migration.get_migrations_which_ran(app_name="lydian"))
+        return sorted(known - ran)
+
     async def close(self) -> None:
         if isinstance(self.engine, PostgresEngine):
-            await self.engine.close_connection_pool()
+            pool = self.engine.pool
+            timeout = getattr(self.engine, "acquire_timeout", DEFAULT_ACQUIRE_TIMEOUT)
+            try:  # a graceful close waits on every connection: not forever on a dead network
+                await asyncio.wait_for(self.engine.close_connection_pool(), timeout)
+            except (TimeoutError, *_CLOSE_ERRORS) as exc:
+                log.warning("closing the database pool: %r; terminating its connections", exc)
+                if pool is not None:
+                    pool.terminate()
+                self.engine.pool = None
         elif isinstance(self.engine, EmbeddedSQLiteEngine):
             await self.engine.aclose()
 
@@ -198,13 +247,14 @@ class Store:
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[None]:
         """A write transaction: immediate and serialized on SQLite, plain on PostgreSQL."""
-        if isinstance(self.engine, SQLiteEngine):
-            async with self._write_lock:
-                async with self.engine.transaction(transaction_type=TransactionType.immediate):
+        with unavailable_as_store_error():
+            if isinstance(self.engine, SQLiteEngine):
+                async with self._write_lock:
+                    async with self.engine.transaction(transaction_type=TransactionType.immediate):
+                        yield
+            else:
+                async with self.engine.transaction():
                     yield
-        else:
-            async with self.engine.transaction():
-                yield
 
     # ------------------------------------------------------------------ rooms
 
@@ -386,8 +436,8 @@ class Store:
                     seq = await self.engine.run_on_writer(partial(_append_sqlite, row))
             else:
                 seq = await _append_postgres(row)
-        except UnknownRoom:
-            raise
+        except (UnknownRoom, StoreUnavailable):
+            raise  # unavailable: maybe stored after all; the client's resend will tell
         except Exception:
             # A resend: the unique index on (room, author, client id) refused the row and the
             # transaction rolled back, offset included. Return the stored message. (No lookup

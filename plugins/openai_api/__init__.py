@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -21,6 +21,7 @@ from litestar.response import Stream
 from hub.agents import Agent
 from hub.hookspecs import hookimpl
 from hub.llm import ChatTurn, LLMError
+from hub.protocol import INT64_MAX
 from hub.streams import StreamMetrics
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -39,8 +40,8 @@ class ChatRequest(msgspec.Struct):
     model: str
     messages: list[InMessage]
     stream: bool = False
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] | None = None
     temperature: float | None = None
     stream_options: StreamOptions | None = None
 
