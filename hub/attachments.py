@@ -11,9 +11,10 @@ Retention: a new upload carries a ``pending`` marker file until a message refers
 (:meth:`AttachmentStore.resolve` removes the marker before the message is stored). A
 periodic sweep deletes uploads still pending after ``upload_orphan_grace``; uploads without
 the marker (referenced, or kept from before the marker existed) are never deleted. The sweep
-first renames an orphan aside and deletes it only if it is still pending there, so a message
-that refers to it at that very moment wins, and several replicas sweeping one shared
-directory at once delete each orphan once and harmlessly miss it otherwise.
+first renames an orphan aside and deletes it only if it is still pending there (else puts it
+back), so a message that refers to it at that very moment either keeps it or is refused
+(``unknown attachment``), never stored with a deleted upload; several replicas sweeping one
+shared directory at once delete each orphan once and harmlessly miss it otherwise.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -71,31 +70,36 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         ReadTimeouts.load()
         self._reading: str | None = None  # _HEADERS, _BODY or None (not reading a request)
-        self._deadline = 0.0  # time.monotonic() by which the current read must progress
+        self._deadline = 0.0  # loop time by which the current read must progress
         self._timer: asyncio.TimerHandle | None = None
         self._body_start = 0.0
         self._body_bytes = 0
 
     # -- the deadline ------------------------------------------------------------------
+    # One lazy timer per connection, in the loop's clock: arming only moves ``_deadline``
+    # (a timer is made or moved only when none would fire by then) and disarming only clears
+    # ``_reading``; a timer that fires early re-schedules itself for the current deadline,
+    # one with nothing to time goes away. A busy kept-alive connection thus makes about one
+    # timer per header timeout, not two per request.
 
     def _arm(self, kind: str, deadline: float) -> None:
-        """Set the read deadline; the timer is only rescheduled when it would fire too late."""
         self._reading = kind
         self._deadline = deadline
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._loop_time(deadline), self._expired)
-        elif self._timer.when() > self._loop_time(deadline):
-            self._timer.cancel()
-            self._timer = self.loop.call_at(self._loop_time(deadline), self._expired)
+        timer = self._timer
+        if timer is None:
+            self._timer = self.loop.call_at(deadline, self._expired)
+        elif timer.when() > deadline:
+            timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._expired)
 
     def _disarm(self) -> None:
+        self._reading = None
+
+    def _cancel_timer(self) -> None:
         self._reading = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    def _loop_time(self, deadline: float) -> float:
-        return self.loop.time() + (deadline - time.monotonic())
 
     def _body_deadline(self, now: float) -> float:
         deadline = now + ReadTimeouts.body
@@ -108,9 +112,9 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         self._timer = None
         if self._reading is None or self.transport is None or self.transport.is_closing():
             return
-        now = time.monotonic()
+        now = self.loop.time()
         if now < self._deadline:  # moved on since the timer was set
-            self._timer = self.loop.call_at(self._loop_time(self._deadline), self._expired)
+            self._timer = self.loop.call_at(self._deadline, self._expired)
             return
         cycle = self.cycle
         if self._reading == _BODY and (
@@ -142,23 +146,23 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(_HEADERS, time.monotonic() + ReadTimeouts.header)
+        self._arm(_HEADERS, self.loop.time() + ReadTimeouts.header)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm()
+        self._cancel_timer()
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._reading is None:  # a new request on a kept-alive connection
-            self._arm(_HEADERS, time.monotonic() + ReadTimeouts.header)
+            self._arm(_HEADERS, self.loop.time() + ReadTimeouts.header)
 
     def on_headers_complete(self) -> None:
         self._disarm()
         super().on_headers_complete()
         if self.parser.should_upgrade() and self._should_upgrade():
             return  # a WebSocket: the handshake is the WebSocket protocol's business
-        now = time.monotonic()
+        now = self.loop.time()
         self._body_start, self._body_bytes = now, 0
         self._arm(_BODY, now + ReadTimeouts.body)  # on_message_complete disarms it
 
@@ -166,12 +170,12 @@ class TimedHttpToolsProtocol(HttpToolsProtocol):
         super().on_body(body)
         if self._reading == _BODY:
             self._body_bytes += len(body)
-            self._arm(_BODY, self._body_deadline(time.monotonic()))
+            self._arm(_BODY, self._body_deadline(self.loop.time()))
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._disarm()
 
     def handle_websocket_upgrade(self) -> None:
-        self._disarm()
+        self._cancel_timer()
         super().handle_websocket_upgrade()

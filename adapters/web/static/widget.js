@@ -664,6 +664,7 @@
       return false;
     }
     this.tries.set(f.id, tries);
+    if (this.tries.size > 64) this.tries.delete(this.tries.keys().next().value);
     this.held.set(f.id, frame);
     this.holdBack(wait);
     return true;
