@@ -179,6 +179,19 @@ async def test_steady_clients_websockets_and_event_streams_are_not_cut(hub):
         assert steady.startswith(b"HTTP/1.1 201"), steady
         assert (await clock).startswith(b"HTTP/1.1 408")
 
+        # a large upload (far above uvicorn's 64 KiB read buffer, so reading pauses while the
+        # hub parses it) goes through whole
+        big = b"%PDF-1.4\n" + b"0" * (3 * 1024 * 1024)
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {token('alice')}"}, timeout=30
+        ) as http:
+            uploaded = await http.post(
+                f"{hub.http_url}/api/rooms/open/attachments",
+                files={"file": ("big.pdf", big, "application/pdf")},
+            )
+        assert uploaded.status_code == 201, uploaded.text
+        assert uploaded.json()["size"] == len(big)
+
         ack = await ws.say("open", "still here", "r1")
         assert ack["type"] == "ack"
         seen = b""
