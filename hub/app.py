@@ -60,6 +60,7 @@ def _cors(settings: Settings) -> CORSConfig | None:
         allow_origins=origins,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type"],
+        expose_headers=["Retry-After"],  # the widget waits as long as a 429 says
     )
 
 

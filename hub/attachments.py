@@ -6,14 +6,27 @@ anything that is not a known image, audio or document format is refused (415), a
 anything above ``max_upload_bytes`` (413). Ids are 128-bit random, so a download URL is a
 capability: it is served without a token (``<img src>`` cannot send one) with
 ``X-Content-Type-Options: nosniff`` and a sandboxing CSP, inline only for images and audio.
+
+Retention: a new upload carries a ``pending`` marker file until a message refers to it
+(:meth:`AttachmentStore.resolve` removes the marker before the message is stored). A
+periodic sweep deletes uploads still pending after ``upload_orphan_grace``; uploads without
+the marker (referenced, or kept from before the marker existed) are never deleted. The sweep
+first renames an orphan aside and deletes it only if it is still pending there (else puts it
+back), so a message that refers to it at that very moment either keeps it or is refused
+(``unknown attachment``), never stored with a deleted upload; several replicas sweeping one
+shared directory at once delete each orphan once and harmlessly miss it otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import re
 import secrets
+import shutil
 import time
 import unicodedata
 from pathlib import Path
@@ -37,7 +50,15 @@ from hub.auth import Identity
 from hub.config import Settings
 from hub.protocol import Attachment
 
+log = logging.getLogger(__name__)
+
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+PENDING = "pending"
+"""Marker file of an upload no message refers to yet."""
+TRASH = ".trash"
+"""Prefix of an orphan renamed aside for deletion: ``.trash.<id>.<unix time>.<random>``."""
+TRASH_STALE = 300.0
+"""A trash entry older than this was left by a sweep that died; the next sweep finishes it."""
 MAX_NAME_CHARS = 200
 FORM_OVERHEAD = 64 * 1024
 """Room for multipart headers and boundaries on top of the file itself."""
@@ -194,6 +215,7 @@ class AttachmentStore:
     def _write(self, meta: StoredAttachment, data: bytes) -> None:
         folder = self._dir(meta.id)
         folder.mkdir(parents=True, exist_ok=False)
+        (folder / PENDING).touch()  # first: an upload that dies half-written is an orphan too
         (folder / "blob").write_bytes(data)
         tmp = folder / "meta.json.tmp"
         tmp.write_bytes(msgspec.json.encode(meta))
@@ -210,14 +232,94 @@ class AttachmentStore:
         return self._dir(attachment_id) / "blob"
 
     def resolve(self, ids: list[str], room: str) -> list[Attachment]:
-        """The attachments a message in ``room`` refers to; unknown or foreign ids raise."""
+        """The attachments a message in ``room`` refers to; unknown or foreign ids raise.
+
+        Resolving marks them referenced (never deleted as orphans): call it just before the
+        message is stored.
+        """
         found = []
         for attachment_id in ids:
             meta = self.get(attachment_id)
             if meta.room != room:
                 raise UnknownAttachment(attachment_id)
             found.append(meta.public())
+        for attachment_id in ids:  # all valid: now mark them
+            folder = self._dir(attachment_id)
+            (folder / PENDING).unlink(missing_ok=True)
+            if not (folder / "meta.json").exists():  # swept as an orphan just before
+                raise UnknownAttachment(attachment_id)
         return found
+
+    def sweep(self, grace: float, now: float | None = None) -> int:
+        """Delete uploads no message referred to within ``grace`` seconds; returns how many.
+
+        Safe to run in several processes on one directory at once (module docstring).
+        """
+        now = time.time() if now is None else now
+        deleted = 0
+        try:
+            entries = list(os.scandir(self.root))
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            if entry.name.startswith(TRASH + "."):
+                deleted += self._finish_trash(entry.name, now)
+            elif ID_PATTERN.match(entry.name) and self._orphan_since(entry.path) < now - grace:
+                deleted += self._delete_orphan(entry.name, now)
+        return deleted
+
+    def _orphan_since(self, path: str) -> float:
+        """When the upload at ``path`` was made, if it is an orphan; +inf if it is not."""
+        try:
+            return os.stat(os.path.join(path, PENDING)).st_mtime
+        except FileNotFoundError:
+            pass
+        if os.path.exists(os.path.join(path, "meta.json")):
+            return float("inf")  # referenced (or uploaded before markers existed)
+        try:  # neither marker nor sidecar: debris of an upload that died at once
+            return os.stat(path).st_mtime
+        except FileNotFoundError:
+            return float("inf")
+
+    def _delete_orphan(self, attachment_id: str, now: float) -> int:
+        trash = self.root / f"{TRASH}.{attachment_id}.{int(now)}.{secrets.token_hex(4)}"
+        try:
+            os.rename(self.root / attachment_id, trash)
+        except FileNotFoundError:
+            return 0  # another replica got there first
+        return self._empty_trash(trash, attachment_id)
+
+    def _empty_trash(self, trash: Path, attachment_id: str) -> int:
+        """Delete ``trash`` if it is still an orphan; put it back if a message took it."""
+        if (trash / PENDING).exists() or not (trash / "meta.json").exists():
+            shutil.rmtree(trash, ignore_errors=True)
+            return 1
+        with contextlib.suppress(OSError):  # referenced while we were renaming it
+            os.rename(trash, self.root / attachment_id)
+        return 0
+
+    def _finish_trash(self, name: str, now: float) -> int:
+        """A trash entry left by a sweep that died (or another replica's, in flight)."""
+        parts = name.split(".")
+        if len(parts) != 5 or not ID_PATTERN.match(parts[2]) or not parts[3].isdigit():
+            return 0
+        if now - int(parts[3]) < TRASH_STALE:
+            return 0
+        return self._empty_trash(self.root / name, parts[2])
+
+
+async def sweep_orphans_forever(settings: Settings) -> None:
+    """Run :meth:`AttachmentStore.sweep` every ``upload_sweep_interval`` (a hub task)."""
+    store = AttachmentStore.for_settings(settings)
+    while True:
+        try:
+            deleted = await asyncio.to_thread(store.sweep, settings.upload_orphan_grace)
+        except OSError:
+            log.warning("orphan upload sweep failed", exc_info=True)
+        else:
+            if deleted:
+                log.info("deleted %d orphan uploads", deleted)
+        await asyncio.sleep(settings.upload_sweep_interval)
 
 
 # ------------------------------------------------------------------ HTTP routes

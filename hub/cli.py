@@ -14,6 +14,16 @@ TRANSPORT_MAX_FRAME = 16 * 1024 * 1024
 """uvicorn closes (1009) above this; frames between the hub's limit and this get an error frame."""
 
 
+def _http_protocol() -> str:
+    """uvicorn's httptools protocol with request read timeouts (hub.http_timeouts)."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        print("lydian: httptools missing, HTTP requests have no read timeouts", file=sys.stderr)
+        return "auto"
+    return "hub.http_timeouts:TimedHttpToolsProtocol"
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -39,6 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
+        http=_http_protocol(),
         ws_max_size=TRANSPORT_MAX_FRAME,
         ws_ping_interval=None,
         ws_per_message_deflate=settings.ws_compression,

@@ -68,6 +68,12 @@ class Settings(msgspec.Struct, kw_only=True):
     max_upload_bytes: int = 10 * 1024 * 1024
     max_attachments_per_message: int = 10
     cors_origins: str = ""  # "https://a.example,https://b.example" may call the API (or "*")
+    # HTTP read timeouts and upload retention (issue 13, widgetops)
+    http_header_timeout: float = 10.0  # a request's line and headers must arrive within this
+    http_body_timeout: float = 30.0  # longest wait for the next piece of a request body
+    http_body_min_rate: int = 1024  # bytes/s a body must average after its first timeout (0 = off)
+    upload_orphan_grace: float = 24 * 3600.0  # unreferenced uploads are deleted after this
+    upload_sweep_interval: float = 3600.0  # a replica sweeps orphans this often; 0: never
     log_level: str = "info"
     plugins: str | None = None  # allow-list "a,b" (env LYDIAN_PLUGINS); None loads every plugin
     trace_hooks: bool = False  # log every plugin hook call (env LYDIAN_TRACE_HOOKS=1)

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 
 from hub.agents import Agents
+from hub.attachments import sweep_orphans_forever
 from hub.auth import Identity, issue_token
 from hub.broker import Broker, user_channel
 from hub.cache.http import HttpCache
@@ -126,6 +127,8 @@ class Hub:
         self._heartbeat = asyncio.create_task(self._sweep(), name="heartbeat")
         if isinstance(self.presence, RedisPresence):
             self.spawn(self._keep_presence(self.presence), name="presence")
+        if self.settings.upload_sweep_interval > 0:
+            self.spawn(sweep_orphans_forever(self.settings), name="upload-sweep")
         await self.streams.setup()
         await self.plugins.start(self)
         await start_cache(self)  # strategies from plugins, warming before ready

@@ -21,6 +21,10 @@
   var TYPING_SHOW_MS = 8000;
   var BACKOFF_BASE_MS = 500;
   var BACKOFF_MAX_MS = 15000;
+  var BUSY_BACKOFF_MS = 5000; // at least this long after 1013 (over a connection limit)
+  var MAX_RESENDS = 20; // a frame refused with rate_limited/store_unavailable this often is given up
+  var UPLOAD_TRIES = 5; // uploads answered 429 (or 503 with Retry-After) are retried this often
+  var MAX_WAIT_S = 120; // a longer Retry-After is shown as an error, not waited out
   var GROUP_GAP_S = 300;
   var SVG_NS = "http://www.w3.org/2000/svg";
   var ICONS = {
@@ -250,6 +254,13 @@
     this.messages = new Map(); // offset -> element
     this.streams = new Map(); // stream_id -> {el, text, seq, agent}
     this.outbox = new Map(); // client id -> send frame (resent after a reconnect)
+    this.recent = new Map(); // id -> the last frames sent with an id (to resend when refused)
+    this.held = new Map(); // id -> frame waiting for a retry_after to pass (in order)
+    this.tries = new Map(); // id -> how often it was refused as rate_limited/store_unavailable
+    this.holdTimer = null;
+    this.holdUntil = 0;
+    this.reconnectHint = 0; // seconds, from a reconnect frame (hub shutting down)
+    this.revokedToken = null;
     this.presence = new Map();
     this.typing = new Map();
     this.uploads = [];
@@ -257,7 +268,7 @@
     this.seq = 0;
     this.lastTypingSent = 0;
     this.ws = null;
-    this.stats = { connects: 0, joins: 0, lastSince: null, replayed: 0, duplicatesDropped: 0, frames: 0 };
+    this.stats = { connects: 0, joins: 0, lastSince: null, replayed: 0, duplicatesDropped: 0, frames: 0, slowedDown: 0, resent: 0, lastDelay: null };
     this.build();
     this.connect();
   }
@@ -293,10 +304,11 @@
       h("span", { class: "lw-dot", "aria-hidden": "true" }),
       this.statusText,
     ]);
+    this.slowNote = h("span", { class: "lw-slow", "aria-live": "polite", hidden: true, text: "Sending slowed down…" });
     this.presenceList = h("ul", { class: "lw-presence", "aria-label": "Online now" });
     this.presenceCount = h("span", { class: "lw-presence-count" });
     var header = h("header", { class: "lw-header" }, [
-      h("div", { class: "lw-heading" }, [h("h2", { class: "lw-title", text: title }), this.status]),
+      h("div", { class: "lw-heading" }, [h("h2", { class: "lw-title", text: title }), this.status, this.slowNote]),
       h("div", { class: "lw-online" }, [this.presenceList, this.presenceCount]),
     ]);
     if (this.mode === "launcher") {
@@ -490,6 +502,10 @@
     var tokenReady = this.token || !this.opts.tokenUrl ? Promise.resolve(this.token) : this.fetchToken();
     tokenReady.then(
       function (token) {
+        if (token && token === self.revokedToken) {
+          self.end("This chat session was ended by the hub.");
+          return;
+        }
         self.token = token;
         self.open();
       },
@@ -535,9 +551,47 @@
       if (ws !== self.ws) return;
       self.ws = null;
       clearTimeout(self.watchdog);
-      if (ev.code === 4401) self.token = null;
-      self.retry(ev.code === 4429 ? "Connection too slow" : "Connection lost");
+      self.onClose(ev.code);
     };
+  };
+
+  /** What to do when the socket closes, by close code (docs/protocol.md, "Close codes"). */
+  Widget.prototype.onClose = function (code) {
+    if (this.state === "ended") return;
+    if (code === 4401) this.token = null; // no hello in time or the token expired: a fresh one
+    if (code === 4403) {
+      // the token was revoked: never again with it; a fresh one from tokenUrl, or the end
+      this.revokedToken = this.revokedToken || this.token;
+      this.token = null;
+      if (!this.opts.tokenUrl) {
+        this.end("This chat session was ended by the hub.");
+        return;
+      }
+    }
+    var why = {
+      1001: "The hub is restarting",
+      1012: "The hub is restarting",
+      1008: "Sending too fast",
+      1013: "The hub is busy",
+      4403: "Signed out",
+      4429: "Connection too slow",
+    }[code];
+    this.retry(why || "Connection lost", code);
+  };
+
+  /** The session is over (revoked token, no way to get another): no more reconnecting. */
+  Widget.prototype.end = function (text) {
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.holdTimer);
+    clearInterval(this.countdown);
+    this.holdTimer = null;
+    this.showSlowed(false);
+    this.presence.clear();
+    this.renderPresence();
+    this.clearTyping();
+    this.input.disabled = true;
+    this.sendButton.disabled = true;
+    this.setState("ended", text);
   };
 
   /** Reset the watchdog: a socket that hears nothing for 2.5 heartbeats is dead. */
@@ -550,14 +604,21 @@
     }, this.heartbeat * 2500);
   };
 
-  Widget.prototype.retry = function (why) {
+  Widget.prototype.retry = function (why, code) {
     var self = this;
     this.presence.clear();
     this.renderPresence();
     this.clearTyping();
     this.attempt++;
     var ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_BASE_MS * Math.pow(2, this.attempt - 1));
+    if (code === 1013) ceiling = Math.max(ceiling * 4, BUSY_BACKOFF_MS * 2); // over a connection limit
     var delay = Math.round(ceiling / 2 + Math.random() * (ceiling / 2)); // "equal jitter"
+    if (this.reconnectHint > 0) {
+      // the hub said when (a reconnect frame before shutting down): then, plus jitter
+      delay = Math.max(delay, Math.round(this.reconnectHint * 1000 * (1 + Math.random() / 2)));
+      this.reconnectHint = 0;
+    }
+    this.stats.lastDelay = delay;
     var until = Date.now() + delay;
     this.setState("reconnecting", why + " · retrying in " + Math.ceil(delay / 1000) + " s");
     clearInterval(this.countdown);
@@ -573,8 +634,72 @@
 
   Widget.prototype.send = function (frame) {
     if (!this.ws || this.ws.readyState !== 1) return false;
+    if (frame.id) {
+      this.recent.set(frame.id, frame);
+      if (this.recent.size > 64) this.recent.delete(this.recent.keys().next().value);
+    }
     this.ws.send(JSON.stringify(frame));
     return true;
+  };
+
+  /** Send now, or, while the hub asked us to slow down, when it said we may (in order). */
+  Widget.prototype.sendOrHold = function (frame) {
+    if (this.holdTimer) {
+      this.held.set(frame.id, frame);
+      return false;
+    }
+    return this.send(frame);
+  };
+
+  /** ``rate_limited`` or ``store_unavailable``: resend the same frame (same id, so the hub
+   * stores it once) after ``retry_after``. False when there is nothing to resend. */
+  Widget.prototype.resendLater = function (f) {
+    var wait = typeof f.retry_after === "number" && f.retry_after >= 0 ? f.retry_after : 1;
+    if (!f.id) return true; // typing and the like: not worth repeating, nothing to show
+    var frame = this.outbox.get(f.id) || this.recent.get(f.id);
+    if (!frame || wait > MAX_WAIT_S) return false;
+    var tries = (this.tries.get(f.id) || 0) + 1;
+    if (tries > MAX_RESENDS) {
+      this.tries.delete(f.id);
+      return false;
+    }
+    this.tries.set(f.id, tries);
+    if (this.tries.size > 64) this.tries.delete(this.tries.keys().next().value);
+    this.held.set(f.id, frame);
+    this.holdBack(wait);
+    return true;
+  };
+
+  Widget.prototype.holdBack = function (seconds) {
+    var self = this;
+    var until = Date.now() + seconds * 1000;
+    this.showSlowed(true);
+    if (this.holdTimer && until <= this.holdUntil) return;
+    clearTimeout(this.holdTimer);
+    this.holdUntil = until;
+    this.holdTimer = setTimeout(function () {
+      self.releaseHold();
+    }, Math.max(0, until - Date.now()));
+  };
+
+  Widget.prototype.releaseHold = function () {
+    var self = this;
+    this.holdTimer = null;
+    var frames = Array.from(this.held.values());
+    this.held.clear();
+    frames.forEach(function (frame) {
+      if (frame.type === "send" && !self.outbox.has(frame.id)) return; // settled meanwhile
+      if (self.send(frame)) self.stats.resent++;
+      // else: offline; an unacknowledged send goes out again after the reconnect
+    });
+    this.showSlowed(false);
+  };
+
+  /** The small "sending slowed down" mark while frames wait for the hub's retry_after. */
+  Widget.prototype.showSlowed = function (on) {
+    if (on && this.slowNote.hidden) this.stats.slowedDown++;
+    this.slowNote.hidden = !on;
+    this.panel.classList.toggle("lw-slowed", !!on);
   };
 
   // ---------------------------------------------------------------- frames
@@ -639,6 +764,10 @@
       case "error":
         this.onError(f);
         break;
+      case "reconnect":
+        // the hub is going away (close 1001 follows): come back after retry_after, plus jitter
+        this.reconnectHint = typeof f.retry_after === "number" ? f.retry_after : 0;
+        break;
     }
   };
 
@@ -679,7 +808,7 @@
     }
     // sends that were not acknowledged before the drop: the same id makes them idempotent
     this.outbox.forEach(function (frame) {
-      self.send(frame);
+      self.sendOrHold(frame);
     });
   };
 
@@ -727,10 +856,16 @@
 
   Widget.prototype.onError = function (f) {
     if (f.code === "auth_failed" || f.code === "token_expired") {
-      this.token = null;
+      this.token = null; // the reconnect fetches a fresh one from tokenUrl (or comes as a guest)
       if (this.ws) this.ws.close(4000, f.code);
       return;
     }
+    if (f.code === "token_revoked") {
+      this.revokedToken = this.token; // the hub closes with 4403 next
+      this.token = null;
+      return;
+    }
+    if ((f.code === "rate_limited" || f.code === "store_unavailable") && this.resendLater(f)) return;
     if (f.id && this.outbox.has(f.id)) {
       this.settle(f.id);
       this.note("Not sent: " + f.detail, "error");
@@ -1048,7 +1183,7 @@
       if (ready.length) frame.attachments = ready.map(function (u) { return u.attachment.id; });
       this.outbox.set(id, frame);
       this.showPending(id, frame, ready);
-      this.send(frame); // if offline, it goes out after the reconnect
+      this.sendOrHold(frame); // if offline, it goes out after the reconnect
     }
     this.lastTypingSent = 0;
     this.input.value = "";
@@ -1072,6 +1207,8 @@
 
   Widget.prototype.settle = function (id) {
     this.outbox.delete(id);
+    this.held.delete(id);
+    this.tries.delete(id);
     var ghost = this.pendingBox.querySelector('[data-pending="' + CSS.escape(id) + '"]');
     if (ghost) ghost.remove();
   };
@@ -1081,7 +1218,11 @@
     Array.prototype.forEach.call(files, function (file) {
       var up = { name: file.name || "pasted file", busy: true, attachment: null, error: null };
       self.uploads.push(up);
-      self.upload(file).then(
+      var slowed = function () {
+        up.slowed = true;
+        self.renderChips();
+      };
+      self.upload(file, slowed).then(
         function (att) {
           up.busy = false;
           up.attachment = att;
@@ -1097,15 +1238,44 @@
     this.renderChips();
   };
 
-  Widget.prototype.upload = function (file) {
-    var body = new FormData();
-    body.append("file", file, file.name || "pasted-file");
-    var headers = this.token ? { Authorization: "Bearer " + this.token } : {};
-    var url = this.hub + "/api/rooms/" + encodeURIComponent(this.room) + "/attachments";
-    var sent = fetch(url, { method: "POST", body: body, headers: headers }).catch(function () {
-      throw new Error("the hub could not be reached (or does not allow uploads from this site)");
+  /** Seconds from a Retry-After header (seconds or an HTTP date); null when absent. */
+  function retryAfter(value) {
+    if (!value) return null;
+    if (/^\s*\d+(\.\d+)?\s*$/.test(value)) return parseFloat(value);
+    var at = Date.parse(value);
+    return isNaN(at) ? null : Math.max(0, (at - Date.now()) / 1000);
+  }
+
+  function later(seconds) {
+    return new Promise(function (resolve) {
+      setTimeout(resolve, seconds * 1000);
     });
-    return sent.then(function (resp) {
+  }
+
+  Widget.prototype.upload = function (file, onSlowed) {
+    var self = this;
+    var url = this.hub + "/api/rooms/" + encodeURIComponent(this.room) + "/attachments";
+    var tries = 0;
+    function attempt() {
+      var body = new FormData();
+      body.append("file", file, file.name || "pasted-file");
+      var headers = self.token ? { Authorization: "Bearer " + self.token } : {};
+      var sent = fetch(url, { method: "POST", body: body, headers: headers }).catch(function () {
+        throw new Error("the hub could not be reached (or does not allow uploads from this site)");
+      });
+      return sent.then(function (resp) {
+        // over a limit (429), or busy (503 with Retry-After): wait as told, then again
+        var wait = retryAfter(resp.headers.get("Retry-After"));
+        if (resp.status === 429 && wait === null) wait = 1; // the header hidden (CORS) or absent
+        if ((resp.status === 429 || resp.status === 503) && wait !== null && wait <= MAX_WAIT_S && tries < UPLOAD_TRIES) {
+          tries++;
+          if (onSlowed) onSlowed(wait);
+          return later(wait).then(attempt);
+        }
+        return resp;
+      });
+    }
+    return attempt().then(function (resp) {
       return resp.json().then(
         function (data) {
           if (!resp.ok) throw new Error((data && data.detail) || "upload failed (" + resp.status + ")");
@@ -1123,7 +1293,7 @@
     this.chips.textContent = "";
     this.uploads.forEach(function (up, index) {
       var state = up.error ? "lw-chip-error" : up.busy ? "lw-chip-busy" : "lw-chip-ready";
-      var label = up.error ? up.name + ": " + up.error : up.busy ? up.name + " · uploading…" : up.name;
+      var label = up.error ? up.name + ": " + up.error : up.busy ? up.name + (up.slowed ? " · uploading (slowed down)…" : " · uploading…") : up.name;
       self.chips.appendChild(
         h("li", { class: "lw-chip " + state }, [
           h("span", { class: "lw-chip-name", text: label }),
