@@ -23,6 +23,7 @@ from hub.cache.routes import cache_routes
 from hub.config import Settings, load_settings
 from hub.core import running_hub
 from hub.gateway import ws_endpoint
+from hub.limits import check_settings, rest_limits_middleware
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
 from hub.stream_api import stream_routes
@@ -67,6 +68,7 @@ def _logging(settings: Settings) -> LoggingConfig:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; the hub's services start in the lifespan and live in ``app.state.hub``."""
     settings = settings or load_settings()
+    check_settings(settings)  # a bad limit spec stops here, with one line naming it
 
     plugins = PluginHost(settings)  # loaded now: plugin routes must be known to build the app
 
@@ -99,7 +101,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         lifespan=[lifespan],
         on_app_init=[jwt_auth.on_app_init],
-        middleware=[http_cache_middleware],  # runs after JWT auth: knows the user
+        # both run after JWT auth, so they know the user; limits first (a 429 is not cached)
+        middleware=[rest_limits_middleware, http_cache_middleware],
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         cors_config=_cors(settings),
         logging_config=_logging(settings),
