@@ -444,12 +444,24 @@ def too_many(wait: float, detail: str) -> Exception:
     )
 
 
-async def check_http(limits: Limits, name: str, role: str, key: str, what: str) -> None:
-    """Take one token of ``name`` or raise a 429 saying ``what`` was too much."""
+async def check_http(
+    limits: Limits, name: str, role: str, key: str, what: str, cost: float = 1.0
+) -> None:
+    """Take ``cost`` tokens of ``name`` or raise a 429 saying ``what`` was too much
+    (413 when ``cost`` is more than the limit's whole burst: it could never pass)."""
+    rate = limits.rate(name, role)
+    if rate is None:
+        return
+    if cost > rate.burst:
+        from litestar.exceptions import HTTPException
+
+        raise HTTPException(
+            status_code=413, detail=f"{what}: {cost:.0f} is more than the limit of {rate.burst:.0f}"
+        )
     if limits.local:
-        wait = limits.take_now(name, role, key)
+        wait = limits.take_now(name, role, key, cost)
     else:
-        wait = await limits.take(name, role, key)
+        wait = await limits.take(name, role, key, cost)
     if wait:
         raise too_many(wait, f"too many {what}")
 

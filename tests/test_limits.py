@@ -403,3 +403,52 @@ async def test_redis_down_fails_open_to_local_limits(make_server):
             await redis.start()  # back on the same port, so the hub shuts down cleanly
     finally:
         redis.stop()
+
+
+# ------------------------------------------------------------------ uploads
+
+
+async def _upload(client, room: str, data: bytes):
+    return await client.post(
+        f"/api/rooms/{room}/attachments", files={"file": ("notes.txt", data, "text/plain")}
+    )
+
+
+async def test_uploads_per_user_and_per_address(make_server):
+    async with make_server(limit_uploads="user=1/h:2", limit_uploads_address="off") as server:
+        await server.create_room("lobby")
+        async with server.http("alice") as alice, server.http("bob") as bob:
+            for _ in range(2):
+                assert (await _upload(alice, "lobby", b"hello")).status_code == 201
+            _assert_429(await _upload(alice, "lobby", b"hello"))
+            assert (await _upload(bob, "lobby", b"hello")).status_code == 201
+    async with make_server(limit_uploads="off", limit_uploads_address="1/h:2") as server:
+        await server.create_room("hall")
+        for user in ("a", "b"):
+            async with server.http(user) as client:
+                assert (await _upload(client, "hall", b"hello")).status_code == 201
+        async with server.http("c") as client:
+            _assert_429(await _upload(client, "hall", b"hello"))
+
+
+async def test_upload_bytes_per_user_and_per_room_per_day(make_server):
+    limits = {"limit_upload_bytes": "user=1k/d", "limit_upload_bytes_room": "off"}
+    async with make_server(**limits) as server:
+        await server.create_room("lobby")
+        async with server.http("alice") as alice, server.http("bob") as bob:
+            assert (await _upload(alice, "lobby", b"a" * 600)).status_code == 201
+            refused = await _upload(alice, "lobby", b"a" * 600)
+            _assert_429(refused)
+            assert int(refused.headers["Retry-After"]) > 3600  # 200 bytes more at 1 KiB/day
+            assert (await _upload(alice, "lobby", b"a" * 400)).status_code == 201  # what is left
+            assert (await _upload(bob, "lobby", b"b" * 600)).status_code == 201
+            too_big = await _upload(bob, "lobby", b"b" * 2000)  # never fits in a day's bytes
+            assert too_big.status_code == 413
+    limits = {"limit_upload_bytes": "off", "limit_upload_bytes_room": "1k/d"}
+    async with make_server(**limits) as server:
+        await server.create_room("full")
+        await server.create_room("other")
+        async with server.http("alice") as alice, server.http("bob") as bob:
+            assert (await _upload(alice, "full", b"a" * 600)).status_code == 201
+            _assert_429(await _upload(bob, "full", b"b" * 600))
+            assert (await _upload(bob, "other", b"b" * 600)).status_code == 201
