@@ -266,6 +266,7 @@ class Session:
             return
         self._socket_counted = True
         self.role, self.user_key = role, identity.id
+        self.limits.note_role(identity.id, role)
         now = time.monotonic()
         for kind in ("messages", "typing", "commands"):
             rate = self.limits.rate(f"{kind}_socket", role)

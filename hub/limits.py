@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from hub.commands import CommandError
+
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
@@ -69,6 +71,17 @@ COUNT_LIMITS = {"sockets": "limit_sockets"}
 
 class LimitSpecError(ValueError):
     """A limit setting that cannot be parsed; the message is one line naming the setting."""
+
+
+class ModelRefused(CommandError):
+    """Model use refused: ``code`` is ``forbidden`` (guests, when they may not) or
+    ``rate_limited`` (with ``retry_after`` seconds). A command raising it answers an
+    ``error`` frame with that code."""
+
+    def __init__(self, code: str, detail: str, retry_after: float | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.retry_after = retry_after
 
 
 class Rate(msgspec.Struct, frozen=True):
@@ -310,6 +323,7 @@ class Limits:
         self._retry_at = 0.0
         self._sockets: dict[str, set[str]] = {}  # user -> connection ids (memory backend)
         self._own_sockets: dict[str, str] = {}  # connection id -> user (Redis backend)
+        self._roles: dict[str, str] = {}  # user -> role other than "user", as last seen
         if redis is not None:
             self._take_script = redis.register_script(_TAKE)
             self._open_script = redis.register_script(_OPEN_SOCKET)
@@ -364,6 +378,45 @@ class Limits:
         if not self._redis_ok:
             self._redis_ok = True
             log.warning("Redis is back: rate limits are shared by the replicas again")
+
+    # ------------------------------------------------------------ model use
+
+    def note_role(self, user_id: str, role: str) -> None:
+        """Remember a user's role (seen at hello or on a request), for paths that only
+        know the user id, such as a message mentioning an agent."""
+        if role == "user":
+            self._roles.pop(user_id, None)
+            return
+        if len(self._roles) >= 100_000:
+            self._roles.clear()
+        self._roles[user_id] = role
+
+    def role_for(self, user_id: str) -> str:
+        """The role of a user seen by this process (guest ids look like ``guest-…``)."""
+        role = self._roles.get(user_id)
+        if role is not None:
+            return role
+        return "guest" if user_id.startswith("guest-") else "user"
+
+    async def check_model(self, role: str, user_id: str) -> None:
+        """Before a model runs for ``user_id``: raise :class:`ModelRefused` if they may not
+        (guests unless ``models_for_guests``) or have used up their requests or tokens."""
+        if role == "guest" and not self.settings.models_for_guests:
+            raise ModelRefused("forbidden", "guests cannot use the models on this hub")
+        for name, what in (("model_requests", "model requests"), ("model_tokens", "tokens")):
+            wait = await self.take(name, role, user_id)
+            if wait:
+                retry_after = math.ceil(wait * 1000) / 1000
+                raise ModelRefused(
+                    "rate_limited",
+                    f"you have used your {what} for now; try again in {retry_after:g} s",
+                    retry_after,
+                )
+
+    async def charge_model_tokens(self, role: str, user_id: str, tokens: int) -> None:
+        """Count the tokens of an answer (known only afterwards: it may leave a debt)."""
+        if tokens > 0:
+            await self.take("model_tokens", role, user_id, cost=tokens, force=True)
 
     # ------------------------------------------------------------ sockets per user
 
@@ -480,7 +533,10 @@ def rest_limits_middleware(app: Any) -> Any:
             )
             user = scope.get("user")
             if user is not None and hasattr(user, "roles"):
-                await check_http(limits, "rest", role_of(user), user.id, "requests")
+                role = role_of(user)
+                if role != "user":
+                    limits.note_role(user.id, role)
+                await check_http(limits, "rest", role, user.id, "requests")
         await app(scope, receive, send)
 
     return middleware

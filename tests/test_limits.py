@@ -452,3 +452,99 @@ async def test_upload_bytes_per_user_and_per_room_per_day(make_server):
             assert (await _upload(alice, "full", b"a" * 600)).status_code == 201
             _assert_429(await _upload(bob, "full", b"b" * 600))
             assert (await _upload(bob, "other", b"b" * 600)).status_code == 201
+
+
+# ------------------------------------------------------------------ model use
+
+
+async def _assistant_room(server, room: str = "lobby") -> None:
+    await server.create_room(room)
+    async with server.http("root", admin=True) as root:
+        resp = await root.put(f"/api/rooms/{room}/plugins/assistant", json={"enabled": True})
+        assert resp.status_code == 200, resp.text
+
+
+def _chat(text: str = "hi") -> dict:
+    return {"model": "assistant", "messages": [{"role": "user", "content": text}]}
+
+
+async def test_v1_guests_are_off_by_default_and_users_have_a_request_budget(make_server):
+    async with make_server(limit_model_requests="user=1/d:2") as server:
+        async with server.http() as anon:
+            guest = (await anon.post("/api/guest-token")).json()["token"]
+            refused = await anon.post(
+                "/v1/chat/completions", json=_chat(), headers={"Authorization": f"Bearer {guest}"}
+            )
+        assert refused.status_code == 403
+        assert refused.json()["error"]["code"] == "forbidden"
+        assert "guests" in refused.json()["error"]["message"]
+        async with server.http("alice") as alice:
+            for _ in range(2):
+                assert (await alice.post("/v1/chat/completions", json=_chat())).status_code == 200
+            over = await alice.post("/v1/chat/completions", json=_chat())
+            assert over.status_code == 429 and int(over.headers["Retry-After"]) > 3600
+            error = over.json()["error"]
+            assert error["code"] == "rate_limit_exceeded" and "requests" in error["message"]
+    async with make_server(models_for_guests=True) as server:
+        async with server.http() as anon:
+            guest = (await anon.post("/api/guest-token")).json()["token"]
+            allowed = await anon.post(
+                "/v1/chat/completions", json=_chat(), headers={"Authorization": f"Bearer {guest}"}
+            )
+        assert allowed.status_code == 200, allowed.text
+
+
+async def test_v1_tokens_per_day_are_counted_after_the_answer(make_server):
+    async with make_server(limit_model_tokens="user=100/d") as server:
+        async with server.http("alice") as alice, server.http("bob") as bob:
+            long = "word " * 200  # about 250 tokens of prompt, echoed back by the offline model
+            assert (await alice.post("/v1/chat/completions", json=_chat(long))).status_code == 200
+            over = await alice.post("/v1/chat/completions", json=_chat())
+            assert over.status_code == 429 and "tokens" in over.json()["error"]["message"]
+            assert (await bob.post("/v1/chat/completions", json=_chat())).status_code == 200
+
+
+async def test_agent_mentions_by_guests_get_a_system_message_not_an_answer(make_server):
+    async with make_server() as server:
+        await _assistant_room(server)
+        guest = await server.client(None)
+        await guest.join("lobby")
+        await guest.say("lobby", "@assistant spend the budget", "q")
+        refusal = await guest.expect(
+            lambda f: f["type"] == "message" and f["message"]["kind"] == "system",
+            skip=("ping", "presence", "typing", "message"),
+        )
+        message = refusal["message"]
+        assert message["meta"]["refused"] == "forbidden" and "guests" in message["text"]
+        assert message["meta"]["to"] == guest.welcome["user"]["id"]
+        assert [f for f in guest.seen if f["type"].startswith("stream")] == []
+
+
+async def test_ask_over_the_model_budget_is_refused_with_rate_limited(make_server):
+    async with make_server(limit_model_requests="user=1/d:1") as server:
+        await _assistant_room(server)
+        alice = await server.client("alice")
+        await alice.join("lobby")
+        await alice.send({"type": "command", "room": "lobby", "text": "/ask one", "id": "a1"})
+        assert (
+            await alice.expect(
+                "command_result",
+                skip=("ping", "presence", "message", "stream_start", "stream_delta", "stream_end"),
+            )
+        )["id"] == "a1"
+        await alice.send({"type": "command", "room": "lobby", "text": "/ask two", "id": "a2"})
+        error = await alice.expect(
+            "error",
+            skip=("ping", "presence", "message", "stream_start", "stream_delta", "stream_end"),
+        )
+        assert error["code"] == "rate_limited" and error["id"] == "a2"
+        assert error["room"] == "lobby" and error["retry_after"] > 3600
+        stored = await server.hub.store.messages_after("lobby", 0, 100)
+        assert "two" not in [m.text for m in stored]  # refused before the question was posted
+        await alice.say("lobby", "@assistant three", "m3")  # mentions share the budget
+        refusal = await alice.expect(
+            lambda f: f["type"] == "message" and f["message"]["kind"] == "system",
+            skip=("ping", "presence", "message", "stream_start", "stream_delta", "stream_end"),
+        )
+        assert refusal["message"]["meta"]["refused"] == "rate_limited"
+        assert refusal["message"]["meta"]["retry_after"] > 3600
