@@ -23,7 +23,7 @@ from hub.cache.routes import cache_routes
 from hub.config import Settings, load_settings
 from hub.core import running_hub
 from hub.gateway import ws_endpoint
-from hub.limits import check_settings, rest_limits_middleware
+from hub.limits import check_settings, limits_first, rest_limits_middleware
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
 from hub.stream_api import stream_routes
@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *cache_routes,
         ],
         lifespan=[lifespan],
-        on_app_init=[jwt_auth.on_app_init],
+        on_app_init=[jwt_auth.on_app_init, limits_first],  # address limit before auth
         # both run after JWT auth, so they know the user; limits first (a 429 is not cached)
         middleware=[rest_limits_middleware, http_cache_middleware],
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),

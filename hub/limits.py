@@ -519,24 +519,44 @@ async def check_http(
         raise too_many(wait, f"too many {what}")
 
 
-def rest_limits_middleware(app: Any) -> Any:
-    """Litestar middleware: REST requests per client address and per user (``limit_rest*``).
+def _hub_limits(scope: Any) -> Limits | None:
+    if scope["type"] != "http" or scope["path"] in UNLIMITED_PATHS:
+        return None
+    hub = getattr(scope["app"].state, "hub", None)
+    return getattr(hub, "limits", None)
 
-    Listed after the JWT middleware, so the user is known; the WebSocket has its own limits."""
+
+def address_limits_middleware(app: Any) -> Any:
+    """Litestar middleware, outermost (before authentication, so requests with a bad token
+    count too): HTTP requests per client address (``limit_rest_address``)."""
 
     async def middleware(scope: Any, receive: Any, send: Any) -> None:
-        hub = getattr(scope["app"].state, "hub", None)
-        if scope["type"] == "http" and hub is not None and scope["path"] not in UNLIMITED_PATHS:
-            limits: Limits = hub.limits
-            await check_http(
-                limits, "rest_address", "user", client_address(scope), "requests from this address"
-            )
-            user = scope.get("user")
-            if user is not None and hasattr(user, "roles"):
-                role = role_of(user)
-                if role != "user":
-                    limits.note_role(user.id, role)
-                await check_http(limits, "rest", role, user.id, "requests")
+        limits = _hub_limits(scope)
+        if limits is not None:
+            address = client_address(scope)
+            await check_http(limits, "rest_address", "user", address, "requests from this address")
         await app(scope, receive, send)
 
     return middleware
+
+
+def rest_limits_middleware(app: Any) -> Any:
+    """Litestar middleware after the JWT middleware: HTTP requests per user (``limit_rest``)."""
+
+    async def middleware(scope: Any, receive: Any, send: Any) -> None:
+        limits = _hub_limits(scope)
+        user = scope.get("user") if limits is not None else None
+        if limits is not None and user is not None and hasattr(user, "roles"):
+            role = role_of(user)
+            if role != "user":
+                limits.note_role(user.id, role)
+            await check_http(limits, "rest", role, user.id, "requests")
+        await app(scope, receive, send)
+
+    return middleware
+
+
+def limits_first(app_config: Any) -> Any:
+    """``on_app_init`` hook (after the JWT one): put the address limit before authentication."""
+    app_config.middleware.insert(0, address_limits_middleware)
+    return app_config

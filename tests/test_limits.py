@@ -337,6 +337,13 @@ async def test_rest_requests_per_address_get_429(make_server):
                 assert (await client.get("/api/rooms")).status_code == 200
         async with server.http("e") as client:
             _assert_429(await client.get("/api/rooms"))
+    async with make_server(limit_rest_address="1/m:3") as server:
+        bad = {"Authorization": "Bearer not-a-token"}
+        async with server.http() as anon:  # refused tokens count too (before authentication)
+            for _ in range(3):
+                assert (await anon.get("/api/rooms", headers=bad)).status_code == 401
+            _assert_429(await anon.get("/api/rooms", headers=bad))
+            assert (await anon.get("/healthz")).status_code == 200
 
 
 async def test_guest_tokens_per_address(make_server):
