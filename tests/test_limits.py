@@ -555,3 +555,28 @@ async def test_ask_over_the_model_budget_is_refused_with_rate_limited(make_serve
         )
         assert refusal["message"]["meta"]["refused"] == "rate_limited"
         assert refusal["message"]["meta"]["retry_after"] > 3600
+
+
+async def test_the_redis_script_does_the_same_math(tmp_path):
+    from redis.asyncio import Redis
+
+    from tests.procs import REDIS_URL
+
+    redis = Redis.from_url(REDIS_URL)
+    prefix = f"t{os.urandom(4).hex()}"
+    settings = make_settings(str(tmp_path), redis_prefix=prefix, limit_rooms="user=1/h:3")
+    limits = Limits(settings, redis=redis)
+    try:
+        assert not limits.local
+        assert [await limits.take("rooms", "user", "u") for _ in range(3)] == [0.0, 0.0, 0.0]
+        wait = await limits.take("rooms", "user", "u")
+        assert 3590 < wait <= 3600  # one token at 1/h
+        assert await limits.take("rooms", "user", "other") == 0.0
+        assert await limits.take("rooms", "admin", "u") == 0.0  # admin=off: never asks Redis
+        assert await limits.take("rooms", "user", "d", cost=5, force=True) == 0.0  # a debt
+        assert 3 * 3600 - 10 < await limits.take("rooms", "user", "d", cost=1) <= 3 * 3600
+        ttl = await redis.pttl(f"{prefix}:rl:rooms:u")
+        assert 0 < ttl <= 3 * 3600 * 1000 + 1000  # gone once the bucket is full again
+    finally:
+        await redis.delete(*[k async for k in redis.scan_iter(f"{prefix}:*")])
+        await redis.aclose()
