@@ -7,7 +7,8 @@
   process: no limiter vs the embedded memory buckets vs Redis (127.0.0.1:6379, one Lua script
   per check, awaited one at a time and 64 at once). Target: < 20 µs per message embedded.
 - ``send``: one socket sending messages back to back (each acked) to a ``lydian serve``
-  (embedded SQLite) with ``LYDIAN_LIMITS`` false vs true, alternating; microseconds per message.
+  (embedded SQLite) with ``LYDIAN_LIMITS`` false vs true, rounds rotating; microseconds per
+  message. A second hub without limits shows how far two identical hubs differ (noise).
 - ``fanout``: deliveries per second of ``bench/realtime_bench.py``'s fan-out (one sender,
   many subscribers) with the limiter off vs on, alternating rounds in the same run (medians).
   Target: within 5 % of no limiter.
@@ -173,6 +174,8 @@ async def bench_send(n: int, rounds: int, tmp: Path) -> dict:
     hubs = {
         "off": rb.Hub({**rb.base_env(), **LIMIT_ENV, "LYDIAN_LIMITS": "false"}, tmp / "s-off"),
         "on": rb.Hub({**rb.base_env(), **LIMIT_ENV, "LYDIAN_LIMITS": "true"}, tmp / "s-on"),
+        # a second hub without limits: the spread between two identical hubs (noise floor)
+        "off2": rb.Hub({**rb.base_env(), **LIMIT_ENV, "LYDIAN_LIMITS": "false"}, tmp / "s-off2"),
     }
     try:
         for hub in hubs.values():
@@ -181,19 +184,23 @@ async def bench_send(n: int, rounds: int, tmp: Path) -> dict:
             await send_round(hub.ws, "s", 200)  # warm up
         got: dict[str, list[float]] = {k: [] for k in hubs}
         for r in range(rounds):
-            order = list(hubs.items()) if r % 2 == 0 else list(reversed(hubs.items()))
+            items = list(hubs.items())
+            order = items[r % 3 :] + items[: r % 3]  # each hub goes first, second, third
             for name, hub in order:
                 got[name].append(await send_round(hub.ws, "s", n))
     finally:
         for hub in hubs.values():
             hub.stop()
     off, on = statistics.median(got["off"]), statistics.median(got["on"])
+    off2 = statistics.median(got["off2"])
     return {
         "messages": n,
         "rounds": rounds,
         "us_per_message_limits_off": round(off, 1),
         "us_per_message_limits_on": round(on, 1),
+        "us_per_message_limits_off_second_hub": round(off2, 1),
         "ratio_on_to_off": round(on / off, 3),
+        "ratio_off_second_hub_to_off": round(off2 / off, 3),
         "all_rounds": {k: [round(v, 1) for v in vs] for k, vs in got.items()},
     }
 
@@ -205,6 +212,8 @@ async def bench_fanout(subscribers: int, messages: int, rounds: int, tmp: Path) 
     hubs = {
         "off": rb.Hub({**rb.base_env(), **LIMIT_ENV, "LYDIAN_LIMITS": "false"}, tmp / "f-off"),
         "on": rb.Hub({**rb.base_env(), **LIMIT_ENV, "LYDIAN_LIMITS": "true"}, tmp / "f-on"),
+        # a second hub without limits: the spread between two identical hubs (noise floor)
+        "off2": rb.Hub({**rb.base_env(), **LIMIT_ENV, "LYDIAN_LIMITS": "false"}, tmp / "f-off2"),
     }
     try:
         for hub in hubs.values():
@@ -213,20 +222,24 @@ async def bench_fanout(subscribers: int, messages: int, rounds: int, tmp: Path) 
         send = await rb.hub_send("big")
         got: dict[str, list[float]] = {k: [] for k in hubs}
         for r in range(rounds):
-            order = list(hubs.items()) if r % 2 == 0 else list(reversed(hubs.items()))
+            items = list(hubs.items())
+            order = items[r % 3 :] + items[: r % 3]  # each hub goes first, second, third
             for name, hub in order:
                 got[name].append(await rb.fan_out(hub.ws, "big", subscribers, messages, send))
     finally:
         for hub in hubs.values():
             hub.stop()
     off, on = statistics.median(got["off"]), statistics.median(got["on"])
+    off2 = statistics.median(got["off2"])
     return {
         "subscribers": subscribers,
         "messages": messages,
         "rounds": rounds,
         "deliveries_per_s_limits_off": round(off),
         "deliveries_per_s_limits_on": round(on),
+        "deliveries_per_s_limits_off_second_hub": round(off2),
         "ratio_on_to_off": round(on / off, 3),
+        "ratio_off_second_hub_to_off": round(off2 / off, 3),
         "all_rounds": {k: [round(v) for v in vs] for k, vs in got.items()},
     }
 
@@ -271,13 +284,14 @@ async def main() -> None:
         s = results["send"]
         print(
             f"  send+ack per message: off {s['us_per_message_limits_off']} µs, on "
-            f"{s['us_per_message_limits_on']} µs ({s['ratio_on_to_off']}x)"
+            f"{s['us_per_message_limits_on']} µs ({s['ratio_on_to_off']}x; two hubs without "
+            f"limits differ by {s['ratio_off_second_hub_to_off']}x)"
         )
     if "fanout" in results:
         f = results["fanout"]
         print(
             f"  fan-out to {f['subscribers']}: {f['ratio_on_to_off']}x of no limiter "
-            f"(target >= 0.95)"
+            f"(target >= 0.95; two hubs without limits: {f['ratio_off_second_hub_to_off']}x)"
         )
 
 
