@@ -135,22 +135,52 @@ class Agents:
         requested_by: str | None = None,
         provider: str | None = None,
         model: str | None = None,
+        limited: bool = True,
     ) -> Stream:
-        """Stream ``agent``'s answer to ``question`` into ``room``; returns once started."""
+        """Stream ``agent``'s answer to ``question`` into ``room``; returns once started.
+
+        The answer counts towards ``requested_by``'s model use (``hub.limits``): over it,
+        :class:`hub.limits.ModelRefused` is raised before anything runs. ``limited=False``
+        when the caller has checked already (``check_model``); tokens are counted anyway."""
         found = self.agent(agent) if isinstance(agent, str) else agent
         if found is None:
             raise LLMError(NO_PROVIDER, f"no agent {agent!r}")
+        role = self.hub.limits.role_for(requested_by) if requested_by else "user"
+        if requested_by and limited:
+            await self.hub.limits.check_model(role, requested_by)
         turns = await self.context(found, room, reply_to.offset if reply_to else None, question)
         request = CompletionRequest(
             messages=turns, model=model or found.model, max_tokens=found.max_tokens
         )
+        pieces = self._pieces(request, provider or found.provider)
+        if requested_by:
+            prompt = sum(estimate_tokens(t.content) for t in turns)
+            pieces = self._counted(pieces, role, requested_by, prompt)
         return await self.hub.streams.launch(
             room,
             found.user,
-            self._pieces(request, provider or found.provider),
+            pieces,
             reply_to=reply_to.id if reply_to else None,
             requested_by=requested_by,
         )
+
+    async def _counted(
+        self, pieces: AsyncIterator[str], role: str, user_id: str, prompt_tokens: int
+    ) -> AsyncIterator[str]:
+        """Pass ``pieces`` on; then charge the prompt and each piece (a token) to the user."""
+        tokens = prompt_tokens
+        try:
+            async for piece in pieces:
+                tokens += 1
+                yield piece
+        finally:
+            close: Any = getattr(pieces, "aclose", None)
+            if close is not None:
+                await close()
+            try:
+                await self.hub.limits.charge_model_tokens(role, user_id, tokens)
+            except Exception:
+                log.exception("counting %d model tokens of %s failed", tokens, user_id)
 
     def complete(
         self,

@@ -19,6 +19,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 from hub.auth import Identity, guest_identity
 from hub.core import Hub
 from hub.identity import guest_name
+from hub.limits import check_http, client_address, role_of
 from hub.protocol import INT64_MAX, ChatMessage, RoomId, UserRef
 from hub.store.store import MemberInfo, ReservedRoomId, RoomExists, RoomInfo
 
@@ -73,6 +74,9 @@ class RoomController(Controller):
         hub: Hub = request.app.state.hub
         if request.user.is_guest:
             raise PermissionDeniedException("guests cannot create rooms")
+        if hub.settings.room_creators == "admin" and not request.user.is_admin:
+            raise PermissionDeniedException("only admins create rooms on this hub")
+        await check_http(hub.limits, "rooms", role_of(request.user), request.user.id, "rooms")
         try:
             room = await hub.store.create_room(
                 data.id,
@@ -177,6 +181,8 @@ async def guest_token(
     hub: Hub = request.app.state.hub
     if not hub.settings.allow_guests:
         raise PermissionDeniedException("guests are not allowed on this hub")
+    address = client_address(request.scope)
+    await check_http(hub.limits, "guest_tokens", "guest", address, "guest tokens")
     identity = guest_identity(name)
     identity = msgspec.structs.replace(identity, name=await guest_name(hub, identity.name))
     return GuestToken(

@@ -26,6 +26,7 @@ from hub.core import running_hub
 from hub.gateway import ws_endpoint
 from hub.guards import json_depth_middleware
 from hub.health import livez, readyz, store_unavailable_handler
+from hub.limits import check_settings, limits_first, rest_limits_middleware
 from hub.plugin_api import plugin_routes
 from hub.plugins import PluginHost
 from hub.refusals import exception_logging_handler
@@ -79,6 +80,7 @@ def _logging(settings: Settings) -> LoggingConfig:
 def create_app(settings: Settings | None = None) -> Litestar:
     """Build the app; the hub's services start in the lifespan and live in ``app.state.hub``."""
     settings = settings or load_settings()
+    check_settings(settings)  # a bad limit spec stops here, with one line naming it
 
     plugins = PluginHost(settings)  # loaded now: plugin routes must be known to build the app
 
@@ -113,8 +115,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
             *token_routes,
         ],
         lifespan=[lifespan],
-        on_app_init=[jwt_auth.on_app_init],
-        middleware=[http_cache_middleware, json_depth_middleware],  # after JWT auth
+        on_app_init=[jwt_auth.on_app_init, limits_first],  # address limit before auth
+        # after JWT auth, so they know the user; limits first (a 429 is not cached)
+        middleware=[rest_limits_middleware, http_cache_middleware, json_depth_middleware],
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         cors_config=_cors(settings),
         exception_handlers={StoreUnavailable: store_unavailable_handler},  # 503 + Retry-After

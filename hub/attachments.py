@@ -48,6 +48,7 @@ from litestar.types import ControllerRouterHandler
 
 from hub.auth import Identity
 from hub.config import Settings
+from hub.limits import check_http, client_address, role_of
 from hub.protocol import Attachment
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,10 @@ async def _upload(request: Request[Identity, Any, Any], room_id: str) -> Attachm
         raise NotFoundException(f"no room {room_id!r}")
     if not await hub.can_access(room, request.user):
         raise PermissionDeniedException(f"room {room_id!r} is private")
+    limits, role, user = hub.limits, role_of(request.user), request.user.id
+    address = client_address(request.scope)
+    await check_http(limits, "uploads_address", role, address, "uploads from this address")
+    await check_http(limits, "uploads", role, user, "uploads")
     form = await request.form()  # malformed: 400, too big: 413 (request_max_body_size)
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
@@ -342,6 +347,12 @@ async def _upload(request: Request[Identity, Any, Any], room_id: str) -> Attachm
         data = await upload.read(hub.settings.max_upload_bytes + 1)
     finally:
         await upload.close()
+    if 0 < len(data) <= hub.settings.max_upload_bytes:  # bytes per day, per user and room
+        size = len(data)
+        await check_http(limits, "upload_bytes", role, user, "upload bytes today", size)
+        await check_http(
+            limits, "upload_bytes_room", role, room.id, "upload bytes in this room today", size
+        )
     store = AttachmentStore.for_settings(hub.settings)
     try:
         meta = await store.save(

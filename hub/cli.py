@@ -27,7 +27,14 @@ def _http_protocol() -> str:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from hub.limits import LimitSpecError, check_settings
+
     settings = load_settings(host=args.host, port=args.port, workers=args.workers)
+    try:
+        check_settings(settings)
+    except LimitSpecError as exc:
+        print(f"lydian: {exc}", file=sys.stderr)
+        return 2
     if settings.workers > 1 and not settings.redis_url:
         print(
             "lydian: --workers > 1 needs REDIS_URL so that the workers share rooms", file=sys.stderr

@@ -67,6 +67,30 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_warm_hottest: int = 100  # previous run's hottest keys loaded into L1 at startup
     max_upload_bytes: int = 10 * 1024 * 1024
     max_attachments_per_message: int = 10
+    # abuse limits (issue 13; hub/limits.py, docs/security.md "Limits"). A spec is
+    # "ROLE=N/UNIT[:BURST],..." (roles guest, user, admin, agent, * = the others; UNIT s|m|h|d;
+    # N and BURST may end in k/M/G; "off" = no limit); per user unless it says otherwise.
+    limits: bool = True  # False turns every limit below off
+    limit_messages: str = "guest=1/s:20,user=5/s:100,admin=20/s:400,agent=off"  # send, direct
+    limit_messages_socket: str = "guest=2/s:20,user=10/s:100,admin=off,agent=off"
+    limit_typing: str = "*=2/s:10,agent=off"  # typing frames; over it they are dropped silently
+    limit_typing_socket: str = "*=4/s:10,agent=off"
+    limit_commands: str = "guest=1/s:5,user=2/s:30,admin=off,agent=off"  # command frames
+    limit_commands_socket: str = "guest=1/s:5,user=4/s:30,admin=off,agent=off"
+    limit_strikes: int = 20  # refused frames within the retry window, then close 1008
+    limit_sockets: str = "guest=5,user=30,admin=100,agent=off"  # open at once (count, no rate)
+    limit_rooms: str = "user=20/h:20,admin=off,agent=off"  # rooms created (POST /api/rooms)
+    room_creators: str = "user"  # who may create rooms: "user" (any non-guest) or "admin"
+    limit_guest_tokens: str = "20/m:30"  # guest tokens minted per client address
+    limit_rest_address: str = "100/s:500"  # REST requests per client address
+    limit_rest: str = "guest=5/s:50,user=20/s:200,admin=off,agent=off"  # REST requests
+    limit_uploads_address: str = "1/s:30"  # uploads per client address
+    limit_uploads: str = "guest=10/h:10,user=1/s:30,admin=off,agent=off"  # uploads
+    limit_upload_bytes: str = "guest=20M/d,user=1G/d,admin=off,agent=off"  # bytes per day
+    limit_upload_bytes_room: str = "2G/d"  # bytes uploaded into one room per day
+    models_for_guests: bool = False  # guests may use agents (@assistant, /ask) and /v1
+    limit_model_requests: str = "guest=20/d,user=500/d,admin=off,agent=off"  # agent answers, /v1
+    limit_model_tokens: str = "guest=20k/d,user=1M/d,admin=off,agent=off"  # tokens answered
     cors_origins: str = ""  # "https://a.example,https://b.example" may call the API (or "*")
     # HTTP read timeouts and upload retention (issue 13, widgetops)
     http_header_timeout: float = 10.0  # a request's line and headers must arrive within this

@@ -25,6 +25,7 @@ from hub.cache.setup import build_cache, start_cache
 from hub.config import Settings
 from hub.connection import Connection
 from hub.identity import KnownUsers, Revocations
+from hub.limits import Limits
 from hub.plugins import PluginHost
 from hub.presence import MemoryPresence, Presence
 from hub.presence_redis import RedisPresence
@@ -75,6 +76,7 @@ class Hub:
         self.broker = broker
         self.presence = presence or MemoryPresence()
         self.secret = settings.resolved_secret()
+        self.limits = Limits(settings, redis=broker.redis)  # abuse limits, shared via Redis
         self.cache = build_cache(settings)  # L1, plus Redis L2 when REDIS_URL is set
         self.queries = QueryCache(store, self.cache)  # cached hot reads, dropped on writes
         self.http_cache = HttpCache(self.cache)  # rules of the HTTP response cache
@@ -129,6 +131,8 @@ class Hub:
             self.spawn(self._keep_presence(self.presence), name="presence")
         if self.settings.upload_sweep_interval > 0:
             self.spawn(sweep_orphans_forever(self.settings), name="upload-sweep")
+        if self.limits.redis is not None:
+            self.spawn(self._keep_socket_counts(), name="socket-counts")
         await self.streams.setup()
         await self.plugins.start(self)
         await start_cache(self)  # strategies from plugins, warming before ready
@@ -221,6 +225,15 @@ class Hub:
                     await self.rooms.publish_presence(room_id, user, "offline")
             except Exception as exc:  # Redis away: entries expire; rebuilt on the next refresh
                 log.debug("presence refresh failed: %s", exc)
+
+    async def _keep_socket_counts(self) -> None:
+        """Refresh this replica's entries in the shared sockets-per-user counts."""
+        while True:
+            await asyncio.sleep(self.limits.socket_ttl_ms / 3000)
+            try:
+                await self.limits.refresh_sockets()
+            except Exception as exc:  # Redis away: entries expire, counted again when back
+                log.debug("socket count refresh failed: %s", exc)
 
     def _to_user(self, user_id: str, data: bytes) -> None:
         """A DM for ``user_id``: to each of their sockets not in the DM room (it has it)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 import msgspec
@@ -21,6 +22,7 @@ from hub.auth import Identity, TokenExpired, guest_identity, verify_token
 from hub.connection import Connection
 from hub.core import Hub
 from hub.identity import dm_refusal, guest_name, unique_guest_name
+from hub.limits import Bucket, Rate, role_of
 from hub.protocol import (
     Ack,
     Attachment,
@@ -62,6 +64,14 @@ class Session:
         self.settings = hub.settings
         self._expiry: asyncio.TimerHandle | None = None  # closes the socket at token expiry
         self._guest_base: str | None = None  # a guest's own name, before disambiguation
+        self.limits = hub.limits
+        self.role = "user"
+        self.user_key = ""
+        self._socket_rates: dict[str, Rate | None] = {}
+        self._buckets: dict[str, Bucket] = {}
+        self._strikes = 0  # refused frames since the last one that passed its retry window
+        self._strike_until = 0.0
+        self._socket_counted = False
 
     def error(
         self,
@@ -98,6 +108,8 @@ class Session:
             if self._expiry is not None:
                 self._expiry.cancel()
             await self.hub.unregister(self.conn)
+            if self._socket_counted:
+                await self.limits.close_socket(self.user_key, self.conn.id)
             if not writer.done():
                 self.conn.close()
                 with contextlib.suppress(Exception):
@@ -109,6 +121,8 @@ class Session:
             self.conn.close(CloseCode.UNAUTHENTICATED)
 
     async def handle_raw(self, data: str | bytes) -> None:
+        if self.conn.close_code is not None:  # closing (e.g. 1008): nothing more is processed
+            return
         size = _byte_size(data, self.settings.max_frame_bytes)
         if size > self.settings.max_frame_bytes:
             self.error(
@@ -167,11 +181,27 @@ class Session:
                 await self.hub.rooms.leave(self.conn, frame.room)
                 self.conn.send(Left(room=frame.room, id=frame.id))
             case Send():
-                await self.send(frame)
+                wait = self._limit("messages")
+                if wait < 0:
+                    wait = await self.limits.take("messages", self.role, self.user_key)
+                if wait:
+                    self._refuse(wait, "messages", frame.id, frame.room)
+                else:
+                    await self.send(frame)
             case Direct():
-                await self.direct(frame)
+                wait = self._limit("messages")
+                if wait < 0:
+                    wait = await self.limits.take("messages", self.role, self.user_key)
+                if wait:
+                    self._refuse(wait, "messages", frame.id, None)
+                else:
+                    await self.direct(frame)
             case Typing():
-                if self._joined(frame.room, None):
+                # over the typing limit, typing frames are dropped silently: no error, no strike
+                wait = self._limit("typing")
+                if wait < 0:
+                    wait = await self.limits.take("typing", self.role, self.user_key)
+                if not wait and self._joined(frame.room, None):
                     assert self.conn.user is not None
                     self.hub.rooms.typing(frame.room, self.conn.user, frame.active)
             case HistoryRequest():
@@ -179,7 +209,54 @@ class Session:
             case Cancel():
                 await self.cancel(frame)
             case Command():
-                await self.command(frame)
+                wait = self._limit("commands")
+                if wait < 0:
+                    wait = await self.limits.take("commands", self.role, self.user_key)
+                if wait:
+                    self._refuse(wait, "commands", frame.id, frame.room)
+                else:
+                    await self.command(frame)
+
+    # ------------------------------------------------------------ limits
+
+    def _limit(self, kind: str) -> float:
+        """This socket's bucket for ``kind``, then (embedded) the user's, without awaiting:
+        0.0 to go ahead, seconds to wait, or -1.0 when the shared (Redis) bucket must decide."""
+        rate = self._socket_rates.get(kind)
+        if rate is not None:
+            wait = self._buckets[kind].take(rate, time.monotonic())
+            if wait:
+                return wait
+        if self.limits.local:
+            return self.limits.take_now(kind, self.role, self.user_key)
+        return -1.0
+
+    def _refuse(self, wait: float, what: str, ref: str | None, room: str | None) -> None:
+        """Answer ``rate_limited``; the ``limit_strikes``-th refusal within the retry window
+        (a client ignoring ``retry_after``) closes the socket with 1008."""
+        now = time.monotonic()
+        if now >= self._strike_until:
+            self._strikes = 0
+        self._strikes += 1
+        self._strike_until = max(self._strike_until, now + wait)
+        retry_after = math.ceil(wait * 1000) / 1000
+        self.conn.send(
+            Error(
+                code=ErrorCode.RATE_LIMITED,
+                detail=f"too many {what}; try again in {retry_after:g} s",
+                id=ref,
+                room=room,
+                retry_after=retry_after,
+            )
+        )
+        if self._strikes >= self.settings.limit_strikes:
+            log.info(
+                "closing %s (%s): %d frames refused within their retry window",
+                self.conn.id,
+                self.user_key,
+                self._strikes,
+            )
+            self.conn.close(CloseCode.POLICY_VIOLATION)
 
     # ------------------------------------------------------------ frames
 
@@ -206,6 +283,27 @@ class Session:
             if verified is None:
                 return
             identity = verified
+        role = role_of(identity)
+        if not await self.limits.open_socket(role, identity.id, self.conn.id):
+            log.info("refusing a socket of %s: too many open", identity.id)
+            self.conn.send(
+                Error(
+                    code=ErrorCode.RATE_LIMITED,
+                    detail=f"too many open sockets for {identity.id!r}; close one first",
+                    retry_after=max(1.0, self.settings.presence_ttl / 3),
+                )
+            )
+            self.conn.close(CloseCode.TRY_AGAIN_LATER)
+            return
+        self._socket_counted = True
+        self.role, self.user_key = role, identity.id
+        self.limits.note_role(identity.id, role)
+        now = time.monotonic()
+        for kind in ("messages", "typing", "commands"):
+            rate = self.limits.rate(f"{kind}_socket", role)
+            self._socket_rates[kind] = rate
+            if rate is not None:
+                self._buckets[kind] = Bucket(rate.burst, now)
         self.conn.identity = identity
         self.conn.user = UserRef(id=identity.id, name=identity.name, guest=identity.is_guest)
         await self.hub.users.seen(identity)

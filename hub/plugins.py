@@ -665,7 +665,8 @@ class PluginHost:
                 self._succeeded(room, owner)
         except CommandError as exc:
             code = _error_code(exc)
-            return Error(code=code, detail=exc.detail, id=ref, room=room)
+            retry_after = getattr(exc, "retry_after", None)  # hub.limits.ModelRefused
+            return Error(code=code, detail=exc.detail, id=ref, room=room, retry_after=retry_after)
         except PluginFailure as failure:
             await self._failed(room, failure)
             return Error(code=ErrorCode.PLUGIN_ERROR, detail=str(failure), id=ref, room=room)

@@ -17,6 +17,7 @@ import msgspec
 from hub.agents import Agent
 from hub.commands import Arg, CommandContext, CommandSpec, UsageError
 from hub.hookspecs import hookimpl
+from hub.limits import ModelRefused, role_of
 from hub.plugin_config import PerRoom
 
 if TYPE_CHECKING:
@@ -80,13 +81,26 @@ async def lydian_message(message: ChatMessage, hub: Hub) -> None:
     question = addressed(message.text, settings.mention)
     if question is None:
         return
-    await hub.agents.answer(
-        _agent(settings),
-        message.room,
-        question,
-        reply_to=message,
-        requested_by=message.user.id,
-    )
+    try:
+        await hub.agents.answer(
+            _agent(settings),
+            message.room,
+            question,
+            reply_to=message,
+            requested_by=message.user.id,
+        )
+    except ModelRefused as refused:  # over the asker's model use, or a guest: say so
+        meta: dict[str, Any] = {"refused": refused.code, "to": message.user.id}
+        if refused.retry_after is not None:
+            meta["retry_after"] = refused.retry_after
+        await hub.post_message(
+            message.room,
+            AGENT.user,
+            f"{message.user.name}: {refused.detail}",
+            kind="system",
+            reply_to=message.id,
+            meta=meta,
+        )
 
 
 async def ask(ctx: CommandContext, args: dict[str, Any]) -> str | None:
@@ -98,9 +112,16 @@ async def ask(ctx: CommandContext, args: dict[str, Any]) -> str | None:
     question: str = args["question"]
     if len(question) > hub.settings.max_text_chars:
         raise UsageError(f"a question is at most {hub.settings.max_text_chars} characters")
+    # checked before the question is posted: a refusal (error frame) leaves nothing behind
+    await hub.limits.check_model(role_of(ctx.identity), ctx.user.id)
     message, _ = await hub.post_message(ctx.room, ctx.user, question, meta={"ask": NAME})
     await hub.agents.answer(
-        _agent(settings), ctx.room, question, reply_to=message, requested_by=ctx.user.id
+        _agent(settings),
+        ctx.room,
+        question,
+        reply_to=message,
+        requested_by=ctx.user.id,
+        limited=False,
     )
     return None
 

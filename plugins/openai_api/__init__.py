@@ -20,7 +20,8 @@ from litestar.response import Stream
 
 from hub.agents import Agent
 from hub.hookspecs import hookimpl
-from hub.llm import ChatTurn, LLMError
+from hub.limits import ModelRefused, retry_header, role_of
+from hub.llm import ChatTurn, LLMError, estimate_tokens
 from hub.protocol import INT64_MAX
 from hub.streams import StreamMetrics
 
@@ -50,9 +51,15 @@ _request_decoder = msgspec.json.Decoder(ChatRequest)
 _encode = msgspec.json.encode
 
 
-def _error(status: int, message: str, kind: str, code: str | None = None) -> Response[Any]:
+def _error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
     body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
-    return Response(body, status_code=status, headers=NO_STORE)
+    return Response(body, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
 def _text(content: str | list[dict[str, Any]] | None) -> str:
@@ -93,6 +100,14 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
     turns = [ChatTurn(role=m.role, content=_text(m.content)) for m in body.messages]
     if not any(t.role == "user" for t in turns):
         return _error(400, "messages need at least one user message", "invalid_request_error")
+    role = role_of(request.user)
+    try:  # the caller's model use (hub.limits): guests only where the hub allows them
+        await hub.limits.check_model(role, request.user.id)
+    except ModelRefused as refused:
+        if refused.retry_after is None:
+            return _error(403, refused.detail, "permission_error", refused.code)
+        wait = {"Retry-After": retry_header(refused.retry_after)}
+        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     pieces = hub.agents.complete(
         agent,
         turns,
@@ -100,6 +115,7 @@ async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
         temperature=body.temperature,
     )
     run = _Run(hub, agent, pieces)
+    run.charge_to = (role, request.user.id, sum(estimate_tokens(t.content) for t in turns))
     run.include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:
         return Stream(run.sse(), media_type="text/event-stream", headers=NO_STORE)
@@ -122,6 +138,7 @@ class _Run:
         self.tokens = 0
         self.error: str | None = None
         self.include_usage = False
+        self.charge_to: tuple[str, str, int] | None = None  # role, user, prompt tokens
 
     async def pieces(self) -> AsyncIterator[str]:
         start = time.monotonic()
@@ -138,6 +155,9 @@ class _Run:
             self.error = exc.code
             raise
         finally:
+            if self.charge_to is not None:
+                role, user, prompt = self.charge_to
+                await self.hub.limits.charge_model_tokens(role, user, prompt + self.tokens)
             end = time.monotonic()
             rate = None
             if first is not None and self.tokens > 1 and end > first:
