@@ -213,6 +213,7 @@ async def test_the_socket_limit_holds_per_connection(make_server):
 
 async def test_direct_messages_count_as_messages(make_server):
     async with make_server(limit_messages="user=1/m:1", limit_messages_socket="off") as server:
+        await (await server.client("bob")).close()  # DMs go only to users the hub knows
         alice = await server.client("alice")
         await alice.send({"type": "direct", "to": "bob", "text": "hi", "id": "d1"})
         assert (await alice.expect("ack"))["id"] == "d1"
