@@ -88,7 +88,7 @@ async def _connection(port: int, deadline: float, counts: list[int], post: bool)
         writer.close()
 
 
-def _cpu(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) the process has used."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -98,11 +98,11 @@ async def _load(port: int, seconds: float, connections: int, pid: int) -> tuple[
     """(requests/s, server CPU µs per request)."""
     counts: list[int] = []
     deadline = time.perf_counter() + seconds
-    cpu0, t0 = _cpu(pid), time.perf_counter()
+    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
     await asyncio.gather(
         *(_connection(port, deadline, counts, i % 2 == 1) for i in range(connections))
     )
-    elapsed, cpu = time.perf_counter() - t0, _cpu(pid) - cpu0
+    elapsed, cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
     return sum(counts) / elapsed, cpu / max(1, sum(counts)) * 1e6
 
 

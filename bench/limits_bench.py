@@ -10,7 +10,9 @@
   (embedded SQLite) with ``LYDIAN_LIMITS`` false vs true, rounds rotating; microseconds per
   message. A second hub without limits shows how far two identical hubs differ (noise).
 - ``fanout``: deliveries per second of ``bench/realtime_bench.py``'s fan-out (one sender,
-  many subscribers) with the limiter off vs on, alternating rounds in the same run (medians).
+  many subscribers) with the limiter off vs on, alternating rounds in the same run (medians),
+  and the hub process's CPU time per delivery (from ``/proc``, subscribers' connections
+  included), which the load of other processes disturbs far less than wall-clock rates.
   Target: within 5 % of no limiter.
 
 Limits are set far above the load (``*=1G/s``): every check runs in full, none refuses.
@@ -35,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import realtime_bench as rb
+from http_bench import cpu_seconds
 
 from hub.config import load_settings
 from hub.limits import Bucket, Limits
@@ -221,17 +224,30 @@ async def bench_fanout(subscribers: int, messages: int, rounds: int, tmp: Path) 
             await hub.create_room("big")
         send = await rb.hub_send("big")
         got: dict[str, list[float]] = {k: [] for k in hubs}
+        cpu: dict[str, list[float]] = {k: [] for k in hubs}  # hub CPU µs per delivery
         for r in range(rounds):
             items = list(hubs.items())
             order = items[r % 3 :] + items[: r % 3]  # each hub goes first, second, third
             for name, hub in order:
+                assert hub.proc is not None
+                before = cpu_seconds(hub.proc.pid)
                 got[name].append(await rb.fan_out(hub.ws, "big", subscribers, messages, send))
+                used = cpu_seconds(hub.proc.pid) - before
+                cpu[name].append(used / (subscribers * messages) * 1e6)
     finally:
         for hub in hubs.values():
             hub.stop()
     off, on = statistics.median(got["off"]), statistics.median(got["on"])
     off2 = statistics.median(got["off2"])
+    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
+    cpu_off2 = statistics.median(cpu["off2"])
     return {
+        "cpu_us_per_delivery_limits_off": round(cpu_off, 3),
+        "cpu_us_per_delivery_limits_on": round(cpu_on, 3),
+        "cpu_us_per_delivery_limits_off_second_hub": round(cpu_off2, 3),
+        "cpu_ratio_on_to_off": round(cpu_on / cpu_off, 3),
+        "cpu_ratio_off_second_hub_to_off": round(cpu_off2 / cpu_off, 3),
+        "all_cpu_rounds": {k: [round(v, 3) for v in vs] for k, vs in cpu.items()},
         "subscribers": subscribers,
         "messages": messages,
         "rounds": rounds,
@@ -292,6 +308,11 @@ async def main() -> None:
         print(
             f"  fan-out to {f['subscribers']}: {f['ratio_on_to_off']}x of no limiter "
             f"(target >= 0.95; two hubs without limits: {f['ratio_off_second_hub_to_off']}x)"
+        )
+        print(
+            f"  fan-out hub CPU per delivery: off {f['cpu_us_per_delivery_limits_off']} µs, on "
+            f"{f['cpu_us_per_delivery_limits_on']} µs ({f['cpu_ratio_on_to_off']}x, target "
+            f"<= 1.05; two hubs without limits: {f['cpu_ratio_off_second_hub_to_off']}x)"
         )
 
 
