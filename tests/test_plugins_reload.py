@@ -215,3 +215,78 @@ async def _created_room(url: str, room: str) -> None:
     async with httpx.AsyncClient(base_url=url, headers=headers) as http:
         resp = await http.post("/api/rooms", json={"id": room})
         assert resp.status_code == 201, resp.text
+
+
+FINDER = """
+import importlib.abc
+import importlib.util
+import sys
+
+INSTALLS = 0
+MAPPING = {MAPPING!r}
+
+
+class Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in MAPPING:
+            init = MAPPING[name] + "/__init__.py"
+            return importlib.util.spec_from_file_location(
+                name, init, submodule_search_locations=[MAPPING[name]]
+            )
+        return None
+
+
+FINDER = Finder()
+
+
+def install():
+    global INSTALLS
+    INSTALLS += 1
+    if FINDER not in sys.meta_path:
+        sys.meta_path.append(FINDER)
+"""
+
+
+def test_new_pth_files_are_processed_as_at_start_and_their_import_lines_run_once(tmp_path):
+    """The two kinds of editable install: a path line (hatchling, setuptools' plain mode)
+    and an ``import`` line installing a finder (setuptools' and ``editables``' finder
+    mode, imitated here in a private site directory)."""
+    from hub.plugins import _PTH_SEEN, refresh_import_paths
+
+    tag = uuid.uuid4().hex[:8]
+    sitedir, plain, project = tmp_path / "site", tmp_path / "site" / "plain", tmp_path / "proj"
+    package = project / f"finderdemo_{tag}"
+    for folder in (plain, package):
+        folder.mkdir(parents=True)
+    (package / "__init__.py").write_text("VALUE = 'found by the finder'\n")
+    (plain / f"plaindemo_{tag}.py").write_text("VALUE = 'found on the path'\n")
+    finder = f"__editable___finderdemo_{tag}_finder"
+    (sitedir / f"{finder}.py").write_text(
+        FINDER.replace("{MAPPING!r}", repr({f"finderdemo_{tag}": str(package)}))
+    )
+    pth = sitedir / f"__editable__.finderdemo_{tag}-0.1.pth"
+    pth.write_text(f"import {finder}; {finder}.install()\n")
+    (sitedir / f"_plaindemo_{tag}.pth").write_text("# a comment\nplain\nno-such-folder\n")
+    saved_path, saved_meta = list(sys.path), list(sys.meta_path)
+    try:
+        added = refresh_import_paths([str(sitedir)])
+        assert added == [str(sitedir), str(plain)]
+        assert __import__(f"finderdemo_{tag}").VALUE == "found by the finder"
+        assert __import__(f"plaindemo_{tag}").VALUE == "found on the path"
+        assert sys.modules[finder].INSTALLS == 1
+
+        assert refresh_import_paths([str(sitedir)]) == []  # nothing new: nothing runs again
+        assert sys.modules[finder].INSTALLS == 1
+        assert sys.path.count(str(plain)) == 1
+
+        stat = pth.stat()  # a reinstall rewrites the file: its import line runs again
+        os.utime(pth, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        assert refresh_import_paths([str(sitedir)]) == []
+        assert sys.modules[finder].INSTALLS == 2
+    finally:
+        sys.path[:] = saved_path
+        sys.meta_path[:] = saved_meta
+        for name in (finder, f"finderdemo_{tag}", f"plaindemo_{tag}"):
+            sys.modules.pop(name, None)
+        for path in [p for p in _PTH_SEEN if p.startswith(str(sitedir))]:
+            del _PTH_SEEN[path]
