@@ -798,9 +798,12 @@ def refresh_import_paths(site_dirs: list[str] | None = None) -> list[str]:
 
     Path lines of every ``.pth`` file are added to ``sys.path`` if missing and existing;
     ``import`` lines run only for ``.pth`` files that are new or changed since they were
-    last processed. Import caches (and importlib.metadata's) are invalidated.
+    last processed. Import caches (and importlib.metadata's) are invalidated. Under
+    ``python -S`` (no ``site`` at start) no ``.pth`` file is read here either.
     """
     importlib.invalidate_caches()
+    if sys.flags.no_site and site_dirs is None:
+        return []
     known = {os.path.normcase(os.path.abspath(p)) for p in sys.path if isinstance(p, str)}
     added: list[str] = []
     for sitedir in _site_dirs() if site_dirs is None else site_dirs:
