@@ -773,7 +773,7 @@ def _site_dirs() -> list[str]:
 
 def _pth_files(sitedir: str) -> dict[str, int]:
     """``{path: mtime_ns}`` of the ``.pth`` files in ``sitedir``."""
-    out = {}
+    out: dict[str, int] = {}
     try:
         names = sorted(os.listdir(sitedir))
     except OSError:
@@ -822,7 +822,7 @@ def refresh_import_paths(site_dirs: list[str] | None = None) -> list[str]:
 
 def _process_pth(sitedir: str, path: str, known: set[str], *, run_imports: bool) -> list[str]:
     """One ``.pth`` file, line by line, as :func:`site.addpackage` does."""
-    added = []
+    added: list[str] = []
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
