@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -79,6 +80,14 @@ def plugins_reload(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     url = (args.url or _hub_url(settings)).rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        print(f"lydian: --url must look like http://127.0.0.1:8000, not {url!r}", file=sys.stderr)
+        return 2
     identity = Identity(id="lydian-cli", name="lydian plugins reload", roles=("admin",))
     token = issue_token(identity, settings.resolved_secret(), 60)
     request = urllib.request.Request(
@@ -88,14 +97,24 @@ def plugins_reload(args: argparse.Namespace) -> int:
     )
     try:
         with urllib.request.urlopen(request, timeout=args.timeout) as resp:
-            result = json.loads(resp.read())
+            body = resp.read()
+        result = json.loads(body)
+        if not isinstance(result, dict) or not isinstance(result.get("failed"), dict):
+            raise ValueError("not a reload report")
     except urllib.error.HTTPError as exc:
-        detail = exc.read().decode(errors="replace")[:300]
-        print(f"lydian: the hub refused the reload ({exc.code}): {detail}", file=sys.stderr)
+        text = exc.read().decode(errors="replace")
+        try:
+            detail = str(json.loads(text)["detail"])
+        except (ValueError, KeyError, TypeError):
+            detail = " ".join(text.split())
+        print(f"lydian: the hub refused the reload ({exc.code}): {detail[:200]}", file=sys.stderr)
         return 2
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         print(f"lydian: cannot reach the hub at {url}: {reason}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f"lydian: {url} answered, but not as a Lydian hub: {body[:100]!r}", file=sys.stderr)
         return 2
     failed = result.get("failed") or {}
     print(f"rescanned plugins at {url} (other replicas follow)")

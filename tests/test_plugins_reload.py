@@ -204,6 +204,10 @@ async def test_cli_reload_needs_a_running_hub_and_the_hub_secret(tmp_path):
     )  # fmt: skip
     assert "lydian: cannot reach the hub at http://127.0.0.1:9" in down, down
     assert "Traceback" not in down
+    for bad in ("127.0.0.1:8000", "http://[::1", "file:///etc/passwd"):
+        refused = await run("lydian", "plugins", "reload", "--url", bad, env=env, check=False)
+        assert f"lydian: --url must look like http://127.0.0.1:8000, not {bad!r}" in refused
+        assert "Traceback" not in refused
 
     hub = HubProcess(single_env(tmp_path), tmp_path / "hub")
     await hub.start()
