@@ -220,8 +220,8 @@ async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
     if not ctx.is_admin:
         raise CommandForbidden(f"/plugins {action} is for admins only")
     if action == "reload":
-        added = await plugins.reload(ctx.hub)
-        return f"rescanned plugins; new: {', '.join(added) or 'none'}"
+        report = await plugins.reload(ctx.hub)
+        return "\n".join(["rescanned plugins (other replicas follow)", *report.lines()])
     if not name:
         raise UsageError(f"missing NAME; usage: /plugins {action} NAME")
     await plugins.set_enabled(ctx.hub, ctx.room, name, action == "enable", by=ctx.identity)

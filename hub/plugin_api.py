@@ -33,6 +33,15 @@ class SetEnabled(msgspec.Struct):
     enabled: bool
 
 
+class ReloadResult(msgspec.Struct):
+    """``POST /api/plugins/reload``: what the rescan on this replica did, then every plugin."""
+
+    new: list[str]
+    reloaded: list[str]
+    failed: dict[str, str]
+    plugins: list[PluginInfo]
+
+
 class PluginSummary(msgspec.Struct):
     """A plugin as non-admins see it: what it offers, nothing of its configuration (settings,
     errors, which can name upstream URLs, source paths, the rooms it is on)."""
@@ -82,15 +91,23 @@ class PluginController(Controller):
         return [_summary(info, hub.plugins) for info in hub.plugins.infos()]
 
     @post("/reload", status_code=200)
-    async def reload(self, request: AuthRequest) -> list[PluginInfo]:
-        """Rescan the ``lydian.plugins`` entry points (after a ``pip install``); admins only.
+    async def reload(self, request: AuthRequest) -> ReloadResult:
+        """Rescan after a ``pip install`` (editable installs included); admins only.
 
-        New plugins start at once, on every replica; new HTTP routes need a restart.
+        New ``.pth`` files are processed, failed imports retried, the ``lydian.plugins``
+        entry points rescanned. New plugins start at once, on every replica; new HTTP
+        routes need a restart. The answer says what is new, what loaded on a retry and
+        what failed (with a one-line error), then lists every plugin.
         """
         _require_admin(request)
         hub: Hub = request.app.state.hub
-        await hub.plugins.reload(hub)
-        return await _infos(hub)
+        report = await hub.plugins.reload(hub)
+        return ReloadResult(
+            new=report.new,
+            reloaded=report.reloaded,
+            failed=report.failed,
+            plugins=await _infos(hub),
+        )
 
 
 class RoomPluginController(Controller):

@@ -1,10 +1,14 @@
-"""``lydian plugins list`` and ``lydian plugin new NAME``."""
+"""``lydian plugins list``, ``lydian plugins reload`` and ``lydian plugin new NAME``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from hub.config import Settings, load_settings
@@ -64,6 +68,62 @@ def plugins_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def _hub_url(settings: Settings) -> str:
+    host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    return f"http://{host}:{settings.port}"
+
+
+def plugins_reload(args: argparse.Namespace) -> int:
+    """Ask a running hub to rescan (``POST /api/plugins/reload``) with an admin token
+    signed by the hub's secret; its replicas follow. Exit 1 if a plugin failed to load."""
+    from hub.auth import Identity, issue_token
+
+    settings = load_settings()
+    url = (args.url or _hub_url(settings)).rstrip("/")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
+        print(f"lydian: --url must look like http://127.0.0.1:8000, not {url!r}", file=sys.stderr)
+        return 2
+    identity = Identity(id="lydian-cli", name="lydian plugins reload", roles=("admin",))
+    token = issue_token(identity, settings.resolved_secret(), 60)
+    request = urllib.request.Request(
+        f"{url}/api/plugins/reload",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+            body = resp.read()
+        result = json.loads(body)
+        if not isinstance(result, dict) or not isinstance(result.get("failed"), dict):
+            raise ValueError("not a reload report")
+    except urllib.error.HTTPError as exc:
+        text = exc.read().decode(errors="replace")
+        try:
+            detail = str(json.loads(text)["detail"])
+        except (ValueError, KeyError, TypeError):
+            detail = " ".join(text.split())
+        print(f"lydian: the hub refused the reload ({exc.code}): {detail[:200]}", file=sys.stderr)
+        return 2
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"lydian: cannot reach the hub at {url}: {reason}", file=sys.stderr)
+        return 2
+    except ValueError:
+        print(f"lydian: {url} answered, but not as a Lydian hub: {body[:100]!r}", file=sys.stderr)
+        return 2
+    failed = result.get("failed") or {}
+    print(f"rescanned plugins at {url} (other replicas follow)")
+    print(f"new: {', '.join(result.get('new') or []) or 'none'}")
+    print(f"reloaded: {', '.join(result.get('reloaded') or []) or 'none'}")
+    print("failed: " + ("; ".join(f"{n} ({e})" for n, e in sorted(failed.items())) or "none"))
+    return 1 if failed else 0
+
+
 def plugin_new(args: argparse.Namespace) -> int:
     try:
         target = render_plugin(args.name, Path(args.dir))
@@ -76,13 +136,23 @@ def plugin_new(args: argparse.Namespace) -> int:
 
 
 def add_plugin_commands(sub: argparse._SubParsersAction) -> None:
-    """Add ``plugins list`` and ``plugin new`` to the ``lydian`` parser."""
+    """Add ``plugins list``, ``plugins reload`` and ``plugin new`` to the ``lydian`` parser."""
     plugins = sub.add_parser("plugins", help="inspect installed plugins")
     plugins_sub = plugins.add_subparsers(dest="plugins_command", required=True)
     listing = plugins_sub.add_parser(
         "list", help="name, version, hooks, rooms where enabled, status"
     )
     listing.set_defaults(func=plugins_list)
+    reload = plugins_sub.add_parser(
+        "reload",
+        help="make a running hub pick up plugins installed since it started (admin call)",
+    )
+    reload.add_argument(
+        "--url",
+        help="the hub's base URL (default: http://127.0.0.1:PORT, PORT from LYDIAN_PORT, 8000)",
+    )
+    reload.add_argument("--timeout", type=float, default=60.0, help="seconds (default 60)")
+    reload.set_defaults(func=plugins_reload)
 
     plugin = sub.add_parser("plugin", help="create plugins")
     plugin_sub = plugin.add_subparsers(dest="plugin_command", required=True)

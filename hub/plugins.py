@@ -20,8 +20,12 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import os
 import re
+import site
+import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -105,7 +109,27 @@ class PluginToggle(msgspec.Struct, tag_field="type", tag="plugin_toggle"):
 
 
 class PluginsReload(msgspec.Struct, tag_field="type", tag="plugins_reload"):
-    """Control message: rescan the entry points (a plugin was installed)."""
+    """Control message: rescan the entry points (a plugin was installed). ``origin`` is the
+    sending host's id: it has rescanned already and skips its own message."""
+
+    origin: str = ""
+
+
+class ReloadReport(msgspec.Struct):
+    """What one rescan did: plugins started for the first time, plugins whose earlier
+    import failure was retried and now loaded, and ``{plugin: one-line error}``."""
+
+    new: list[str] = []
+    reloaded: list[str] = []
+    failed: dict[str, str] = {}
+
+    def lines(self) -> list[str]:
+        failed = "; ".join(f"{name} ({error})" for name, error in sorted(self.failed.items()))
+        return [
+            f"new: {', '.join(self.new) or 'none'}",
+            f"reloaded: {', '.join(self.reloaded) or 'none'}",
+            f"failed: {failed or 'none'}",
+        ]
 
 
 _control_decoder = msgspec.json.Decoder(PluginToggle | PluginsReload)
@@ -169,6 +193,8 @@ class PluginHost:
         self._executor = DaemonExecutor(max_workers=8)
         self._unsubscribe: Callable[[], Any] | None = None
         self._lock = asyncio.Lock()
+        self._reload_lock = asyncio.Lock()
+        self.instance_id = uuid.uuid4().hex
         if settings.trace_hooks:
             self.pm.add_hookcall_monitoring(
                 lambda name, impls, kw: log.info(
@@ -303,13 +329,55 @@ class PluginHost:
             self._unsubscribe = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def reload(self, hub: Hub, *, broadcast: bool = True) -> list[str]:
-        """Rescan entry points and start what is new; other replicas follow."""
+    async def reload(self, hub: Hub, *, broadcast: bool = True) -> ReloadReport:
+        """Make new installs importable, retry failed imports, rescan entry points and start
+        what is new; with ``broadcast``, the other replicas (``hub:control``) do the same."""
+        self.hub = self.hub or hub
+        async with self._reload_lock:
+            report = await self._rescan()
+        if broadcast:
+            message = PluginsReload(origin=self.instance_id)
+            await hub.broker.publish(CONTROL_CHANNEL, encode_control(message))
+        return report
+
+    async def _rescan(self) -> ReloadReport:
+        """One reload: new ``.pth`` files, failed imports forgotten, then :meth:`discover`."""
+        refresh_import_paths()
+        failed = {name for name, record in self._records.items() if record.plugin is None}
+        pending = [n for n, r in self._records.items() if not r.started and r.error is None]
+        candidates = [
+            ep
+            for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if (ep.name not in self._records or ep.name in failed) and self.allowed(ep.name)
+        ]
+        for ep in candidates:
+            if ep.name in failed:
+                forget_modules(ep.module)
+        # import in a worker thread so that a slow import does not stall the event loop;
+        # discover() then finds the modules loaded (or fails again, and records why)
+        await asyncio.to_thread(prime_imports, [ep.module for ep in candidates])
+        retried = self._forget_import_failures()
         added = self.discover()
         started = await self._activate_pending()
-        if broadcast:
-            await hub.broker.publish(CONTROL_CHANNEL, encode_control(PluginsReload()))
-        return sorted(set(added) | set(started))
+        report = ReloadReport()
+        for name in sorted({ep.name for ep in candidates} | set(pending) | set(added)):
+            record = self._records.get(name)
+            if record is None:
+                report.failed[name] = "not loaded; the hub's log says why"
+            elif record.error is not None:
+                report.failed[name] = one_line(record.error)
+            elif name in started:
+                (report.reloaded if name in retried else report.new).append(name)
+        for name in sorted(retried - set(self._records)):
+            log.info("plugin %r: its entry point is gone (uninstalled)", name)
+        return report
+
+    def _forget_import_failures(self) -> set[str]:
+        """Drop the records of plugins whose import failed, so that the rescan retries them."""
+        failed = {name for name, record in self._records.items() if record.plugin is None}
+        for name in failed:
+            del self._records[name]
+        return failed
 
     async def _activate_pending(self) -> list[str]:
         started = []
@@ -498,8 +566,13 @@ class PluginHost:
             return
         if isinstance(message, PluginToggle):
             self._apply(message)
-        elif self.hub is not None:
-            self.hub.spawn(self.reload(self.hub, broadcast=False), name="plugins-reload")
+        elif self.hub is not None and message.origin != self.instance_id:
+            self.hub.spawn(self._follow_reload(self.hub), name="plugins-reload")
+
+    async def _follow_reload(self, hub: Hub) -> None:
+        """Another replica reloaded: do the same here, and log what came of it."""
+        report = await self.reload(hub, broadcast=False)
+        log.info("plugins reloaded (another replica asked): %s", "; ".join(report.lines()))
 
     # ------------------------------------------------------------ isolated calls
 
@@ -682,3 +755,118 @@ def _error_code(exc: CommandError) -> ErrorCode:
         return ErrorCode(exc.code)
     except ValueError:
         return ErrorCode.USAGE
+
+
+# --------------------------------------------------------------------------- hot reload
+# Python reads the ``.pth`` files of its site directories once, at start. ``pip install -e``
+# into a running hub's environment writes a new one (a path: hatchling, setuptools' plain
+# mode; an ``import`` line that installs a finder: setuptools' and ``editables``' finder
+# modes), so a rescan processes the ``.pth`` files the way a restart would.
+
+
+def _site_dirs() -> list[str]:
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    return [d for d in dict.fromkeys(dirs) if os.path.isdir(d)]
+
+
+def _pth_files(sitedir: str) -> dict[str, int]:
+    """``{path: mtime_ns}`` of the ``.pth`` files in ``sitedir``."""
+    out: dict[str, int] = {}
+    try:
+        names = sorted(os.listdir(sitedir))
+    except OSError:
+        return out
+    for name in names:
+        if name.endswith(".pth") and not name.startswith("."):
+            path = os.path.join(sitedir, name)
+            try:
+                out[path] = os.stat(path).st_mtime_ns
+            except OSError:
+                continue
+    return out
+
+
+_PTH_SEEN: dict[str, int] = {p: m for d in _site_dirs() for p, m in _pth_files(d).items()}
+"""The ``.pth`` files that ``site`` processed at start (as of this module's import), and
+those processed by :func:`refresh_import_paths` since; their ``import`` lines ran already."""
+
+
+def refresh_import_paths(site_dirs: list[str] | None = None) -> list[str]:
+    """Process ``.pth`` files as a restart would; return the path entries added.
+
+    Path lines of every ``.pth`` file are added to ``sys.path`` if missing and existing;
+    ``import`` lines run only for ``.pth`` files that are new or changed since they were
+    last processed. Import caches (and importlib.metadata's) are invalidated. Under
+    ``python -S`` (no ``site`` at start) no ``.pth`` file is read here either.
+    """
+    importlib.invalidate_caches()
+    if sys.flags.no_site and site_dirs is None:
+        return []
+    known = {os.path.normcase(os.path.abspath(p)) for p in sys.path if isinstance(p, str)}
+    added: list[str] = []
+    for sitedir in _site_dirs() if site_dirs is None else site_dirs:
+        key = os.path.normcase(os.path.abspath(sitedir))
+        if key not in known and os.path.isdir(sitedir):  # e.g. a user site made since
+            sys.path.append(sitedir)
+            known.add(key)
+            added.append(sitedir)
+        for path, mtime in _pth_files(sitedir).items():
+            fresh = _PTH_SEEN.get(path) != mtime
+            _PTH_SEEN[path] = mtime
+            added.extend(_process_pth(sitedir, path, known, run_imports=fresh))
+    importlib.invalidate_caches()
+    return added
+
+
+def _process_pth(sitedir: str, path: str, known: set[str], *, run_imports: bool) -> list[str]:
+    """One ``.pth`` file, line by line, as :func:`site.addpackage` does."""
+    added: list[str] = []
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return added
+    for line in lines:
+        if not line.strip() or line.startswith("#"):
+            continue
+        if line.startswith(("import ", "import\t")):
+            if run_imports:
+                try:
+                    exec(line)  # what site does at start for this line
+                except Exception as exc:
+                    log.warning("%s: %r failed: %s: %s", path, line, type(exc).__name__, exc)
+                    break  # like site: the rest of this file is skipped
+            continue
+        entry = os.path.join(sitedir, line.rstrip())
+        key = os.path.normcase(os.path.abspath(entry))
+        if key not in known and os.path.exists(entry):
+            sys.path.append(entry)
+            known.add(key)
+            added.append(entry)
+            log.info("%s: added %s to the import path", path, entry)
+    return added
+
+
+def forget_modules(module: str) -> None:
+    """Drop ``module`` and its submodules from ``sys.modules`` so the next import re-reads
+    them (after a failed import, a submodule that did load would otherwise stay stale)."""
+    for name in [n for n in sys.modules if n == module or n.startswith(module + ".")]:
+        del sys.modules[name]
+
+
+def prime_imports(modules: list[str]) -> None:
+    """Import ``modules`` (ignoring failures, which the caller reports when it imports)."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except (Exception, SystemExit):
+            continue
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """The first line of ``text``, capped at ``limit`` characters."""
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if len(first) <= limit else first[: limit - 1] + "…"

@@ -72,7 +72,8 @@ async def test_generated_plugin_is_installed_discovered_enabled_and_disabled_liv
             async with server.http("root", admin=True) as http:
                 resp = await http.post("/api/plugins/reload")
                 assert resp.status_code == 200, resp.text
-                found = {p["name"]: p for p in resp.json()}[NAME]
+                assert resp.json()["new"] == [NAME], resp.text
+                found = {p["name"]: p for p in resp.json()["plugins"]}[NAME]
             assert found["source"] == "entry point" and found["version"] == "0.1.0"
             assert found["commands"] == [NAME] and found["error"] is None
 
