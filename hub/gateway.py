@@ -444,6 +444,11 @@ class Session:
     async def send(self, frame: Send) -> None:
         """Post into a joined room; the hub's rules (text, attachments) refuse as ``error``."""
         assert self.conn.user is not None
+        try:  # the hub's rule first (as before joining is checked), then its full check below
+            self.hub.check_message(frame.text, attachments=len(frame.attachments))
+        except MessageRefused as exc:
+            self.error(exc.code, exc.detail, frame.id, frame.room)
+            return
         if not self._joined(frame.room, frame.id):
             return
         self.hub.rooms.stop_typing(frame.room, self.conn.user)

@@ -372,11 +372,12 @@ class BridgeService:
         exc: MessageRefused,
     ) -> None:
         log.info(
-            "bridge: %s message %s in %s by %s not posted to the hub (%s): %s",
+            "bridge: %s message %s in %s by %s not posted to the hub (%s, %s): %s",
             platform,
             platform_msg,
             channel,
             user.id,
+            exc.code,
             exc.reason,
             exc.detail,
         )
