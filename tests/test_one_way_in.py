@@ -285,3 +285,48 @@ async def test_attachment_files_are_read_and_written_off_the_event_loop(make_ser
             assert got.content == b"hello"
     assert set(threads) == {"_write", "get", "resolve"}
     assert all(loop_thread not in ids for ids in threads.values()), threads
+
+
+# ------------------------------------------------------------------ the bridge's notice
+
+
+async def test_discord_author_of_a_refused_message_gets_a_reply(make_server, monkeypatch):
+    """Discord has no ephemeral messages outside interactions: the notice is a reply."""
+    from tests.adapter_support import DISCORD_TOKEN, discord_env
+    from tests.fakes.discord import FakeDiscord
+
+    discord_env(monkeypatch)
+    channel, alice = "800000000000000001", FakeDiscord.user("700000000000000001", "Alice")
+    fake = FakeDiscord(DISCORD_TOKEN)
+    await fake.start()
+    config = {"api_url": fake.api_url, "edit_interval": 0.05, "guild_ready_timeout": 0.1}
+    try:
+        async with make_server(**SETTINGS, plugin_config={"discord": config}) as server:
+            await server.create_room("ops")
+            async with server.http("root", admin=True) as http:
+                resp = await http.post(
+                    "/api/rooms/ops/bridges", json={"platform": "discord", "channel": channel}
+                )
+                assert resp.status_code == 201, resp.text
+            from adapters.discord.plugin import adapter_for
+
+            adapter = adapter_for(server.hub)
+            assert adapter is not None
+            await eventually(adapter.ready.is_set, what="READY")
+            web = await server.client("bob")
+            await web.join("ops")
+            long_id = await fake.user_says(channel, alice, "z" * (MAX_TEXT + 1))
+
+            def notice() -> list[Any]:
+                return [
+                    b
+                    for b in fake.sent()
+                    if str((b.get("message_reference") or {}).get("message_id")) == long_id
+                ]
+
+            replies = await eventually(notice, what="the reply to the refused message")
+            assert f"exceeds {MAX_TEXT} characters" in replies[0]["content"]
+            await fake.user_says(channel, alice, "short one")
+            assert (await web.expect("message"))["message"]["text"] == "short one"
+    finally:
+        await fake.stop()
