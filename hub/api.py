@@ -58,11 +58,6 @@ class GuestToken(msgspec.Struct):
     user: UserRef
 
 
-async def _room_for(hub: Hub, room_id: str, identity: Identity) -> RoomInfo:
-    """:meth:`Hub.visible_room`; a refusal becomes 404/403 (:func:`room_not_visible_handler`)."""
-    return await hub.visible_room(room_id, identity)
-
-
 def room_not_visible_handler(
     request: Request[Any, Any, Any], exc: RoomNotVisible
 ) -> Response[dict[str, Any]]:
@@ -124,12 +119,12 @@ class RoomController(Controller):
 
     @get("/{room_id:str}")
     async def get_room(self, request: AuthRequest, room_id: FromPath[str]) -> RoomInfo:
-        return await _room_for(request.app.state.hub, room_id, request.user)
+        return await request.app.state.hub.visible_room(room_id, request.user)
 
     @get("/{room_id:str}/members")
     async def list_members(self, request: AuthRequest, room_id: FromPath[str]) -> list[MemberInfo]:
         hub: Hub = request.app.state.hub
-        await _room_for(hub, room_id, request.user)
+        await hub.visible_room(room_id, request.user)
         return await hub.store.members(room_id)
 
     @post("/{room_id:str}/members", status_code=HTTP_201_CREATED)
@@ -138,7 +133,7 @@ class RoomController(Controller):
     ) -> MemberInfo:
         """Add a member (owners and admins only); needed for private rooms."""
         hub: Hub = request.app.state.hub
-        room = await _room_for(hub, room_id, request.user)
+        room = await hub.visible_room(room_id, request.user)
         if not request.user.is_admin and room.created_by != request.user.id:
             raise PermissionDeniedException("only the room's owner or an admin can add members")
         if room.kind == "dm":
@@ -162,7 +157,7 @@ class RoomController(Controller):
     ) -> HistoryPage:
         """A page of history, oldest first: before an offset (default newest), or after one."""
         hub: Hub = request.app.state.hub
-        await _room_for(hub, room_id, request.user)
+        await hub.visible_room(room_id, request.user)
         limit = min(limit, hub.settings.history_page_max)
         if after is not None:
             page = await hub.queries.messages_after(room_id, after, limit + 1)
@@ -180,7 +175,7 @@ class RoomController(Controller):
     ) -> ChatMessage:
         """Post into a room over HTTP (bots, scripts); idempotent with ``client_id``."""
         hub: Hub = request.app.state.hub
-        await _room_for(hub, room_id, request.user)
+        await hub.visible_room(room_id, request.user)
         author = UserRef(id=request.user.id, name=request.user.name, guest=request.user.is_guest)
         message, _ = await hub.post_message(  # MessageRefused: message_refused_handler
             room_id,

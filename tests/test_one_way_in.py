@@ -185,6 +185,7 @@ async def test_every_door_refuses_an_unknown_and_a_private_room_alike(make_serve
             "/api/rooms/{r}/messages",
             "/api/rooms/{r}/plugins",
             "/api/rooms/{r}/bridges",
+            "/api/rooms/{r}/events",
         ]
         refusals = (("nowhere", 404, "unknown_room"), ("secret", 403, "forbidden"))
         async with server.http("mallory") as http:
