@@ -345,11 +345,15 @@ class Hub:
             )
 
     async def _resolve(self, room_id: str, items: Sequence[str | Attachment]) -> list[Attachment]:
-        """Hub uploads (an id, or an :class:`Attachment` whose id has no ``platform:``
-        prefix) must exist in this room: their stored description replaces what was given.
-        External attachments (``slack:F01``, ...) are links elsewhere and kept as given."""
-        uploads = [i if isinstance(i, str) else i.id for i in items]
-        uploads = [i for i in uploads if ":" not in i]
+        """Hub uploads (every id given as a string, and every :class:`Attachment` whose id
+        has no ``platform:`` prefix) must exist in this room: their stored description
+        replaces what was given. External attachments (an :class:`Attachment` with an id
+        like ``slack:F01``, from a bridge) are links elsewhere and kept as given."""
+        uploads = [
+            i if isinstance(i, str) else i.id
+            for i in items
+            if isinstance(i, str) or ":" not in i.id
+        ]
         if not uploads:
             return [i for i in items if not isinstance(i, str)]
         store = AttachmentStore.for_settings(self.settings)

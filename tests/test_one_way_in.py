@@ -166,6 +166,11 @@ async def test_a_known_upload_is_accepted_by_every_door(make_server):
             )
             assert resp.status_code == 201, resp.text
             assert resp.json()["attachments"][0]["name"] == "a.txt"
+        async with server.http("alice") as http:  # an id is always an upload of the hub
+            resp = await http.post(
+                "/api/rooms/ops/messages", json={"text": "x", "attachments": ["slack:F01"]}
+            )
+            assert (resp.status_code, resp.json()["reason"]) == (400, "unknown_attachment")
         forged = Attachment(id=upload, name="evil.exe", media_type="x/y", size=1, url="/x")
         message, _ = await server.hub.post_message(
             "ops", UserRef(id="bot:t", name="T"), "again", attachments=[forged]
