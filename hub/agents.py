@@ -60,14 +60,9 @@ class Agents:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._agents: dict[str, Agent] = {}
         self._providers: dict[str, Provider] = {}
 
     # ------------------------------------------------------------ registry
-
-    def add_agent(self, agent: Agent) -> None:
-        """Register an agent directly (embedding, tests); plugins use ``lydian_agents``."""
-        self._agents[agent.name] = agent
 
     def add_provider(self, provider: Provider) -> None:
         self._providers[provider.name] = provider
@@ -77,7 +72,7 @@ class Agents:
         for _, item in self.hub.plugins.items("lydian_agents"):
             if isinstance(item, Agent):
                 found.setdefault(item.name, item)
-        return {**found, **self._agents}
+        return found
 
     def agent(self, name: str) -> Agent | None:
         return self.agents().get(name)

@@ -6,10 +6,9 @@ import os
 from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, Request, get, post
+from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import (
     HTTPException,
-    NotFoundException,
     PermissionDeniedException,
     ValidationException,
 )
@@ -17,7 +16,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_409_CONFLICT
 
 from hub.auth import Identity, guest_identity
-from hub.core import Hub
+from hub.core import Hub, MessageRefused, Refusal, RoomNotVisible
 from hub.identity import guest_name
 from hub.limits import check_http, client_address, role_of
 from hub.protocol import INT64_MAX, ChatMessage, RoomId, UserRef
@@ -39,9 +38,13 @@ class AddMember(msgspec.Struct):
 
 
 class PostMessage(msgspec.Struct):
-    text: Annotated[str, msgspec.Meta(min_length=1)]
+    """A message posted over HTTP; the hub's rules apply as on the socket (blank text only
+    with attachments, at most ``max_text_chars``, attachment ids uploaded to this room)."""
+
+    text: str = ""
     client_id: Annotated[str, msgspec.Meta(max_length=100)] | None = None
     reply_to: str | None = None
+    attachments: list[Annotated[str, msgspec.Meta(max_length=100)]] = []
 
 
 class HistoryPage(msgspec.Struct):
@@ -55,13 +58,24 @@ class GuestToken(msgspec.Struct):
     user: UserRef
 
 
-async def _room_for(hub: Hub, room_id: str, identity: Identity) -> RoomInfo:
-    room = await hub.room(room_id)
-    if room is None:
-        raise NotFoundException(f"no room {room_id!r}")
-    if not await hub.can_access(room, identity):
-        raise PermissionDeniedException(f"room {room_id!r} is private")
-    return room
+def room_not_visible_handler(
+    request: Request[Any, Any, Any], exc: RoomNotVisible
+) -> Response[dict[str, Any]]:
+    """REST's form of :class:`RoomNotVisible`: 404 (no such room) or 403 (private)."""
+    status = 404 if exc.missing else 403
+    return Response(
+        {"status_code": status, "detail": exc.detail, "code": str(exc.code)}, status_code=status
+    )
+
+
+def message_refused_handler(
+    request: Request[Any, Any, Any], exc: MessageRefused
+) -> Response[dict[str, Any]]:
+    """REST's form of :class:`MessageRefused`: 413 for a text too long, else 400; the body
+    carries the same ``code``, ``reason`` and ``detail`` the socket's ``error`` frame has."""
+    status = 413 if exc.reason == Refusal.TOO_LONG else 400
+    body = {"status_code": status, "detail": exc.detail, "code": str(exc.code)}
+    return Response({**body, "reason": str(exc.reason)}, status_code=status)
 
 
 class RoomController(Controller):
@@ -105,12 +119,12 @@ class RoomController(Controller):
 
     @get("/{room_id:str}")
     async def get_room(self, request: AuthRequest, room_id: FromPath[str]) -> RoomInfo:
-        return await _room_for(request.app.state.hub, room_id, request.user)
+        return await request.app.state.hub.visible_room(room_id, request.user)
 
     @get("/{room_id:str}/members")
     async def list_members(self, request: AuthRequest, room_id: FromPath[str]) -> list[MemberInfo]:
         hub: Hub = request.app.state.hub
-        await _room_for(hub, room_id, request.user)
+        await hub.visible_room(room_id, request.user)
         return await hub.store.members(room_id)
 
     @post("/{room_id:str}/members", status_code=HTTP_201_CREATED)
@@ -119,7 +133,7 @@ class RoomController(Controller):
     ) -> MemberInfo:
         """Add a member (owners and admins only); needed for private rooms."""
         hub: Hub = request.app.state.hub
-        room = await _room_for(hub, room_id, request.user)
+        room = await hub.visible_room(room_id, request.user)
         if not request.user.is_admin and room.created_by != request.user.id:
             raise PermissionDeniedException("only the room's owner or an admin can add members")
         if room.kind == "dm":
@@ -143,7 +157,7 @@ class RoomController(Controller):
     ) -> HistoryPage:
         """A page of history, oldest first: before an offset (default newest), or after one."""
         hub: Hub = request.app.state.hub
-        await _room_for(hub, room_id, request.user)
+        await hub.visible_room(room_id, request.user)
         limit = min(limit, hub.settings.history_page_max)
         if after is not None:
             page = await hub.queries.messages_after(room_id, after, limit + 1)
@@ -161,14 +175,15 @@ class RoomController(Controller):
     ) -> ChatMessage:
         """Post into a room over HTTP (bots, scripts); idempotent with ``client_id``."""
         hub: Hub = request.app.state.hub
-        await _room_for(hub, room_id, request.user)
-        if len(data.text) > hub.settings.max_text_chars:
-            raise HTTPException(
-                status_code=413, detail=f"text exceeds {hub.settings.max_text_chars} characters"
-            )
+        await hub.visible_room(room_id, request.user)
         author = UserRef(id=request.user.id, name=request.user.name, guest=request.user.is_guest)
-        message, _ = await hub.post_message(
-            room_id, author, data.text, client_id=data.client_id, reply_to=data.reply_to
+        message, _ = await hub.post_message(  # MessageRefused: message_refused_handler
+            room_id,
+            author,
+            data.text,
+            client_id=data.client_id,
+            reply_to=data.reply_to,
+            attachments=data.attachments,
         )
         return message
 

@@ -16,13 +16,19 @@ from litestar.openapi import OpenAPIConfig
 from litestar.security.jwt import JWTAuth, Token
 
 from hub import __version__
-from hub.api import RoomController, guest_token, healthz
+from hub.api import (
+    RoomController,
+    guest_token,
+    healthz,
+    message_refused_handler,
+    room_not_visible_handler,
+)
 from hub.attachments import attachment_routes
 from hub.auth import ISSUER, Identity, identity_of
 from hub.cache.http import http_cache_middleware
 from hub.cache.routes import cache_routes
 from hub.config import Settings, load_settings
-from hub.core import running_hub
+from hub.core import MessageRefused, RoomNotVisible, running_hub
 from hub.gateway import ws_endpoint
 from hub.guards import json_depth_middleware
 from hub.health import livez, readyz, store_unavailable_handler
@@ -120,7 +126,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[rest_limits_middleware, http_cache_middleware, json_depth_middleware],
         openapi_config=OpenAPIConfig(title="Lydian hub", version=__version__, path="/schema"),
         cors_config=_cors(settings),
-        exception_handlers={StoreUnavailable: store_unavailable_handler},  # 503 + Retry-After
+        exception_handlers={
+            StoreUnavailable: store_unavailable_handler,  # 503 + Retry-After
+            RoomNotVisible: room_not_visible_handler,  # 404 / 403
+            MessageRefused: message_refused_handler,  # 400 / 413, the hub's one message rule
+        },
         logging_config=_logging(settings),
         debug=False,
     )

@@ -39,7 +39,6 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import (
     HTTPException,
     NotFoundException,
-    PermissionDeniedException,
 )
 from litestar.params import FromPath
 from litestar.response import Response
@@ -223,11 +222,16 @@ class AttachmentStore:
         tmp.replace(folder / "meta.json")  # the sidecar appears only once the blob is complete
 
     def get(self, attachment_id: str) -> StoredAttachment:
+        """The sidecar of one upload (blocking file I/O: from async code, in a thread)."""
         try:
             raw = (self._dir(attachment_id) / "meta.json").read_bytes()
         except FileNotFoundError:
             raise UnknownAttachment(attachment_id) from None
         return msgspec.json.decode(raw, type=StoredAttachment)
+
+    def read(self, attachment_id: str) -> tuple[StoredAttachment, bytes]:
+        """The sidecar and the bytes of one upload (blocking: call it in a thread)."""
+        return self.get(attachment_id), self.blob_path(attachment_id).read_bytes()
 
     def blob_path(self, attachment_id: str) -> Path:
         return self._dir(attachment_id) / "blob"
@@ -236,7 +240,8 @@ class AttachmentStore:
         """The attachments a message in ``room`` refers to; unknown or foreign ids raise.
 
         Resolving marks them referenced (never deleted as orphans): call it just before the
-        message is stored.
+        message is stored. Blocking file I/O: :meth:`hub.core.Hub.post_message` runs it in a
+        worker thread.
         """
         found = []
         for attachment_id in ids:
@@ -328,11 +333,7 @@ async def sweep_orphans_forever(settings: Settings) -> None:
 
 async def _upload(request: Request[Identity, Any, Any], room_id: str) -> Attachment:
     hub = request.app.state.hub
-    room = await hub.room(room_id)
-    if room is None:
-        raise NotFoundException(f"no room {room_id!r}")
-    if not await hub.can_access(room, request.user):
-        raise PermissionDeniedException(f"room {room_id!r} is private")
+    room = await hub.visible_room(room_id, request.user)  # else 404/403 (app handler)
     limits, role, user = hub.limits, role_of(request.user), request.user.id
     address = client_address(request.scope)
     await check_http(limits, "uploads_address", role, address, "uploads from this address")
@@ -369,9 +370,8 @@ async def download_attachment(
 ) -> Response[bytes]:
     """The stored file; its unguessable id is the capability to read it."""
     store = AttachmentStore.for_settings(request.app.state.hub.settings)
-    try:
-        meta = store.get(attachment_id)
-        data = await asyncio.to_thread(store.blob_path(attachment_id).read_bytes)
+    try:  # sidecar and bytes read in a worker thread, never on the event loop
+        meta, data = await asyncio.to_thread(store.read, attachment_id)
     except (UnknownAttachment, FileNotFoundError):
         raise NotFoundException(f"no attachment {attachment_id!r}") from None
     disposition = "inline" if media_kind(meta.media_type) in ("image", "audio") else "attachment"

@@ -47,10 +47,6 @@ class CommandForbidden(CommandError):
     code = "forbidden"
 
 
-class UnknownCommand(CommandError):
-    code = "unknown_command"
-
-
 class Arg(msgspec.Struct, frozen=True):
     """One positional argument. ``greedy`` takes the rest of the line as one string."""
 

@@ -10,13 +10,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from enum import StrEnum
 from typing import Any
 
 import msgspec
 
 from hub.agents import Agents
-from hub.attachments import sweep_orphans_forever
+from hub.attachments import AttachmentStore, UnknownAttachment, sweep_orphans_forever
 from hub.auth import Identity, issue_token
 from hub.broker import Broker, user_channel
 from hub.cache.http import HttpCache
@@ -33,6 +34,7 @@ from hub.protocol import (
     Attachment,
     ChatMessage,
     CloseCode,
+    ErrorCode,
     MessageFrame,
     Ping,
     Reconnect,
@@ -56,7 +58,48 @@ class DirectEnvelope(msgspec.Struct):
 _direct_encoder = msgspec.json.Encoder()
 _direct_decoder = msgspec.json.Decoder(DirectEnvelope)
 
-MessageListener = Callable[[ChatMessage], Awaitable[None]]
+MACHINE_KINDS = frozenset({"agent", "system"})
+"""Message kinds the hub's own code writes (answers, notices): not held to the blank and
+``max_text_chars`` rules, so an answer longer than a person may type is never lost. Every
+other kind (``user``, and any kind a plugin invents) is user-authored."""
+
+
+class Refusal(StrEnum):
+    """Why :meth:`Hub.post_message` refused a message (stable, for doors and logs)."""
+
+    BLANK = "blank"
+    TOO_LONG = "too_long"
+    TOO_MANY_ATTACHMENTS = "too_many_attachments"
+    UNKNOWN_ATTACHMENT = "unknown_attachment"
+
+
+class MessageRefused(Exception):
+    """A message the hub will not store: the same refusal whichever door it came through.
+
+    ``code`` is the wire :class:`ErrorCode` (``invalid_frame``), ``reason`` says which rule
+    (:class:`Refusal`) and ``detail`` is the sentence every door shows. Nothing was stored.
+    """
+
+    def __init__(self, reason: Refusal, detail: str) -> None:
+        super().__init__(detail)
+        self.code = ErrorCode.INVALID_FRAME
+        self.reason = reason
+        self.detail = detail
+
+
+class RoomNotVisible(Exception):
+    """:meth:`Hub.visible_room`: the room does not exist (``UNKNOWN_ROOM``) or this identity
+    may not see it (``FORBIDDEN``)."""
+
+    def __init__(self, code: ErrorCode, room_id: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.room_id = room_id
+        self.detail = detail
+
+    @property
+    def missing(self) -> bool:
+        return self.code == ErrorCode.UNKNOWN_ROOM
 
 
 class Hub:
@@ -91,7 +134,6 @@ class Hub:
         self._drained: asyncio.Event | None = None  # while saying goodbye (shutdown)
         self._by_user: dict[str, set[Connection]] = {}
         self._user_unsub: dict[str, Callable[[], Awaitable[None]]] = {}
-        self._listeners: list[MessageListener] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
         self.streams = StreamRegistry(self)  # streamed answers, cancellable from any replica
@@ -270,9 +312,60 @@ class Hub:
             return True
         return await self.store.is_member(room.id, identity.id)
 
-    def on_message(self, listener: MessageListener) -> None:
-        """Call ``listener`` with every message this process posts, after it is published."""
-        self._listeners.append(listener)
+    async def visible_room(self, room_id: str, identity: Identity) -> RoomInfo:
+        """The room, if it exists and ``identity`` may see it; else :class:`RoomNotVisible`.
+
+        The one check every door (socket, REST, uploads, plugin and bridge routes) uses."""
+        room = await self.room(room_id)
+        if room is None:
+            raise RoomNotVisible(ErrorCode.UNKNOWN_ROOM, room_id, f"no room {room_id!r}")
+        if not await self.can_access(room, identity):
+            raise RoomNotVisible(ErrorCode.FORBIDDEN, room_id, f"room {room_id!r} is private")
+        return room
+
+    def check_message(self, text: str, *, kind: str = "user", attachments: int = 0) -> None:
+        """The rules on a message's text and attachment count; :class:`MessageRefused` if
+        broken. User-authored kinds: not blank (unless it carries attachments), at most
+        ``max_text_chars``; every kind: at most ``max_attachments_per_message``."""
+        limit = self.settings.max_attachments_per_message
+        if attachments > limit:
+            raise MessageRefused(
+                Refusal.TOO_MANY_ATTACHMENTS,
+                f"at most {limit} attachments per message ({attachments} given)",
+            )
+        if kind in MACHINE_KINDS:
+            return
+        if not attachments and not text.strip():
+            raise MessageRefused(Refusal.BLANK, "message text is empty")
+        if len(text) > self.settings.max_text_chars:
+            raise MessageRefused(
+                Refusal.TOO_LONG,
+                f"message text exceeds {self.settings.max_text_chars} characters "
+                f"({len(text)} given)",
+            )
+
+    async def _resolve(self, room_id: str, items: Sequence[str | Attachment]) -> list[Attachment]:
+        """Hub uploads (every id given as a string, and every :class:`Attachment` whose id
+        has no ``platform:`` prefix) must exist in this room: their stored description
+        replaces what was given. External attachments (an :class:`Attachment` with an id
+        like ``slack:F01``, from a bridge) are links elsewhere and kept as given."""
+        uploads = [
+            i if isinstance(i, str) else i.id
+            for i in items
+            if isinstance(i, str) or ":" not in i.id
+        ]
+        if not uploads:
+            return [i for i in items if not isinstance(i, str)]
+        store = AttachmentStore.for_settings(self.settings)
+        try:
+            resolved = await asyncio.to_thread(store.resolve, uploads, room_id)
+        except UnknownAttachment as exc:
+            raise MessageRefused(
+                Refusal.UNKNOWN_ATTACHMENT,
+                f"unknown attachment {exc.args[0]!r} in {room_id!r}; upload it first",
+            ) from None
+        by_id = {a.id: a for a in resolved}
+        return [by_id[i] if isinstance(i, str) else by_id.get(i.id, i) for i in items]
 
     async def post_message(
         self,
@@ -283,15 +376,27 @@ class Hub:
         kind: str = "user",
         client_id: str | None = None,
         reply_to: str | None = None,
-        attachments: list[Attachment] | None = None,
+        attachments: Sequence[str | Attachment] | None = None,
         meta: dict[str, Any] | None = None,
     ) -> tuple[ChatMessage, bool]:
-        """Persist then publish a room message. Returns ``(message, duplicate)``.
+        """Validate, persist then publish a room message. Returns ``(message, duplicate)``.
+
+        Every door comes through here, so the rules are checked here, once
+        (:meth:`check_message`, and every hub upload in ``attachments``, given as an id or
+        an :class:`Attachment`, must exist in this room): a message breaking one raises
+        :class:`MessageRefused` and nothing is stored. Rate limits stay at the doors.
 
         Plugins enabled in the room first transform the text, then observe the message in
-        the background; both isolated, so a failing plugin never loses or blocks it.
+        the background; both isolated, so a failing plugin never loses or blocks it. A
+        streamed agent answer (``kind="agent"`` with ``meta["stream_id"]``) is stored as
+        it was streamed: everybody watched that text, so it is not transformed again.
         """
-        text = await self.plugins.transform(text, room_id, author, self)
+        items = list(attachments or ())
+        self.check_message(text, kind=kind, attachments=len(items))
+        resolved = await self._resolve(room_id, items) if items else []
+        streamed = kind == "agent" and bool((meta or {}).get("stream_id"))
+        if not streamed:
+            text = await self.plugins.transform(text, room_id, author, self)
         message, duplicate = await self.store.append_message(
             room_id,
             author,
@@ -299,13 +404,11 @@ class Hub:
             kind=kind,
             client_id=client_id,
             reply_to=reply_to,
-            attachments=attachments,
+            attachments=resolved,
             meta=meta,
         )
         if not duplicate:
             await self.rooms.publish_message(message)
-            for listener in self._listeners:
-                self.spawn(listener(message), name=f"listener:{room_id}")
             if self.plugins.observes(room_id):
                 self.spawn(self.plugins.observe(message, self), name=f"plugins:{room_id}")
         return message, duplicate
@@ -314,6 +417,7 @@ class Hub:
         self, sender: UserRef, recipient: UserRef, text: str, client_id: str | None = None
     ) -> tuple[ChatMessage, bool]:
         """Persist a DM in the pair's room and deliver it to both users' connections."""
+        self.check_message(text)  # refused before the pair's room is made
         room = await self.store.ensure_dm_room(sender, recipient)
         message, duplicate = await self.post_message(room.id, sender, text, client_id=client_id)
         if not duplicate:  # also to their sockets that have not joined the DM room

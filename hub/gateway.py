@@ -17,15 +17,13 @@ import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
 
-from hub.attachments import AttachmentStore, UnknownAttachment
 from hub.auth import Identity, TokenExpired, guest_identity, verify_token
 from hub.connection import Connection
-from hub.core import Hub
+from hub.core import Hub, MessageRefused, RoomNotVisible
 from hub.identity import dm_refusal, guest_name, unique_guest_name
 from hub.limits import Bucket, Rate, role_of
 from hub.protocol import (
     Ack,
-    Attachment,
     Cancel,
     ClientFrame,
     CloseCode,
@@ -422,14 +420,11 @@ class Session:
     async def _room(self, room_id: str, ref: str | None) -> RoomInfo | None:
         """The room, if it exists and this socket may see it; else an error is sent."""
         assert self.conn.identity is not None
-        room = await self.hub.room(room_id)
-        if room is None:
-            self.error(ErrorCode.UNKNOWN_ROOM, f"no room {room_id!r}", ref, room_id)
-        elif not await self.hub.can_access(room, self.conn.identity):
-            self.error(ErrorCode.FORBIDDEN, f"room {room_id!r} is private", ref, room_id)
-        else:
-            return room
-        return None
+        try:
+            return await self.hub.visible_room(room_id, self.conn.identity)
+        except RoomNotVisible as exc:
+            self.error(exc.code, exc.detail, ref, room_id)
+            return None
 
     def _joined(self, room_id: str, ref: str | None) -> bool:
         if self.hub.rooms.is_joined(self.conn, room_id):
@@ -437,65 +432,42 @@ class Session:
         self.error(ErrorCode.NOT_JOINED, f"join {room_id!r} first", ref, room_id)
         return False
 
-    def _text_ok(
-        self, text: str, ref: str | None, allow_empty: bool = False, room: str | None = None
-    ) -> bool:
-        if not text.strip() and not allow_empty:
-            self.error(ErrorCode.INVALID_FRAME, "message text is empty", ref, room)
-            return False
-        if len(text) > self.settings.max_text_chars:
-            self.error(
-                ErrorCode.INVALID_FRAME,
-                f"message text exceeds {self.settings.max_text_chars} characters",
-                ref,
-                room,
-            )
+    def _text_ok(self, text: str, ref: str | None, room: str | None = None) -> bool:
+        """A command's text follows the hub's rule for a message's text (not blank, size)."""
+        try:
+            self.hub.check_message(text)
+        except MessageRefused as exc:
+            self.error(exc.code, exc.detail, ref, room)
             return False
         return True
 
     async def send(self, frame: Send) -> None:
+        """Post into a joined room; the hub's rules (text, attachments) refuse as ``error``."""
         assert self.conn.user is not None
-        if not self._text_ok(
-            frame.text, frame.id, allow_empty=bool(frame.attachments), room=frame.room
-        ) or not self._joined(frame.room, frame.id):
+        try:  # the hub's rule first (as before joining is checked), then its full check below
+            self.hub.check_message(frame.text, attachments=len(frame.attachments))
+        except MessageRefused as exc:
+            self.error(exc.code, exc.detail, frame.id, frame.room)
             return
-        attachments = self._attachments(frame)
-        if attachments is None:
+        if not self._joined(frame.room, frame.id):
             return
         self.hub.rooms.stop_typing(frame.room, self.conn.user)
-        message, duplicate = await self.hub.post_message(
-            frame.room,
-            self.conn.user,
-            frame.text,
-            client_id=frame.id,
-            reply_to=frame.reply_to,
-            attachments=attachments,
-        )
+        try:
+            message, duplicate = await self.hub.post_message(
+                frame.room,
+                self.conn.user,
+                frame.text,
+                client_id=frame.id,
+                reply_to=frame.reply_to,
+                attachments=frame.attachments,
+            )
+        except MessageRefused as exc:
+            self.error(exc.code, exc.detail, frame.id, frame.room)
+            return
         if frame.id is not None:
             self.conn.send(
                 Ack(id=frame.id, room=frame.room, offset=message.offset, duplicate=duplicate)
             )
-
-    def _attachments(self, frame: Send) -> list[Attachment] | None:
-        """Resolve ``frame.attachments`` (uploaded to this room); None after an error frame."""
-        if len(frame.attachments) > self.settings.max_attachments_per_message:
-            limit = self.settings.max_attachments_per_message
-            self.error(
-                ErrorCode.INVALID_FRAME, f"at most {limit} attachments", frame.id, frame.room
-            )
-            return None
-        try:
-            return AttachmentStore.for_settings(self.settings).resolve(
-                frame.attachments, frame.room
-            )
-        except UnknownAttachment as exc:
-            self.error(
-                ErrorCode.INVALID_FRAME,
-                f"unknown attachment {exc.args[0]!r} in {frame.room!r}; upload it first",
-                frame.id,
-                frame.room,
-            )
-            return None
 
     async def direct(self, frame: Direct) -> None:
         assert self.conn.user is not None
@@ -504,7 +476,10 @@ class Session:
                 ErrorCode.INVALID_FRAME, "cannot send a direct message to yourself", frame.id
             )
             return
-        if not self._text_ok(frame.text, frame.id):
+        try:
+            self.hub.check_message(frame.text)  # before anything else: the hub's one rule
+        except MessageRefused as exc:
+            self.error(exc.code, exc.detail, frame.id)
             return
         try:
             msgspec.convert(self.conn.user.id, UserId)
@@ -525,6 +500,9 @@ class Session:
             message, duplicate = await self.hub.post_direct(
                 self.conn.user, UserRef(id=frame.to, name=frame.to), frame.text, frame.id
             )
+        except MessageRefused as exc:
+            self.error(exc.code, exc.detail, frame.id)
+            return
         except DmRoomUnavailable as exc:
             log.error("DM room %s is squatted: run `lydian migrate` to repair it", exc.args[0])
             self.error(

@@ -153,19 +153,6 @@ def lydian_cache_strategies() -> list[Any]:
     selected by ``name`` per cache namespace."""
 
 
-# --------------------------------------------------------------------------- attachments
-
-
-@hookspec
-def lydian_attachment_handlers() -> list[Any]:
-    """Register attachment handlers (``AttachmentHandler``) by media type.
-
-    Each handler declares the media types it accepts (``image/*``, ``audio/*``,
-    ``application/pdf``, ...) and turns an uploaded file into something agents can use:
-    a caption, a transcript, extracted text.
-    """
-
-
 # --------------------------------------------------------------------------- web
 
 
@@ -190,8 +177,9 @@ def lydian_routes() -> list[Any]:
 
 @hookspec
 def lydian_dashboard_pages() -> list[Any]:
-    """Pages for the admin dashboard: :class:`hub.dashboard.DashboardPage` objects (``title``,
-    ``path``, ``handler``, ``description``); serve the page itself from ``lydian_routes``."""
+    """Admin pages: :class:`hub.dashboard.DashboardPage` objects (``title``, ``path``,
+    ``handler``, ``description``). The hub only collects them (no navigation of its own);
+    serve the page itself from ``lydian_routes``."""
 
 
 # --------------------------------------------------------------------------- configuration

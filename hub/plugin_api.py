@@ -115,12 +115,9 @@ class RoomPluginController(Controller):
     tags = ["plugins"]
 
     async def _room(self, request: AuthRequest, room_id: str) -> Hub:
+        """The hub, once :meth:`Hub.visible_room` let this user see the room (else 404/403)."""
         hub: Hub = request.app.state.hub
-        room = await hub.room(room_id)
-        if room is None:
-            raise NotFoundException(f"no room {room_id!r}")
-        if not await hub.can_access(room, request.user):
-            raise PermissionDeniedException(f"room {room_id!r} is private")
+        await hub.visible_room(room_id, request.user)
         return hub
 
     def _state(self, hub: Hub, room_id: str, name: str) -> RoomPluginState:

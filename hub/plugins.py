@@ -61,7 +61,6 @@ LIST_HOOKS = (
     "lydian_agents",
     "lydian_llm_providers",
     "lydian_cache_strategies",
-    "lydian_attachment_handlers",
     "lydian_dashboard_pages",
 )
 """Hooks returning lists of objects that other parts of the hub look up by name."""
@@ -509,9 +508,6 @@ class PluginHost:
                 return False
             default = record.default_enabled
         return self._enabled.get(room, {}).get(name, default)
-
-    def rooms_enabled(self, name: str) -> list[str]:
-        return sorted(room for room, plugins in self._enabled.items() if plugins.get(name))
 
     async def set_enabled(
         self,

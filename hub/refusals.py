@@ -17,6 +17,7 @@ from typing import Any
 
 from litestar.exceptions import HTTPException
 
+from hub.core import MessageRefused, Refusal, RoomNotVisible
 from hub.store.errors import StoreUnavailable
 
 log = logging.getLogger("hub.http")
@@ -70,6 +71,12 @@ def exception_logging_handler(logger: logging.Logger, scope: Any, tb: list[str])
         return
     if isinstance(exc, StoreUnavailable):
         log_refusal(503, scope, str(exc))
+        return
+    if isinstance(exc, RoomNotVisible):
+        log_refusal(404 if exc.missing else 403, scope, exc.detail)
+        return
+    if isinstance(exc, MessageRefused):
+        log_refusal(413 if exc.reason == Refusal.TOO_LONG else 400, scope, exc.detail)
         return
     logger.exception(  # Litestar's own default: called while the exception is handled
         "Uncaught exception (connection_type=%s, path=%r):", scope.get("type"), scope.get("path")

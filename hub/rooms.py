@@ -207,7 +207,6 @@ class RoomRegistry:
         since: int | None,
         client_epoch: str | None,
         ref: str | None,
-        streams: list | None = None,
     ) -> None:
         """Subscribe ``conn``; send ``joined``, the replay after ``since``, then live frames."""
         assert conn.user is not None
@@ -241,7 +240,7 @@ class RoomRegistry:
                 presence=await self.presence.snapshot(room_id),
                 recovered=recovered,
                 replayed=len(replay),
-                streams=streams if streams is not None else snapshots,
+                streams=snapshots,
                 id=ref,
             )
         )

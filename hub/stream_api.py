@@ -21,7 +21,6 @@ from litestar.params import FromPath, HeaderParameter, QueryParameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.status_codes import HTTP_202_ACCEPTED
 
-from hub.api import _room_for
 from hub.auth import Identity
 from hub.connection import Outbox
 from hub.core import Hub
@@ -104,7 +103,7 @@ async def room_events(
 ) -> ServerSentEvent:
     """The room's live frames as Server-Sent Events (``text/event-stream``)."""
     hub: Hub = request.app.state.hub
-    room = await _room_for(hub, room_id, request.user)
+    room = await hub.visible_room(room_id, request.user)
     if since is None and last_event_id and last_event_id.isascii() and last_event_id.isdigit():
         since = min(int(last_event_id[:20]), INT64_MAX)  # a client's header: bounded
     subscriber = SSESubscriber(request.user, hub.settings.send_queue_frames)
@@ -141,7 +140,7 @@ async def cancel_stream(
 ) -> dict[str, str]:
     """Stop a streamed answer (the member who asked, the room's owner, admins)."""
     hub: Hub = request.app.state.hub
-    await _room_for(hub, room_id, request.user)
+    await hub.visible_room(room_id, request.user)
     try:
         await hub.streams.cancel(room_id, stream_id, request.user)
     except CancelRefused as exc:

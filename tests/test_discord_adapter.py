@@ -226,7 +226,7 @@ async def test_stop_reaction_cancels_the_answer_everywhere(discord_hub, discord_
         await eventually(lambda: _text(placeholder()) == final, what="the final edit")
 
 
-async def test_odd_gateway_messages_are_ignored_and_huge_ones_capped(discord_hub, discord_fake):
+async def test_odd_gateway_messages_are_ignored_and_huge_ones_refused(discord_hub, discord_fake):
     async with discord_hub() as server:
         await _bridged(server, discord_fake)
         web = await server.client("bob")
@@ -236,15 +236,29 @@ async def test_odd_gateway_messages_are_ignored_and_huge_ones_capped(discord_hub
         await discord_fake.user_says("800000000000000099", ALICE, "unbridged channel")
         await discord_fake.dispatch("MESSAGE_DELETE", {"id": "1", "channel_id": CHANNEL})
         await discord_fake.dispatch("NOT_A_REAL_EVENT", {"x": 1})
-        await discord_fake.user_says(CHANNEL, ALICE, "y" * 50_000)
-        message = (await web.expect("message"))["message"]
-        assert len(message["text"]) == server.settings.max_text_chars
+        # too long for the hub: refused by the hub's one rule (not cut), the author told
+        huge = await discord_fake.user_says(CHANNEL, ALICE, "y" * 50_000)
+
+        def replies():
+            return [
+                b
+                for b in discord_fake.sent()
+                if str((b.get("message_reference") or {}).get("message_id")) == huge
+            ]
+
+        notice = (await eventually(replies, what="the notice"))[0]["content"]
+        assert f"exceeds {server.settings.max_text_chars} characters" in notice
+        await discord_fake.user_says(CHANNEL, ALICE, "fits")
+        assert (await web.expect("message"))["message"]["text"] == "fits"
         assert await web.silent_for(0.3, skip=QUIET) == []
         # a long web message is cut to Discord's 2000 characters, not rejected
         await web.say("ops", "z" * 5000, "long")
         await web.expect("message")
-        await eventually(lambda: discord_fake.sent(), what="the long copy")
-        assert len(discord_fake.sent()[0]["content"]) == 2000
+
+        def copies():
+            return [b for b in discord_fake.sent() if "z" * 100 in b.get("content", "")]
+
+        assert len((await eventually(copies, what="the long copy"))[0]["content"]) == 2000
 
 
 async def test_with_manage_webhooks_copies_carry_the_authors_name_and_avatar(

@@ -51,6 +51,10 @@ class Connector:
     async def delete(self, channel: str, platform_msg: str) -> None:
         raise NotImplementedError
 
+    async def notice(self, channel: str, platform_msg: str, user_id: str, text: str) -> None:
+        """Tell the author of ``platform_msg`` something about it (e.g. that the hub refused
+        it), as privately as the platform allows. By default nothing is sent (logged only)."""
+
     async def stream_open(self, channel: str, stream: StreamState) -> str:
         """Create the message that will hold a streamed answer; return its platform id."""
         return await self.post(channel, stream.agent, stream.text or PLACEHOLDER, [])

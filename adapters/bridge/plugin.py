@@ -141,12 +141,9 @@ def lydian_commands() -> list[CommandSpec]:
 
 
 async def _room(request: Request[Identity, Any, Any], room_id: str) -> Any:
+    """The hub, once ``hub.visible_room`` let this user see the room (else 404/403)."""
     hub = request.app.state.hub
-    room = await hub.room(room_id)
-    if room is None:
-        raise NotFoundException(f"no room {room_id!r}")
-    if not await hub.can_access(room, request.user):
-        raise PermissionDeniedException(f"room {room_id!r} is private")
+    await hub.visible_room(room_id, request.user)
     return hub
 
 

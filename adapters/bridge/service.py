@@ -33,6 +33,7 @@ from adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
 from adapters.bridge.tables import bind
 from hub.auth import Identity
 from hub.broker import room_channel
+from hub.core import MessageRefused, Refusal
 from hub.protocol import (
     Attachment,
     ChatMessage,
@@ -340,19 +341,55 @@ class BridgeService:
         text: str,
         attachments: list[Attachment] | None = None,
     ) -> list[ChatMessage]:
-        """Post a platform message into every room bridged to its channel, once."""
+        """Post a platform message into every room bridged to its channel, once.
+
+        The hub's one rule for messages applies (``hub.post_message``): a message it refuses
+        (too long, too many attachments, ...) is not posted anywhere, not cut; it is logged
+        in one line and its author gets a notice on the platform (:meth:`Connector.notice`;
+        not for a blank message, which has nothing to lose)."""
         rooms = self.rooms_for(platform, channel)
         key = (platform, channel, platform_msg)
-        if not rooms or key in self._ingesting or not (text.strip() or attachments):
+        if not rooms or key in self._ingesting:
             return []
         done = self._ingesting[key] = asyncio.Event()
         try:
             return await self._ingest(
                 rooms, platform, channel, platform_msg, user, text, attachments
             )
+        except MessageRefused as exc:
+            self._refused(platform, channel, platform_msg, user, exc)
+            return []
         finally:
             done.set()
             del self._ingesting[key]
+
+    def _refused(
+        self,
+        platform: str,
+        channel: str,
+        platform_msg: str,
+        user: PlatformUser,
+        exc: MessageRefused,
+    ) -> None:
+        log.info(
+            "bridge: %s message %s in %s by %s not posted to the hub (%s, %s): %s",
+            platform,
+            platform_msg,
+            channel,
+            user.id,
+            exc.code,
+            exc.reason,
+            exc.detail,
+        )
+        connector = self.connectors.get(platform)
+        if connector is None or exc.reason == Refusal.BLANK:
+            return
+        notice = f"⚠ Your message was not posted to the hub: {exc.detail}."
+        self.outbox.put(
+            (platform, channel),
+            _bind(connector.notice, channel, platform_msg, user.id, notice),
+            f"notice {platform_msg}",
+        )
 
     async def _ingest(
         self,
@@ -366,21 +403,29 @@ class BridgeService:
     ) -> list[ChatMessage]:
         if await self.store.copy_of(platform, channel, platform_msg) is not None:
             return []  # our own copy coming back, or a platform retry of one already posted
+        self.hub.check_message(text, attachments=len(attachments or ()))  # before any room
         user = await self.store.remember_user(user)
         author = UserRef(id=user.hub_user or f"{platform}:{user.id}", name=user.name)
         if user.avatar:
             author.avatar = user.avatar
-        text = text[: self.hub.settings.max_text_chars]
         posted = []
+        refused: MessageRefused | None = None
         for room in rooms:
-            message, duplicate = await self.hub.post_message(
-                room,
-                author,
-                text,
-                client_id=f"{platform}:{channel}:{platform_msg}"[:100],
-                attachments=attachments or [],
-                meta={"source": platform, "channel": channel, "platform_id": platform_msg},
-            )
+            try:
+                message, duplicate = await self.hub.post_message(
+                    room,
+                    author,
+                    text,
+                    client_id=f"{platform}:{channel}:{platform_msg}"[:100],
+                    attachments=attachments or [],
+                    meta={"source": platform, "channel": channel, "platform_id": platform_msg},
+                )
+            except MessageRefused as exc:  # a rule that depends on the room (its uploads)
+                log.info(
+                    "bridge: %s message %s refused in %s: %s", platform, platform_msg, room, exc
+                )
+                refused = refused or exc
+                continue
             if duplicate:
                 continue
             self._remember_forwarded(message.id, platform, channel)
@@ -388,6 +433,8 @@ class BridgeService:
                 MessageCopy(platform, channel, platform_msg, message.id, room, origin=True)
             )
             posted.append(message)
+        if refused is not None and not posted:
+            raise refused
         return posted
 
     async def ingest_edit(

@@ -103,6 +103,10 @@ class SlackConnector(Connector):
         )
         return str(data["ts"])
 
+    async def notice(self, channel: str, platform_msg: str, user_id: str, text: str) -> None:
+        """An ephemeral message only the author sees, in the channel they wrote in."""
+        await self._call("chat_postEphemeral", channel=channel, user=user_id, text=text[:MAX_TEXT])
+
     async def edit(self, channel: str, platform_msg: str, author: UserRef, text: str) -> None:
         await self._call("chat_update", channel=channel, ts=platform_msg, text=self._text(text, []))
 

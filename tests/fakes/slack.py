@@ -163,6 +163,10 @@ class FakeSlack(LoopbackServer):
         self._echo({"type": "message", "subtype": "bot_message", **message})
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
 
+    async def _m_chat_postEphemeral(self, p: dict[str, Any]) -> dict[str, Any]:
+        """Shown to ``user`` only: not a channel message (see ``posted("chat.postEphemeral")``)."""
+        return {"ok": True, "message_ts": self._next_ts()}
+
     async def _m_chat_update(self, p: dict[str, Any]) -> dict[str, Any]:
         message = self.messages.get((str(p.get("channel")), str(p.get("ts"))))
         if message is None:
