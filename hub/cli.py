@@ -8,7 +8,7 @@ import os
 import sys
 
 from hub.auth import Identity, issue_token
-from hub.config import load_settings
+from hub.config import SettingsError, load_settings
 
 TRANSPORT_MAX_FRAME = 16 * 1024 * 1024
 """uvicorn closes (1009) above this; frames between the hub's limit and this get an error frame."""
@@ -177,8 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hub.limits import LimitSpecError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (SettingsError, LimitSpecError) as exc:  # a bad setting: one line, no traceback
+        print(f"lydian: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from tests.test_cli import CLEAN_ENV, _serve
 
 HERE = Path(__file__).resolve().parent.parent
@@ -114,3 +116,81 @@ def test_a_plugin_that_raises_on_import_is_one_line_naming_the_place(tmp_path):
         sys.path.remove(str(tmp_path))
     assert text.startswith("plugin 'broken' not loaded: import failed: RuntimeError: boom (")
     assert text.endswith("broken_plugin_mod.py:2)") and "\n" not in text
+
+
+# ------------------------------------------------------------ a bad setting is one line
+
+
+def _one_line_refusal(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("LYDIAN_PORT", "abc", "LYDIAN_PORT: expected an integer, got 'abc'"),
+        ("LYDIAN_PRESENCE_TTL", "soon", "LYDIAN_PRESENCE_TTL: expected a number, got 'soon'"),
+        (
+            "LYDIAN_ALLOW_GUESTS",
+            "maybe",
+            "LYDIAN_ALLOW_GUESTS: expected true or false, got 'maybe'",
+        ),
+    ],
+)
+def test_a_bad_environment_setting_is_one_line_and_exit_2(tmp_path, variable, value, expected):
+    result = _run("serve", cwd=tmp_path, env={**CLEAN_ENV, variable: value})
+    assert _one_line_refusal(result) == f"lydian: {expected}"
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("plugins", "list"), ("token", "alice")])
+def test_every_command_refuses_a_bad_setting_the_same_way(tmp_path, command):
+    result = _run(*command, cwd=tmp_path, env={**CLEAN_ENV, "LYDIAN_DB_POOL_MAX": "ten"})
+    assert _one_line_refusal(result) == "lydian: LYDIAN_DB_POOL_MAX: expected an integer, got 'ten'"
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ('[hub]\nport = "abc"\n', "lydian.toml [hub] port: expected an integer, got 'abc'"),
+        (
+            "[hub]\nprot = 8001\n",
+            "lydian.toml [hub]: unknown setting 'prot' (did you mean 'port'?)",
+        ),
+        (
+            "[hub]\nredis_ulr = 'redis://x'\n",
+            "lydian.toml [hub]: unknown setting 'redis_ulr' (did you mean 'redis_url'?)",
+        ),
+        ("[hbu]\nport = 1\n", "lydian.toml: unknown table 'hbu' (did you mean 'hub'?)"),
+        ("[hub\n", "lydian.toml: not valid TOML: Expected ']' at the end of a table declaration"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, toml, expected):
+    (tmp_path / "lydian.toml").write_text(toml)
+    line = _one_line_refusal(_run("serve", cwd=tmp_path, env=CLEAN_ENV))
+    assert line.startswith(f"lydian: {expected}"), line
+
+
+def test_a_bad_limit_spec_still_stops_serve_with_one_line(tmp_path):
+    env = {**CLEAN_ENV, "LYDIAN_LIMIT_MESSAGES": "user=fast"}
+    line = _one_line_refusal(_run("serve", cwd=tmp_path, env=env))
+    assert line.startswith("lydian: LYDIAN_LIMIT_MESSAGES: bad entry 'user=fast'"), line
+
+
+def test_load_settings_refuses_bad_values_with_settings_error(tmp_path):
+    from hub.config import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match=r"^LYDIAN_WORKERS: expected an integer, got 'two'$"):
+        load_settings(env={"LYDIAN_WORKERS": "two", "LYDIAN_CONFIG": "/nonexistent"})
+    config = tmp_path / "x.toml"
+    config.write_text("[hub]\nmax_text_chars = [1]\n")
+    with pytest.raises(SettingsError, match=r"x.toml \[hub\] max_text_chars: expected an integer"):
+        load_settings(env={"LYDIAN_CONFIG": str(config)})
+    # a good file still loads, and the environment still wins over it
+    config.write_text('[hub]\nport = 8100\nhost = "0.0.0.0"\n[plugins.echo]\nprefix = "x"\n')
+    settings = load_settings(env={"LYDIAN_CONFIG": str(config), "LYDIAN_PORT": "8200"})
+    assert (settings.port, settings.host) == (8200, "0.0.0.0")
+    assert settings.plugin_config == {"echo": {"prefix": "x"}}
