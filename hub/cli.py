@@ -1,4 +1,4 @@
-"""``lydian`` command line: serve, migrate, token."""
+"""``lydian`` command line: serve, migrate, token, config show, doctor, plugins; ``--version``."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import os
 import sys
 
+from hub import __version__
 from hub.auth import Identity, issue_token
 from hub.config import SettingsError, load_settings
 
@@ -148,6 +149,7 @@ def _revoke(target: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lydian", description="Lydian chat-ops hub")
+    parser.add_argument("--version", action="version", version=f"lydian {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the hub (embedded defaults unless configured)")

@@ -194,3 +194,42 @@ def test_load_settings_refuses_bad_values_with_settings_error(tmp_path):
     settings = load_settings(env={"LYDIAN_CONFIG": str(config), "LYDIAN_PORT": "8200"})
     assert (settings.port, settings.host) == (8200, "0.0.0.0")
     assert settings.plugin_config == {"echo": {"prefix": "x"}}
+
+
+# ------------------------------------------------------------ version and packaging
+
+
+def test_version_prints_the_one_version(tmp_path):
+    import hub
+
+    result = _run("--version", cwd=tmp_path, env={**CLEAN_ENV, "PYTHONPATH": str(HERE)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"lydian {hub.__version__}\n"
+
+
+def test_the_version_has_one_source_and_the_wheel_ships_py_typed(tmp_path):
+    """pyproject.toml has no version of its own: hatch reads hub/__init__.py's, and the
+    wheel built from this tree carries that version and the ``py.typed`` marker."""
+    import tomllib
+    import zipfile
+
+    import hub
+
+    project = tomllib.loads((HERE / "pyproject.toml").read_text())
+    assert "version" not in project["project"]
+    assert project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["hatch"]["version"]["path"] == "hub/__init__.py"
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
+        cwd=HERE,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        text = archive.read(metadata).decode()
+    assert "hub/py.typed" in names
+    assert f"\nVersion: {hub.__version__}\n" in text
