@@ -172,8 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     token.set_defaults(func=_token)
 
+    from hub.operator_cli import add_operator_commands
     from hub.plugin_cli import add_plugin_commands
 
+    add_operator_commands(sub)
     add_plugin_commands(sub)
     return parser
 

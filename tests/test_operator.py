@@ -4,15 +4,20 @@ bad settings in one line, ``doctor``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
+from asyncio.subprocess import PIPE
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from tests.support import free_port
 from tests.test_cli import CLEAN_ENV, _serve
 
 HERE = Path(__file__).resolve().parent.parent
@@ -233,3 +238,183 @@ def test_the_version_has_one_source_and_the_wheel_ships_py_typed(tmp_path):
         text = archive.read(metadata).decode()
     assert "hub/py.typed" in names
     assert f"\nVersion: {hub.__version__}\n" in text
+
+
+# ------------------------------------------------------------ config show
+
+
+def test_config_show_masks_secrets_and_names_each_source(tmp_path):
+    (tmp_path / "lydian.toml").write_text(
+        "[hub]\nport = 8100\n[plugins.echo]\nmax_dice = 7\n"
+        '[plugins.slack]\nbot_token = "xoxb-file-secret"\napi_url = "https://u:pw9@slack.test/"\n'
+    )
+    env = _env_without(
+        tmp_path,
+        "slack_bolt",  # a plugin that is not loaded: its raw table is shown, still masked
+        LYDIAN_SECRET="hub-signing-secret-1",
+        LYDIAN_WORKERS="3",
+        DATABASE_URL="postgresql://postgres:dbpass-2@db.test:5432/lydian?sslpassword=qp-3",
+        REDIS_URL="redis://:redispass-4@redis.test:6379/0",
+        LYDIAN_PLUGIN_OPENAI_PROVIDER_API_KEY="sk-apikey-5",
+        LYDIAN_PLUGIN_OPENAI_PROVIDER_BASE_URL="https://user:urlpass-6@llm.test/v1",
+    )
+    text = _run("config", "show", cwd=tmp_path, env=env)
+    as_json = _run("config", "show", "--json", cwd=tmp_path, env=env)
+    for result in (text, as_json):
+        assert result.returncode == 0, result.stderr
+        for secret in ("signing-secret-1", "dbpass-2", "qp-3", "redispass-4", "apikey-5"):
+            assert secret not in result.stdout + result.stderr
+        for secret in ("urlpass-6", "xoxb-file-secret", "pw9"):
+            assert secret not in result.stdout + result.stderr
+    config = json.loads(as_json.stdout)
+    hub = {row["name"]: row for row in config["hub"]}
+    assert hub["port"] == {"name": "port", "value": 8100, "source": "lydian.toml"}
+    assert hub["workers"] == {"name": "workers", "value": 3, "source": "env LYDIAN_WORKERS"}
+    assert hub["host"] == {"name": "host", "value": "127.0.0.1", "source": "default"}
+    assert hub["secret"]["value"] == "********"
+    assert hub["database_url"]["value"] == (
+        "postgresql://postgres:********@db.test:5432/lydian?sslpassword=********"
+    )
+    assert hub["database_url"]["source"] == "env DATABASE_URL"
+    assert hub["redis_url"]["value"] == "redis://:********@redis.test:6379/0"
+    plugins = {name: {r["name"]: r for r in rows} for name, rows in config["plugins"].items()}
+    assert plugins["echo"]["max_dice"] == {"name": "max_dice", "value": 7, "source": "lydian.toml"}
+    assert plugins["echo"]["max_sides"]["source"] == "default"
+    provider = plugins["openai_provider"]
+    assert provider["api_key"]["value"] == "********"
+    assert provider["api_key"]["source"] == "env LYDIAN_PLUGIN_OPENAI_PROVIDER_API_KEY"
+    assert provider["base_url"]["value"] == "https://user:********@llm.test/v1"
+    assert plugins["slack"]["bot_token"]["value"] == "********"
+    assert plugins["slack"]["bot_token"]["source"] == "lydian.toml (plugin not loaded)"
+    # the text form has the same rows: name, value, source
+    assert re.search(r"^  port +8100 +lydian\.toml$", text.stdout, re.M), text.stdout
+    assert re.search(r"^  workers +3 +env LYDIAN_WORKERS$", text.stdout, re.M), text.stdout
+
+
+def test_load_settings_records_every_source_with_the_right_precedence(tmp_path):
+    from hub.config import Settings, load_settings
+
+    config = tmp_path / "lydian.toml"
+    config.write_text("[hub]\nport = 8100\nhost = '0.0.0.0'\nworkers = 2\n")
+    sources: dict[str, str] = {}
+    env = {"LYDIAN_CONFIG": str(config), "LYDIAN_HOST": "10.0.0.1", "LYDIAN_WORKERS": "4"}
+    settings = load_settings(env, sources=sources, workers=5)
+    assert (settings.port, settings.host, settings.workers) == (8100, "10.0.0.1", 5)
+    assert sources["port"] == str(config)
+    assert sources["host"] == "env LYDIAN_HOST"
+    assert sources["workers"] == "override"
+    assert sources["data_dir"] == "default"
+    assert set(sources) == {f.name for f in msgspec.structs.fields(Settings)}
+
+
+# ------------------------------------------------------------ doctor
+
+
+def _doctor_lines(result: subprocess.CompletedProcess) -> dict[str, tuple[str, str]]:
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    out = {}
+    for line in result.stdout.splitlines():
+        status, rest = line.split(None, 1)
+        parts = re.split(r"\s{2,}", rest, maxsplit=1)
+        name, detail = parts[0], parts[1] if len(parts) > 1 else ""
+        out[name] = (status, detail)
+    return out
+
+
+def test_doctor_on_a_migrated_embedded_store_is_all_ok(tmp_path):
+    assert _run("migrate", cwd=tmp_path, env=CLEAN_ENV).returncode == 0
+    result = _run("doctor", cwd=tmp_path, env=CLEAN_ENV)
+    lines = _doctor_lines(result)
+    assert result.returncode == 0, result.stdout
+    assert {status for status, _ in lines.values()} == {"ok"}, result.stdout
+    assert lines["database"][1].startswith("sqlite:///.lydian/lydian.sqlite3 answers")
+    assert lines["migrations"] == ("ok", "all applied")
+    assert lines["plugin echo"][0] == "ok" and lines["plugin slack"][0] == "ok"
+
+
+async def test_doctor_fails_fast_on_a_silent_database_and_a_dead_redis(tmp_path):
+    from tests.blackhole import BlackHoleProxy
+
+    proxy = await BlackHoleProxy(5432).start()
+    proxy.drop()  # accepts connections, never answers
+    env = {
+        **CLEAN_ENV,
+        "DATABASE_URL": f"postgresql://postgres:pw-x@127.0.0.1:{proxy.port}/test",
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hub.cli", "doctor", "--timeout", "1",
+            cwd=tmp_path, env=env, stdout=PIPE, stderr=PIPE,
+        )  # fmt: skip
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        await proxy.stop()
+    result = subprocess.CompletedProcess([], proc.returncode, stdout.decode(), stderr.decode())
+    lines = _doctor_lines(result)
+    assert result.returncode == 1, result.stdout
+    assert lines["database"][0] == "FAIL"
+    assert lines["database"][1].endswith("no answer within 1 s"), lines["database"]
+    assert "pw-x" not in result.stdout and ":********@" in lines["database"][1]
+    assert lines["migrations"][0] == "FAIL"
+    assert lines["redis"][0] == "FAIL", result.stdout
+    assert "lydian doctor: 3 check(s) failed" in result.stderr
+
+
+async def test_doctor_names_migrations_not_applied(tmp_path):
+    from tests.procs import pg_schema
+
+    async with pg_schema() as url:
+        env = {**CLEAN_ENV, "DATABASE_URL": url, "LYDIAN_AUTO_MIGRATE": "false"}
+        before = await asyncio.to_thread(_run, "doctor", cwd=tmp_path, env=env)
+        assert (await asyncio.to_thread(_run, "migrate", cwd=tmp_path, env=env)).returncode == 0
+        after = await asyncio.to_thread(_run, "doctor", cwd=tmp_path, env=env)
+    assert before.returncode == 1, before.stdout
+    status, detail = _doctor_lines(before)["migrations"]
+    assert (status, detail) == ("FAIL", "none applied yet; run lydian migrate")
+    assert _doctor_lines(before)["database"][0] == "ok"
+    assert after.returncode == 0, after.stdout
+    assert _doctor_lines(after)["migrations"] == ("ok", "all applied")
+
+
+def _installed_plugin(tmp_path: Path, name: str, body: str) -> Path:
+    """A plugin "installed" without pip: a module plus a ``.dist-info`` with its entry point,
+    in a folder that goes on PYTHONPATH (importlib.metadata finds it there)."""
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / f"{name}.py").write_text(body)
+    info = site / f"{name}-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(f"[lydian.plugins]\n{name} = {name}\n")
+    return site
+
+
+def test_doctor_checks_the_tools_plugins_declare(tmp_path):
+    site = _installed_plugin(
+        tmp_path,
+        "doctorprobe",
+        'LYDIAN_REQUIREMENTS = ["sh", "lydian-no-such-tool", "lydian-optional-tool?"]\n',
+    )
+    env = _env_without(tmp_path, "slack_bolt")
+    env["PYTHONPATH"] += os.pathsep + str(site)
+    assert _run("migrate", cwd=tmp_path, env=env).returncode == 0
+    result = _run("doctor", cwd=tmp_path, env=env)
+    lines = _doctor_lines(result)
+    assert result.returncode == 1, result.stdout
+    assert lines["plugin doctorprobe"] == ("ok", "loaded 0.3")
+    assert lines["tool sh"][0] == "ok" and lines["tool sh"][1].endswith("(for doctorprobe)")
+    assert lines["tool lydian-no-such-tool"] == ("FAIL", "not found on PATH (for doctorprobe)")
+    assert lines["tool lydian-optional-tool"] == (
+        "warn",
+        "not found on PATH (optional for doctorprobe)",
+    )
+    # a plugin whose optional library is missing warns (one line), unless it was asked for
+    assert lines["plugin slack"][0] == "warn"
+    assert "needs the 'adapters' extra" in lines["plugin slack"][1]
+    assert "lydian doctor: 1 check(s) failed" in result.stderr
+    asked = _run("doctor", cwd=tmp_path, env={**env, "LYDIAN_PLUGINS": "slack,echo,nothere"})
+    lines = _doctor_lines(asked)
+    assert lines["plugin slack"][0] == "FAIL"
+    assert lines["plugin nothere"] == ("FAIL", "named in LYDIAN_PLUGINS but not installed")
+    assert "plugin doctorprobe" not in lines
