@@ -418,3 +418,17 @@ def test_doctor_checks_the_tools_plugins_declare(tmp_path):
     assert lines["plugin slack"][0] == "FAIL"
     assert lines["plugin nothere"] == ("FAIL", "named in LYDIAN_PLUGINS but not installed")
     assert "plugin doctorprobe" not in lines
+
+
+def test_libraries_whose_internals_the_code_reaches_into_are_pinned_to_their_major():
+    """piccolo (hub/store's engines) and discord.py (the adapter's HTTP client subclass):
+    a new major must be a deliberate upgrade; what is installed is inside the range."""
+    import importlib.metadata
+    import tomllib
+
+    project = tomllib.loads((HERE / "pyproject.toml").read_text())["project"]
+    requirements = [*project["dependencies"], *project["optional-dependencies"]["adapters"]]
+    for name, dist, major in (("piccolo[", "piccolo", 1), ("discord.py", "discord.py", 2)):
+        (requirement,) = [r for r in requirements if r.startswith(name)]
+        assert f"<{major + 1}" in requirement, requirement
+        assert int(importlib.metadata.version(dist).split(".")[0]) == major
