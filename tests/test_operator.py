@@ -89,6 +89,28 @@ async def test_serve_without_the_adapter_libraries_says_so_in_one_line_each(tmp_
         ], output
 
 
+async def test_an_adapter_missing_its_configuration_says_so_in_one_line(tmp_path):
+    """Slack with a bot token but no way for events to come in warns once; an adapter with
+    no token says it stays idle (info)."""
+    env = {
+        **CLEAN_ENV,
+        "LYDIAN_LOG_LEVEL": "info",
+        "LYDIAN_PLUGIN_SLACK_BOT_TOKEN": "xoxb-test",
+        "LYDIAN_PLUGIN_SLACK_API_URL": f"http://127.0.0.1:{free_port()}/api/",
+    }
+    proc, _port = await _serve(tmp_path, env)
+    proc.send_signal(signal.SIGINT)
+    output = await asyncio.to_thread(lambda: proc.communicate(timeout=15)[0])
+    assert "Traceback" not in output, output
+    slack = [
+        line for line in output.splitlines() if "plugin 'slack': no LYDIAN_PLUGIN_SLACK" in line
+    ]
+    assert len(slack) == 1 and "nothing from Slack reaches the hub" in slack[0], output
+    assert "xoxb-test" not in output
+    idle = [line for line in output.splitlines() if "plugin 'discord' idle" in line]
+    assert len(idle) == 1 and idle[0].endswith("LYDIAN_PLUGIN_DISCORD_BOT_TOKEN is not set")
+
+
 def test_plugins_list_shows_the_missing_library_as_the_status(tmp_path):
     env = _env_without(tmp_path, "slack_bolt")
     result = _run("plugins", "list", cwd=tmp_path, env=env)
