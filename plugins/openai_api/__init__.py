@@ -17,6 +17,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.exceptions import ClientException, HTTPException
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from hub.agents import Agent
@@ -100,7 +101,9 @@ def _client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     status_code=200,
     exception_handlers={ClientException: _client_error},
 )
-async def chat_completions(request: Request[Any, Any, Any], data: ChatRequest) -> Response[Any]:
+async def chat_completions(
+    request: Request[Any, Any, Any], data: JSONBody[ChatRequest]
+) -> Response[Any]:
     """Run an agent on a conversation (``model`` = agent name), streamed or not."""
     hub = request.app.state.hub
     body = data
