@@ -122,6 +122,28 @@ def test_plugins_list_shows_the_missing_library_as_the_status(tmp_path):
     assert result.stderr.count("\n") == 1 and "plugin 'slack' not loaded" in result.stderr
 
 
+def test_the_hint_names_the_extra_the_requirement_or_just_the_module():
+    """From the distribution's metadata: an optional extra (not the test extra that also
+    lists it), a plain requirement (a broken install), or an unknown module."""
+    import importlib.metadata
+
+    from hub.plugins import missing_library_hint
+
+    dist = importlib.metadata.distribution("lydian-hub")
+    assert missing_library_hint(dist, "discord.ext").startswith(
+        "needs the 'adapters' extra (pip install \"lydian-hub[adapters]\")"
+    )
+    assert missing_library_hint(dist, "pluggy") == (
+        "needs 'pluggy', which is not installed (pip install \"lydian-hub\")"
+    )
+    assert missing_library_hint(dist, "no_such_lib") == (
+        "needs the Python module 'no_such_lib', which is not installed"
+    )
+    assert (
+        missing_library_hint(None, "x.y") == "needs the Python module 'x', which is not installed"
+    )
+
+
 def test_a_plugin_that_raises_on_import_is_one_line_naming_the_place(tmp_path):
     """Not a missing library but a bug: still one line (type, message, file:line)."""
     from hub.plugins import PluginNotLoaded, load_entry_point
