@@ -146,7 +146,10 @@ def effective_config(env: dict[str, str] | None = None) -> dict[str, Any]:
         if field.name == "plugin_config":
             continue
         value = getattr(settings, field.name)
-        rows.append(Row(field.name, mask_value(field.name, value), sources[field.name]))
+        source = sources[field.name]
+        if field.name == "secret" and not value:
+            source += f" (generated into {Path(settings.data_dir) / 'secret'})"
+        rows.append(Row(field.name, mask_value(field.name, value), source))
     return {
         "config_file": f"{path} ({'read' if path.is_file() else 'not found'})",
         "hub": rows,
@@ -384,6 +387,12 @@ async def diagnose(settings: Settings, timeout: float) -> list[Check]:
         check_settings(settings)
     except LimitSpecError as exc:
         checks = [Check(FAIL, "config", str(exc))]
+    if settings.secret:
+        checks.append(Check(OK, "secret", "set"))
+    else:
+        where = Path(settings.data_dir) / "secret"
+        shared = " (replicas sharing Redis need one LYDIAN_SECRET)" if settings.redis_url else ""
+        checks.append(Check(WARN if shared else OK, "secret", f"generated into {where}{shared}"))
     store, redis = await asyncio.gather(
         _store_checks(settings, timeout), _redis_check(settings, timeout)
     )

@@ -374,6 +374,7 @@ def test_doctor_on_a_migrated_embedded_store_is_all_ok(tmp_path):
     assert lines["database"][1].startswith("sqlite:///.lydian/lydian.sqlite3 answers")
     assert lines["migrations"] == ("ok", "all applied")
     assert lines["plugin echo"][0] == "ok" and lines["plugin slack"][0] == "ok"
+    assert lines["secret"] == ("ok", "generated into .lydian/secret")
 
 
 async def test_doctor_fails_fast_on_a_silent_database_and_a_dead_redis(tmp_path):
@@ -402,6 +403,7 @@ async def test_doctor_fails_fast_on_a_silent_database_and_a_dead_redis(tmp_path)
     assert "pw-x" not in result.stdout and ":********@" in lines["database"][1]
     assert lines["migrations"][0] == "FAIL"
     assert lines["redis"][0] == "FAIL", result.stdout
+    assert lines["secret"][0] == "warn" and "one LYDIAN_SECRET" in lines["secret"][1]
     assert "lydian doctor: 3 check(s) failed" in result.stderr
 
 
