@@ -22,7 +22,7 @@ import shutil
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -92,7 +92,9 @@ class Row(msgspec.Struct):
     source: str
 
 
-def _plugin_rows(settings: Settings, file_label: str) -> dict[str, list[Row]]:
+def _plugin_rows(
+    settings: Settings, file_label: str, env: Mapping[str, str]
+) -> dict[str, list[Row]]:
     """Each installed plugin's settings (validated by its own struct), or the raw
     ``[plugins.NAME]`` table of a plugin that is not loaded."""
     from hub.plugin_config import PluginConfigError, load_plugin_settings
@@ -110,6 +112,7 @@ def _plugin_rows(settings: Settings, file_label: str) -> dict[str, list[Row]]:
                 name,
                 struct,
                 settings.plugin_config.get(name),
+                env,
                 sources=sources,
                 file_label=file_label,
             )
@@ -153,7 +156,7 @@ def effective_config(env: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "config_file": f"{path} ({'read' if path.is_file() else 'not found'})",
         "hub": rows,
-        "plugins": _plugin_rows(settings, str(path)),
+        "plugins": _plugin_rows(settings, str(path), environ),
     }
 
 
