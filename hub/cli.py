@@ -1,4 +1,4 @@
-"""``lydian`` command line: serve, migrate, token."""
+"""``lydian`` command line: serve, migrate, token, config show, doctor, plugins; ``--version``."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import asyncio
 import os
 import sys
 
+from hub import __version__
 from hub.auth import Identity, issue_token
-from hub.config import load_settings
+from hub.config import SettingsError, load_settings
 
 TRANSPORT_MAX_FRAME = 16 * 1024 * 1024
 """uvicorn closes (1009) above this; frames between the hub's limit and this get an error frame."""
@@ -148,6 +149,7 @@ def _revoke(target: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lydian", description="Lydian chat-ops hub")
+    parser.add_argument("--version", action="version", version=f"lydian {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the hub (embedded defaults unless configured)")
@@ -170,15 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     token.set_defaults(func=_token)
 
+    from hub.operator_cli import add_operator_commands
     from hub.plugin_cli import add_plugin_commands
 
+    add_operator_commands(sub)
     add_plugin_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hub.limits import LimitSpecError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (SettingsError, LimitSpecError) as exc:  # a bad setting: one line, no traceback
+        print(f"lydian: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

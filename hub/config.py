@@ -128,6 +128,56 @@ class Settings(msgspec.Struct, kw_only=True):
 
 
 _ENV_ALIASES = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL"}
+_TOML_TABLES = ("hub", "plugins")
+
+DEFAULT = "default"
+OVERRIDE = "override"
+"""Provenance labels (see :func:`load_settings`); the others are ``env NAME`` and the
+config file's path."""
+
+
+class SettingsError(ValueError):
+    """A bad setting: the message is one line naming the variable (or file key) and what
+    was expected, e.g. ``LYDIAN_PORT: expected an integer, got 'abc'``."""
+
+
+def env_var(field: str) -> str:
+    """The environment variable of a :class:`Settings` field."""
+    return _ENV_ALIASES.get(field, f"LYDIAN_{field.upper()}")
+
+
+def describe_type(field_type: Any) -> str:
+    """A type as an operator reads it: ``an integer``, ``a number``, ``true or false``..."""
+    import msgspec.inspect as mi
+
+    return _describe(mi.type_info(field_type))
+
+
+def _describe(info: Any) -> str:
+    import msgspec.inspect as mi
+
+    while isinstance(info, mi.Metadata):
+        info = info.type
+    if isinstance(info, mi.UnionType):
+        kinds = [_describe(t) for t in info.types if not isinstance(t, mi.NoneType)]
+        return " or ".join(dict.fromkeys(kinds)) or "nothing"
+    names = {
+        mi.IntType: "an integer",
+        mi.FloatType: "a number",
+        mi.BoolType: "true or false",
+        mi.StrType: "a string",
+        mi.DictType: "a table",
+        mi.ListType: "a list",
+    }
+    for kind, text in names.items():
+        if isinstance(info, kind):
+            return text
+    return type(info).__name__.removesuffix("Type").lower()
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _coerce(raw: str, field_type: Any) -> Any:
@@ -141,19 +191,88 @@ def _coerce(raw: str, field_type: Any) -> Any:
         return msgspec.convert(raw, field_type, strict=False)
 
 
-def load_settings(env: dict[str, str] | None = None, **overrides: Any) -> Settings:
-    """Build :class:`Settings` from the config file, the environment and explicit overrides."""
+def _convert(value: Any, field_type: Any, where: str) -> Any:
+    try:
+        return msgspec.convert(value, field_type, strict=False)
+    except msgspec.ValidationError:
+        raise SettingsError(
+            f"{where}: expected {describe_type(field_type)}, got {_shown(value)}"
+        ) from None
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The config file's tables; unknown tables and ``[hub]`` keys are refused with the
+    closest valid name."""
+    import difflib
+
+    try:
+        document = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+
+    def refuse(where: str, what: str, key: str, valid: list[str]) -> SettingsError:
+        close = difflib.get_close_matches(key, valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else f" (valid: {', '.join(valid)})"
+        return SettingsError(f"{where}: unknown {what} {key!r}{hint}")
+
+    for table in document:
+        if table not in _TOML_TABLES:
+            raise refuse(str(path), "table", table, list(_TOML_TABLES))
+    hub = document.get("hub", {})
+    if not isinstance(hub, dict):
+        raise SettingsError(f"{path}: 'hub' must be a table ([hub])")
+    valid = [f.name for f in msgspec.structs.fields(Settings) if f.name != "plugin_config"]
+    for key in hub:
+        if key not in valid:
+            raise refuse(f"{path} [hub]", "setting", key, valid)
+    return document
+
+
+def load_settings(
+    env: dict[str, str] | None = None,
+    *,
+    sources: dict[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build :class:`Settings` from the config file, the environment and explicit overrides.
+
+    This is the one place that knows the sources and their precedence: pass a dict as
+    ``sources`` and it is filled with where each field's value came from (``"default"``,
+    the config file's path, ``"env NAME"`` or ``"override"``). A bad value raises
+    :class:`SettingsError` (one line naming the variable and the expected type)."""
     env = dict(os.environ if env is None else env)
+    fields = {field.name: field for field in msgspec.structs.fields(Settings)}
     values: dict[str, Any] = {}
+    origin: dict[str, str] = dict.fromkeys(fields, DEFAULT)
     config_path = Path(env.get("LYDIAN_CONFIG", "lydian.toml"))
     if config_path.is_file():
-        document = tomllib.loads(config_path.read_text())
-        values.update(document.get("hub", {}))
-        values["plugin_config"] = document.get("plugins", {})
-    fields = msgspec.structs.fields(Settings)
-    for field in fields:
-        name = _ENV_ALIASES.get(field.name, f"LYDIAN_{field.name.upper()}")
+        document = _read_config_file(config_path)
+        for key, value in document.get("hub", {}).items():
+            values[key] = _convert(value, fields[key].type, f"{config_path} [hub] {key}")
+            origin[key] = str(config_path)
+        if "plugins" in document:
+            values["plugin_config"] = document["plugins"]
+            origin["plugin_config"] = str(config_path)
+    for field in fields.values():
+        name = env_var(field.name)
         if name in env and env[name] != "":
-            values[field.name] = _coerce(env[name], field.type)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return msgspec.convert(values, Settings, strict=False)
+            try:
+                values[field.name] = _coerce(env[name], field.type)
+            except (msgspec.ValidationError, ValueError):
+                raise SettingsError(
+                    f"{name}: expected {describe_type(field.type)}, got {_shown(env[name])}"
+                ) from None
+            origin[field.name] = f"env {name}"
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key not in fields:
+            raise SettingsError(f"unknown setting {key!r}")
+        values[key] = value
+        origin[key] = OVERRIDE
+    settings = msgspec.convert(values, Settings, strict=False)
+    if sources is not None:
+        sources.update(origin)
+    return settings

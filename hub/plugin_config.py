@@ -114,8 +114,13 @@ def load_plugin_settings(
     struct: Any,
     table: Mapping[str, Any] | None,
     env: Mapping[str, str] | None = None,
+    *,
+    sources: dict[str, str] | None = None,
+    file_label: str = "config file",
 ) -> PluginSettings:
-    """Validate one plugin's settings or raise :class:`PluginConfigError`."""
+    """Validate one plugin's settings or raise :class:`PluginConfigError`. A dict passed as
+    ``sources`` is filled with where each field came from: ``"default"``, ``file_label``
+    (the ``[plugins.NAME]`` table) or ``"env NAME"``."""
     if not (isinstance(struct, type) and issubclass(struct, msgspec.Struct)):
         raise PluginConfigError(
             plugin,
@@ -127,6 +132,7 @@ def load_plugin_settings(
     table = dict(table or {})
     rooms_table = table.pop("rooms", {}) or {}
     values: dict[str, Any] = {}
+    origin: dict[str, str] = dict.fromkeys(flags, "default")
     for key, value in table.items():
         if key not in flags:
             raise PluginConfigError(plugin, key, "unknown setting")
@@ -135,6 +141,7 @@ def load_plugin_settings(
                 plugin, key, f"secrets come only from the environment ({env_name(plugin, key)})"
             )
         values[key] = value
+        origin[key] = file_label
     fields = {f.name: f for f in msgspec.structs.fields(struct)}
     for name in flags:
         raw = env.get(env_name(plugin, name))
@@ -144,6 +151,7 @@ def load_plugin_settings(
             values[name] = _coerce(raw, fields[name].type)
         except (msgspec.ValidationError, ValueError) as exc:
             raise PluginConfigError(plugin, name, f"{env_name(plugin, name)}: {exc}") from None
+        origin[name] = f"env {env_name(plugin, name)}"
     base = _convert(plugin, struct, values)
     rooms: dict[str, msgspec.Struct] = {}
     if not isinstance(rooms_table, Mapping):
@@ -159,6 +167,8 @@ def load_plugin_settings(
                     plugin, f"rooms.{room}.{key}", "this setting cannot be overridden per room"
                 )
         rooms[room] = _convert(plugin, struct, {**values, **overrides})
+    if sources is not None:
+        sources.update(origin)
     return PluginSettings(plugin, struct, base, rooms, flags)
 
 

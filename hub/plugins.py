@@ -166,6 +166,83 @@ class _Record:
         return self.started and self.error is None
 
 
+# --------------------------------------------------------------------------- loading
+
+
+class PluginNotLoaded(Exception):
+    """An entry point could not be imported; ``reason`` says why in one line."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"plugin {name!r} not loaded: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+_DEV_EXTRAS = {"test", "tests", "dev", "docs", "all"}
+_REQUIREMENT_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EXTRA_MARKER = re.compile(r"extra\s*==\s*[\"']([^\"']+)[\"']")
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[-_.]", "", name).lower()
+
+
+def missing_library_hint(dist: importlib.metadata.Distribution | None, module: str) -> str:
+    """Why a module is missing, from the plugin's distribution metadata: the optional extra
+    (or plain requirement) that brings it, e.g. ``needs the 'adapters' extra (pip install
+    "lydian-hub[adapters]")``; else just the module's name."""
+    top = module.split(".")[0]
+    if dist is not None:
+        extras: list[str] = []
+        required = None
+        for requirement in dist.requires or []:
+            found = _REQUIREMENT_NAME.match(requirement)
+            if found is None or _squash(top) not in _squash(found.group(1)):
+                continue
+            extra = _EXTRA_MARKER.search(requirement)
+            if extra is None:
+                required = found.group(1)
+            elif extra.group(1) not in extras:
+                extras.append(extra.group(1))
+        dist_name = dist.metadata["Name"]
+        chosen = [e for e in extras if e not in _DEV_EXTRAS] or extras
+        if chosen:
+            return (
+                f'needs the {chosen[0]!r} extra (pip install "{dist_name}[{chosen[0]}]");'
+                f" module {top!r} is missing"
+            )
+        if required is not None:
+            return f'needs {required!r}, which is not installed (pip install "{dist_name}")'
+    return f"needs the Python module {top!r}, which is not installed"
+
+
+def load_entry_point(ep: importlib.metadata.EntryPoint) -> Any:
+    """Import one plugin entry point, or raise :class:`PluginNotLoaded` with a one-line reason
+    (a missing optional library names the extra that installs it). The traceback goes to the
+    log at debug level only: a plain install must start without any."""
+    try:
+        return ep.load()
+    except ModuleNotFoundError as exc:
+        log.debug("plugin %r: importing %s failed", ep.name, ep.value, exc_info=True)
+        module = exc.name or ""
+        own = ep.module.split(".")[0]
+        if not module or module == ep.module or module.split(".")[0] == own:
+            reason = f"cannot import {ep.value}: {exc}"
+        else:
+            reason = missing_library_hint(ep.dist, module)
+        raise PluginNotLoaded(ep.name, reason) from None
+    except Exception as exc:
+        log.debug("plugin %r: importing %s failed", ep.name, ep.value, exc_info=True)
+        where = ""
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        if tb is not None:
+            where = f" ({tb.tb_frame.f_code.co_filename}:{tb.tb_lineno})"
+        reason = f"import failed: {type(exc).__name__}: {exc}"
+        raise PluginNotLoaded(ep.name, reason.splitlines()[0] + where) from None
+
+
 # --------------------------------------------------------------------------- the host
 
 
@@ -222,11 +299,11 @@ class PluginHost:
                 continue
             version = ep.dist.version if ep.dist is not None else ""
             try:
-                plugin = ep.load()
-            except Exception as exc:
-                log.exception("plugin %r: cannot import %s", ep.name, ep.value)
+                plugin = load_entry_point(ep)
+            except PluginNotLoaded as exc:  # said in one line; the traceback only at debug
+                log.error("%s", exc)
                 record = _Record(ep.name, None, version, f"entry point {ep.value}")
-                record.error = f"import failed: {type(exc).__name__}: {exc}"
+                record.error = f"not loaded: {exc.reason}"
                 self._records[ep.name] = record
                 continue
             try:

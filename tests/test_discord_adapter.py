@@ -12,6 +12,7 @@ from tests.adapter_support import DISCORD_TOKEN, discord_env, eventually
 from tests.fakes.discord import BOT, FakeDiscord
 
 CHANNEL = "800000000000000001"
+OTHER_CHANNEL = "800000000000000009"
 QUIET = ("ping", "presence", "typing")
 ALICE = FakeDiscord.user("700000000000000001", "Alice")
 ROOT = FakeDiscord.user("700000000000000002", "Root")
@@ -348,3 +349,71 @@ async def test_discord_attachments_reach_the_room(discord_hub, discord_fake):
                 "url": "https://cdn.fake.test/report.pdf",
             }
         ]
+
+
+async def test_commands_are_synced_once_across_a_reconnect(discord_hub, discord_fake):
+    """``on_ready`` runs again after a reconnect that cannot resume; the command sync does
+    not (it runs in discord.py's ``setup_hook``, once per client)."""
+    async with discord_hub() as server:
+        await _bridged(server, discord_fake)
+        await eventually(lambda: discord_fake.command_syncs() == 1, what="command registration")
+        adapter = _adapter(server)
+        adapter.ready.clear()
+        await discord_fake.invalidate_sessions()
+        await eventually(lambda: discord_fake.identifies == 2, what="a second IDENTIFY")
+        await eventually(lambda: adapter.ready.is_set(), what="READY again")
+        # the handshake is complete; anything on_ready started has had its turn: a message
+        # posted now arrives after a sync would have been sent
+        web = await server.client("bob", name="Bob")
+        await web.join("ops")
+        await web.say("ops", "after the reconnect", "w1")
+        await eventually(lambda: discord_fake.in_channel(CHANNEL), what="the copy")
+        assert discord_fake.command_syncs() == 1
+
+
+async def test_two_clients_in_one_process_use_their_own_servers(discord_fake):
+    """The API root and gateway are per client (the adapter's client class, real
+    discord.py): the library's module globals stay as they are and each client talks to
+    its own (fake) Discord, over REST and the gateway."""
+    import asyncio
+
+    import discord
+    import yarl
+    from discord.gateway import DiscordWebSocket
+    from discord.http import Route
+
+    from adapters.discord.adapter import LydianDiscordClient
+
+    base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
+    other = FakeDiscord(DISCORD_TOKEN)
+    await other.start()
+    fakes = (discord_fake, other)
+    clients = [
+        LydianDiscordClient(api_url=fake.api_url, intents=discord.Intents.none()) for fake in fakes
+    ]
+    tasks = []
+    try:
+        for client in clients:
+            await client.login(DISCORD_TOKEN)
+            _, url, _ = await client.http.get_bot_gateway()
+            client.http.gateway = yarl.URL(url)
+            tasks.append(asyncio.create_task(client.connect(reconnect=False)))
+        for fake in fakes:
+            await eventually(lambda f=fake: f.identified.is_set(), what="IDENTIFY")
+        for client, text in zip(clients, ("one", "two"), strict=True):
+            await client.get_partial_messageable(int(CHANNEL)).send(text)
+        assert [m["content"] for m in discord_fake.in_channel(CHANNEL)] == ["one"]
+        assert [m["content"] for m in other.in_channel(CHANNEL)] == ["two"]
+        # a webhook (discord.py sends those through its context-local adapter) too
+        other.webhooks_allowed = True
+        data = await clients[1].http.create_webhook(int(CHANNEL), name="hook")
+        hook = discord.Webhook.from_state(data, clients[1]._connection)
+        clients[1].use_api()
+        await hook.send("three", username="Carol", wait=True)
+        assert [m["content"] for m in other.in_channel(CHANNEL)] == ["two", "three"]
+        assert (Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY) == (base, gateway)
+    finally:
+        for client in clients:
+            await client.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await other.stop()

@@ -139,3 +139,20 @@ async def test_usage_is_reported_when_asked_and_temperature_reaches_the_model(ma
             assert text == "a b c"
             assert fake.chat_requests()[0].body["temperature"] == 0.25
             await client.close()
+
+
+async def test_schema_documents_the_chat_completions_body(server):
+    """The body is declared on the route (a msgspec Struct), so ``/schema`` describes it; a
+    body that does not match still gets OpenAI's error shape."""
+    async with server.http() as http:
+        schema = (await http.get("/schema/openapi.json")).json()
+    operation = schema["paths"]["/v1/chat/completions"]["post"]
+    ref = operation["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = schema["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert {"model", "messages"} <= set(body["required"])
+    assert {"stream", "max_tokens", "temperature", "stream_options"} <= set(body["properties"])
+    async with server.http("alice") as http:
+        resp = await http.post("/v1/chat/completions", json={"model": "assistant"})
+    assert resp.status_code == 400
+    error = resp.json()["error"]
+    assert error["type"] == "invalid_request_error" and "messages" in error["message"]

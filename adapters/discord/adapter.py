@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import discord
 import yarl
 from discord import app_commands
 from discord.gateway import DiscordWebSocket
-from discord.http import Route
+from discord.http import HTTPClient, Route
+from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
 from adapters.bridge import PlatformUser, bridge_for
 from adapters.discord.connector import DiscordConnector
@@ -41,6 +44,86 @@ def _intents() -> discord.Intents:
     return intents
 
 
+def _rebase(route: Route, base: str) -> None:
+    """Point one request at ``base`` instead of discord.py's default API root (read, never
+    written: other clients in the process keep theirs)."""
+    if base and base != Route.BASE and route.url.startswith(Route.BASE):
+        route.url = base + route.url[len(Route.BASE) :]
+
+
+class _HTTPClient(HTTPClient):
+    """discord.py's HTTP client with this client's API root and gateway (``api_url`` may
+    point at a proxy or a test server)."""
+
+    api_base = ""
+    gateway: yarl.URL | None = None
+
+    async def request(self, route: Route, **kwargs: Any) -> Any:
+        _rebase(route, self.api_base)
+        return await super().request(route, **kwargs)
+
+    async def ws_connect(self, url: str, *, compress: int = 0) -> Any:
+        default = str(DiscordWebSocket.DEFAULT_GATEWAY)
+        if self.gateway is not None and url.startswith(default):
+            # the first connection (and one after an invalidated session) uses the library's
+            # default gateway; resumes use the URL the gateway itself gave (READY)
+            url = str(self.gateway.with_query(yarl.URL(url).query))
+        return await super().ws_connect(url, compress=compress)
+
+
+class _WebhookAdapter(AsyncWebhookAdapter):
+    """Webhook and interaction requests (discord.py sends them through a context-local
+    adapter) to this client's API root."""
+
+    def __init__(self, api_base: str) -> None:
+        super().__init__()
+        self.api_base = api_base
+
+    async def request(self, route: Route, *args: Any, **kwargs: Any) -> Any:
+        _rebase(route, self.api_base)
+        return await super().request(route, *args, **kwargs)
+
+
+class LydianDiscordClient(discord.Client):
+    """A ``discord.Client`` talking to ``api_url`` (per client: two clients in one process
+    may use different servers), with a one-time setup after login (``setup_hook``)."""
+
+    def __init__(
+        self,
+        *,
+        api_url: str,
+        setup: Callable[[], Awaitable[None]] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        http = _HTTPClient(
+            self.loop,
+            options.get("connector"),
+            proxy=options.get("proxy"),
+            proxy_auth=options.get("proxy_auth"),
+            unsync_clock=options.get("assume_unsync_clock", True),
+            http_trace=options.get("http_trace"),
+            max_ratelimit_timeout=options.get("max_ratelimit_timeout"),
+        )
+        http.api_base = api_url.rstrip("/")
+        self.http = http
+        self._connection.http = http
+        self.webhook_adapter = _WebhookAdapter(http.api_base)
+        self._setup = setup
+        self._set_up = False
+
+    async def setup_hook(self) -> None:
+        """Once per client, after the first successful login, not on every (re)connect."""
+        if self._setup is not None and not self._set_up:
+            self._set_up = True
+            await self._setup()
+
+    def use_api(self) -> contextvars.Token[AsyncWebhookAdapter]:
+        """Route this task's webhook and interaction requests through this client's API
+        root; ``async_context.reset(token)`` undoes it."""
+        return async_context.set(self.webhook_adapter)
+
+
 class DiscordAdapter:
     """One Discord bot bridged into one hub."""
 
@@ -48,7 +131,9 @@ class DiscordAdapter:
         self.hub = hub
         self.settings = settings
         self.bridge = bridge_for(hub)
-        self.client = discord.Client(
+        self.client = LydianDiscordClient(
+            api_url=settings.api_url,
+            setup=self._sync_commands,
             intents=_intents(),
             max_ratelimit_timeout=settings.max_ratelimit_wait,
             guild_ready_timeout=settings.guild_ready_timeout,
@@ -74,13 +159,13 @@ class DiscordAdapter:
     async def _run(self) -> None:
         """Log in over REST, find the gateway (``/gateway/bot``) and stay connected."""
         await self.bridge.leader.wait()  # one gateway connection per hub, in the leader
-        Route.BASE = self.settings.api_url.rstrip("/")
+        self.client.use_api()  # this task and the event handlers it starts (interactions)
         delay = 1.0
         while True:
             try:
                 await self.client.login(self.settings.bot_token)
                 _, url, _ = await self.client.http.get_bot_gateway()
-                DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+                self.client.http.gateway = yarl.URL(url)
                 break
             except discord.LoginFailure:
                 log.error("Discord rejected the bot token; the Discord adapter stays off")
@@ -101,6 +186,19 @@ class DiscordAdapter:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
 
+    async def _sync_commands(self) -> None:
+        """Register the application command once (discord.py's ``setup_hook``), not in
+        ``on_ready``, which runs again after every reconnect that cannot resume."""
+        if not self.settings.sync_commands:
+            return
+        guild = discord.Object(int(self.settings.guild_id)) if self.settings.guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        try:
+            await self.tree.sync(guild=guild)
+        except discord.HTTPException as exc:
+            log.warning("Discord command registration failed: %s", exc)
+
     # ------------------------------------------------------------ events
 
     def _own(self, user_id: int | None) -> bool:
@@ -110,18 +208,8 @@ class DiscordAdapter:
         client = self.client
 
         @client.event
-        async def on_ready() -> None:
+        async def on_ready() -> None:  # runs again on every reconnect without a resume
             self.ready.set()
-            if self.settings.sync_commands:
-                guild = (
-                    discord.Object(int(self.settings.guild_id)) if self.settings.guild_id else None
-                )
-                if guild is not None:
-                    self.tree.copy_global_to(guild=guild)
-                try:
-                    await self.tree.sync(guild=guild)
-                except discord.HTTPException as exc:
-                    log.warning("Discord command registration failed: %s", exc)
 
         @client.event
         async def on_message(message: discord.Message) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import discord
+from discord.webhook.async_ import async_context
 
 from adapters.bridge.connector import PLACEHOLDER, Connector, attachment_lines
 from adapters.bridge.outbox import PermanentError, RateLimited
@@ -60,6 +61,8 @@ class DiscordConnector(Connector):
         return self.client.get_partial_messageable(int(channel))
 
     async def _do(self, coro: Awaitable[Any]) -> Any:
+        use_api = getattr(self.client, "use_api", None)  # webhook requests to its api_url
+        token = use_api() if use_api is not None else None
         try:
             return await coro
         except discord.RateLimited as exc:
@@ -72,6 +75,9 @@ class DiscordConnector(Connector):
             raise
         except aiohttp.ClientError:
             raise
+        finally:
+            if token is not None:
+                async_context.reset(token)
 
     async def webhook(self, channel: str) -> discord.Webhook | None:
         """The channel's bridge webhook (found or created once), or None if not allowed."""

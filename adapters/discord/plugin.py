@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
 from adapters.discord.adapter import DiscordAdapter
 from adapters.discord.settings import DiscordSettings
 from hub.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
 
 _adapters: weakref.WeakKeyDictionary[Any, DiscordAdapter] = weakref.WeakKeyDictionary()
 
@@ -25,6 +28,7 @@ def lydian_plugin_settings() -> type[DiscordSettings]:
 async def lydian_startup(hub: Any) -> None:
     settings: DiscordSettings | None = hub.plugins.settings_for("discord")
     if settings is None or not settings.bot_token:
+        log.info("plugin 'discord' idle: LYDIAN_PLUGIN_DISCORD_BOT_TOKEN is not set")
         return  # not configured: stay idle
     adapter = DiscordAdapter(hub, settings)
     _adapters[hub] = adapter

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import Any
 
@@ -12,6 +13,8 @@ from slack_bolt.async_app import AsyncBoltRequest
 from adapters.slack.adapter import SlackAdapter
 from adapters.slack.settings import SlackSettings
 from hub.hookspecs import hookimpl
+
+log = logging.getLogger(__name__)
 
 _adapters: weakref.WeakKeyDictionary[Any, SlackAdapter] = weakref.WeakKeyDictionary()
 
@@ -61,7 +64,14 @@ def lydian_routes() -> list[Any]:
 async def lydian_startup(hub: Any) -> None:
     settings: SlackSettings | None = hub.plugins.settings_for("slack")
     if settings is None or not settings.bot_token:
+        log.info("plugin 'slack' idle: LYDIAN_PLUGIN_SLACK_BOT_TOKEN is not set")
         return  # not configured: stay idle
+    if not settings.signing_secret and not settings.app_token:
+        log.warning(
+            "plugin 'slack': no LYDIAN_PLUGIN_SLACK_SIGNING_SECRET (HTTP events) nor "
+            "LYDIAN_PLUGIN_SLACK_APP_TOKEN (Socket Mode): it can post, but nothing from "
+            "Slack reaches the hub"
+        )
     adapter = SlackAdapter(hub, settings)
     _adapters[hub] = adapter
     await adapter.start()

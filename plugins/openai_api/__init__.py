@@ -16,6 +16,8 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.exceptions import ClientException, HTTPException
+from litestar.params import JSONBody
 from litestar.response import Stream
 
 from hub.agents import Agent
@@ -38,6 +40,9 @@ class StreamOptions(msgspec.Struct):
 
 
 class ChatRequest(msgspec.Struct):
+    """The body of ``POST /v1/chat/completions`` (the subset of OpenAI's the hub reads;
+    other fields are ignored). Declared on the route, so ``/schema`` documents it."""
+
     model: str
     messages: list[InMessage]
     stream: bool = False
@@ -47,7 +52,6 @@ class ChatRequest(msgspec.Struct):
     stream_options: StreamOptions | None = None
 
 
-_request_decoder = msgspec.json.Decoder(ChatRequest)
 _encode = msgspec.json.encode
 
 
@@ -80,14 +84,29 @@ async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response({"object": "list", "data": data}, headers=NO_STORE)
 
 
-@post("/v1/chat/completions", tags=["openai"], status_code=200)
-async def chat_completions(request: Request[Any, Any, Any]) -> Response[Any]:
+def _client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A body that does not match :class:`ChatRequest` (or is not JSON) gets OpenAI's error
+    shape; other client errors keep theirs."""
+    if exc.status_code == 400:
+        extra = getattr(exc, "extra", None)
+        detail = f"{exc.detail}: {extra}" if extra else exc.detail
+        return _error(400, f"invalid request: {detail}", "invalid_request_error")
+    body = {"status_code": exc.status_code, "detail": exc.detail}
+    return Response(body, status_code=exc.status_code, headers=exc.headers)
+
+
+@post(
+    "/v1/chat/completions",
+    tags=["openai"],
+    status_code=200,
+    exception_handlers={ClientException: _client_error},
+)
+async def chat_completions(
+    request: Request[Any, Any, Any], data: JSONBody[ChatRequest]
+) -> Response[Any]:
     """Run an agent on a conversation (``model`` = agent name), streamed or not."""
     hub = request.app.state.hub
-    try:
-        body = _request_decoder.decode(await request.body())
-    except msgspec.DecodeError as exc:
-        return _error(400, f"invalid request: {exc}", "invalid_request_error")
+    body = data
     agent = hub.agents.agent(body.model)
     if agent is None:
         known = ", ".join(sorted(hub.agents.agents())) or "none"

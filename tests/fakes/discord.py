@@ -57,6 +57,7 @@ class FakeDiscord(LoopbackServer):
         self.webhooks_allowed = False  # the bot lacks Manage Webhooks unless a test grants it
         self.heartbeats = 0
         self.identified = asyncio.Event()
+        self.identifies = 0  # IDENTIFY frames (a new session each: READY again)
         self._limits: dict[str, list[float]] = {}
         self._ids = itertools.count(1)
         self._seq = itertools.count(1)
@@ -334,6 +335,7 @@ class FakeDiscord(LoopbackServer):
                         await ws.close(code=4004, message=b"Authentication failed.")
                         break
                     self.identify = payload["d"]
+                    self.identifies += 1
                     await ws.send_json(
                         {
                             "op": 0,
@@ -358,6 +360,16 @@ class FakeDiscord(LoopbackServer):
         frame = {"op": 0, "t": event, "s": next(self._seq), "d": data}
         for ws in list(self._sockets):
             await ws.send_json(frame)
+
+    async def invalidate_sessions(self) -> None:
+        """Op 9 (INVALID_SESSION, not resumable): clients reconnect and IDENTIFY anew, which
+        fires ``on_ready`` again."""
+        for ws in list(self._sockets):
+            await ws.send_json({"op": 9, "d": False})
+
+    def command_syncs(self) -> int:
+        """How many times application commands were registered (PUT .../commands)."""
+        return sum(1 for m, path, *_ in self.calls if m == "PUT" and path.endswith("/commands"))
 
     async def close_sockets(self) -> None:
         for ws in list(self._sockets):
