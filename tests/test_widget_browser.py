@@ -31,6 +31,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from hub.auth import Identity, issue_token
 from hub.protocol import UserRef
+from tests.procs import STARTUP_TIMEOUT
 from tests.support import TEST_SECRET, eventually, free_port
 from tests.test_attachments import PDF
 
@@ -542,7 +543,7 @@ class HubProcess:
         out = self.log.open("ab")
         cmd = [sys.executable, "-m", "hub.cli", "serve"]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
                 assert self.proc.poll() is None, self.log.read_text()[-2000:]
