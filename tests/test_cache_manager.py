@@ -379,7 +379,7 @@ async def test_failing_and_hanging_loaders(make_manager):
     assert isinstance(info.value.__cause__, RuntimeError)
 
     async def hang() -> None:
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # hangs on purpose: the manager must time it out
 
     waiters = [m.get("h", hang) for _ in range(5)]
     results = await asyncio.gather(*waiters, return_exceptions=True)

@@ -202,7 +202,7 @@ class FakeOpenAI:
         script = self.script
         model = payload.get("model", "fake-model")
         await _chunk(writer, _event(_delta(model, {"role": "assistant", "content": ""})))
-        await asyncio.sleep(script.first_delay)
+        await asyncio.sleep(script.first_delay)  # the script's pace: the scenario
         for index, token in enumerate(script.tokens):
             if index and script.token_delay:
                 await asyncio.sleep(script.token_delay)
