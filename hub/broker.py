@@ -6,7 +6,8 @@ Each process subscribes once per channel and dispatches to local handlers, so a 
 with a thousand local sockets costs one subscription, not a thousand.
 
 Channels: ``room:<id>`` (room traffic), ``user:<id>`` (direct messages),
-``hub:control`` (hub-wide changes such as per-room plugin enablement).
+``hub:control`` (hub-wide changes such as per-room plugin enablement). On Redis each name is
+sent as ``<redis_prefix>:ch:<name>``, so hubs with different prefixes can share one Redis.
 """
 
 from __future__ import annotations
