@@ -114,15 +114,13 @@ class SlackConnector(Connector):
     async def stream_open(self, channel: str, stream: StreamState) -> str:
         recipient = self.authors.get((channel, stream.thread)) if stream.thread else None
         if self.native_streaming and stream.thread and recipient:
-            # deltas keep arriving while the call is out: only what it carries counts as sent
-            opening = stream.text
             try:
                 data = await self.client.chat_startStream(
                     channel=channel,
                     thread_ts=stream.thread,
                     recipient_user_id=recipient,
                     recipient_team_id=self.team_id,
-                    markdown_text=opening or None,
+                    markdown_text=stream.text or None,
                 )
             except SlackApiError as exc:
                 error = exc.response.get("error") if isinstance(exc.response.data, dict) else ""
@@ -135,7 +133,7 @@ class SlackConnector(Connector):
                 _raise(exc)
             else:
                 stream.extra["native"] = True
-                stream.extra["sent"] = len(opening)
+                stream.extra["sent"] = len(stream.text)
                 return str(data["ts"])
         return await self.post(channel, stream.agent, stream.text or PLACEHOLDER, [])
 

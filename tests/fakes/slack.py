@@ -42,7 +42,6 @@ class FakeSlack(LoopbackServer):
         self.rejected: list[tuple[str, float]] = []  # 429s given: (method, time)
         self._limits: dict[str, list[float]] = {}
         self._outages: dict[str, list[int]] = {}
-        self._holds: dict[str, asyncio.Event] = {}
         self._ts = itertools.count(1)
         self._events = itertools.count(1)
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -71,11 +70,6 @@ class FakeSlack(LoopbackServer):
     def outage(self, method: str, times: int = 1, status: int = 503) -> None:
         """The next ``times`` calls of ``method`` fail with ``status`` (Slack is down)."""
         self._outages.setdefault(method, []).extend([status] * times)
-
-    def hold(self, method: str) -> asyncio.Event:
-        """Calls of ``method`` are recorded, then answered only once the returned event is set
-        (a slow Slack: the hub keeps working while the call is out)."""
-        return self._holds.setdefault(method, asyncio.Event())
 
     def in_channel(self, channel: str) -> list[dict[str, Any]]:
         """Messages in ``channel`` in posting order (current text, after edits)."""
@@ -116,8 +110,6 @@ class FakeSlack(LoopbackServer):
                 headers={"Retry-After": f"{retry:g}"},
             )
         self.calls.append((method, params, time.monotonic()))
-        if method in self._holds:
-            await self._holds[method].wait()
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
