@@ -6,7 +6,8 @@ Each process subscribes once per channel and dispatches to local handlers, so a 
 with a thousand local sockets costs one subscription, not a thousand.
 
 Channels: ``room:<id>`` (room traffic), ``user:<id>`` (direct messages),
-``hub:control`` (hub-wide changes such as per-room plugin enablement).
+``hub:control`` (hub-wide changes such as per-room plugin enablement). On Redis each name is
+sent as ``<redis_prefix>:ch:<name>``, so hubs with different prefixes can share one Redis.
 """
 
 from __future__ import annotations
@@ -46,8 +47,12 @@ class Broker:
         backend: ChannelsBackend | None = None,
         redis: Redis | None = None,
         health_interval: float = 1.0,
+        prefix: str = "",
     ) -> None:
         self.backend = backend or MemoryChannelsBackend()
+        # the pub/sub backend ignores its key_prefix: the names it sees carry ours, so hubs
+        # with different prefixes on one Redis never hear each other's rooms
+        self._prefix = f"{prefix}:ch:" if prefix else ""
         self.redis = redis
         self.health_interval = health_interval
         self.connected = True
@@ -61,7 +66,11 @@ class Broker:
         """A broker on Redis pub/sub, shared by every replica that uses the same URL and prefix."""
         redis = Redis.from_url(url, health_check_interval=5, socket_connect_timeout=2)
         backend = RedisChannelsPubSubBackend(redis=redis, key_prefix=f"{prefix}:ch")
-        return cls(backend, redis=redis)
+        return cls(backend, redis=redis, prefix=prefix)
+
+    def _wire(self, channel: str) -> str:
+        """The backend's name for ``channel``."""
+        return self._prefix + channel
 
     def on_reconnect(self, callback: Callable[[], Awaitable[None]]) -> None:
         """Call ``callback`` when the backend comes back after an outage (pub/sub lost messages)."""
@@ -107,20 +116,20 @@ class Broker:
 
     async def _resubscribe(self) -> None:
         async with self._sub_lock:
-            channels = list(self._handlers)
+            channels = [self._wire(c) for c in self._handlers]
             if channels:
                 with contextlib.suppress(Exception):
                     await self.backend.subscribe(channels)
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await self.backend.publish(data, [channel])
+        await self.backend.publish(data, [self._wire(channel)])
 
     async def subscribe(self, channel: str, handler: Handler) -> Callable[[], Awaitable[None]]:
         """Add a local handler; returns the coroutine function that removes it again."""
         async with self._sub_lock:
             handlers = self._handlers.setdefault(channel, [])
             if not handlers:
-                await self.backend.subscribe([channel])
+                await self.backend.subscribe([self._wire(channel)])
             handlers.append(handler)
 
         async def unsubscribe() -> None:
@@ -130,14 +139,17 @@ class Broker:
                     current.remove(handler)
                 if not current and channel in self._handlers:
                     del self._handlers[channel]
-                    await self.backend.unsubscribe([channel])
+                    await self.backend.unsubscribe([self._wire(channel)])
 
         return unsubscribe
 
     async def _read(self) -> None:
         while True:
             try:
-                async for channel, data in self.backend.stream_events():
+                async for wire, data in self.backend.stream_events():
+                    if not wire.startswith(self._prefix):
+                        continue
+                    channel = wire[len(self._prefix) :]
                     for handler in tuple(self._handlers.get(channel, ())):
                         try:
                             handler(data)

@@ -22,6 +22,8 @@ from tests.support import TEST_SECRET, Client, free_port
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+STARTUP_TIMEOUT = 90.0
+"""Bound on a ``lydian serve`` coming up: seconds when idle, much more on a loaded machine."""
 
 
 class HubProcess:
@@ -47,7 +49,7 @@ class HubProcess:
         self.proc = subprocess.Popen(
             ["lydian", "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import socket
 from collections.abc import Callable
@@ -37,6 +38,25 @@ def test_settings(data_dir: str, **overrides: Any) -> Settings:
     }
     values.update(overrides)
     return load_settings(env={}, **values)
+
+
+async def eventually(
+    check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll ``check`` (a function, sync or async) until it returns something truthy, and
+    return that; fail after ``timeout`` seconds. The way tests wait for a condition: never a
+    fixed sleep, which is too short on a busy machine and too long on an idle one."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(interval)
 
 
 class HubServer:

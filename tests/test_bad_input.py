@@ -156,7 +156,7 @@ async def test_garbage_from_one_client_does_not_disturb_the_others(server):
     async def vandalize() -> None:
         for i in range(200):
             await vandal.send(junk[i % len(junk)])
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # yield: the junk interleaves with alice's sends
 
     task = asyncio.create_task(vandalize())
     acked = [await alice.say("lobby", f"msg {i}", f"a{i}") for i in range(20)]

@@ -66,7 +66,7 @@ async def test_outbox_keeps_order_per_channel_and_runs_channels_independently():
             if key == "slow" and n == 0 and fail_once["slow"]:
                 fail_once["slow"] = False
                 raise RateLimited(0.3)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(delay)  # a slow platform call, on purpose
             done.append((key, n))
 
         return run
@@ -122,7 +122,7 @@ async def test_a_hanging_platform_call_times_out_and_is_retried():
     async def hangs_once() -> None:
         attempts.append(time.monotonic())
         if len(attempts) == 1:
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # hangs on purpose: the outbox must time it out
 
     outbox.put(("discord", "1"), hangs_once)
     await outbox.drain(timeout=5)

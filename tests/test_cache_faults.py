@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from hub.cache import CacheManager
 from tests.procs import PrivateRedis
+from tests.support import eventually
 
 
 @pytest.fixture
@@ -22,11 +23,7 @@ async def redis_server():
 
 
 async def _until(predicate, timeout: float = 10.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
+    await eventually(predicate, timeout, interval=0.05)
 
 
 async def test_manager_survives_redis_stop_and_restart(redis_server, caplog):
@@ -73,11 +70,13 @@ async def test_manager_survives_redis_stop_and_restart(redis_server, caplog):
         assert any("is back" in r.getMessage() for r in caplog.records)
 
         # the invalidation channel reconnected too: B's L1 follows A's invalidations again
+        await b.get("shared", load)
+
         async def subscribed() -> bool:
-            await b.get("shared", load)
-            await a.invalidate(key="default:shared")
-            await asyncio.sleep(0.05)
-            return "default:shared" not in b.l1
+            if "default:shared" not in b.l1:
+                return True
+            await a.invalidate(key="default:shared")  # sent again until B hears one
+            return False
 
         await _until(subscribed)
     finally:
@@ -98,14 +97,21 @@ async def test_hub_requests_never_fail_while_redis_restarts(redis_server, make_s
                     i += 1
                     statuses.append((await alice.get("/api/rooms/general/messages")).status_code)
                     statuses.append((await alice.get("/api/rooms")).status_code)
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # the clients' pace, not a wait
 
+        def more_traffic(than: int):
+            return lambda: len(statuses) >= than + 20
+
+        broker = server.hub.broker
         worker = asyncio.create_task(traffic())
-        await asyncio.sleep(0.3)
+        await eventually(more_traffic(0), what="traffic before the outage")
         redis_server.stop()
-        await asyncio.sleep(1.0)
+        during = len(statuses)
+        await eventually(lambda: not broker.connected, what="the hub to notice the outage")
+        await eventually(more_traffic(during), what="traffic during the outage")
         await redis_server.start()
-        await asyncio.sleep(1.5)
+        await eventually(lambda: broker.connected, what="the hub to see Redis back")
+        await eventually(more_traffic(len(statuses)), what="traffic after the outage")
         stop.set()
         await asyncio.wait_for(worker, 30)
         assert len(statuses) > 50

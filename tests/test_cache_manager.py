@@ -4,6 +4,7 @@ strategies, invalidation by key/tag/event, coherence between managers, bad value
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from typing import Any
 
@@ -22,6 +23,7 @@ from hub.cache import (
 from hub.cache.tiers import MemoryTier
 from plugins.cache_strategies import lydian_cache_strategies
 from plugins.cache_strategies.strategies import AdaptiveStrategy
+from tests.support import eventually
 
 REDIS = "redis://127.0.0.1:6379/0"
 
@@ -29,15 +31,15 @@ REDIS = "redis://127.0.0.1:6379/0"
 class Counter:
     """A loader that counts its calls and returns ``value`` (or the call number)."""
 
-    def __init__(self, value: Any = None, delay: float = 0.0) -> None:
+    def __init__(self, value: Any = None, gate: asyncio.Event | None = None) -> None:
         self.calls = 0
         self.value = value
-        self.delay = delay
+        self.gate = gate  # a slow loader: returns once the test opens the gate
 
     async def __call__(self) -> Any:
         self.calls += 1
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         return self.value if self.value is not None else {"n": self.calls}
 
 
@@ -71,12 +73,11 @@ async def make_manager(prefix, redis_cleanup):
         await manager.stop()
 
 
-async def eventually(predicate, timeout: float = 3.0) -> None:
-    for _ in range(int(timeout / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met in time")
+def l2_lookups(m: CacheManager) -> int:
+    """How many reads have finished their L2 lookup: a caller past it has decided whether to
+    start a load or join one (nothing awaits in between)."""
+    l2 = m.stats_.tiers["l2"]
+    return l2.hits + l2.misses + l2.errors
 
 
 # ---------------------------------------------------------------------- tiers
@@ -111,13 +112,19 @@ async def test_l1_only_without_redis(make_manager):
     assert m.stats()["l2"] == {"configured": False, "available": False, "failures": 0}
 
 
-async def test_ttl_expiry_in_both_tiers(make_manager):
-    m = await make_manager()
+async def test_ttl_expiry_in_both_tiers(make_manager, prefix):
+    now = [0.0]  # L1's clock: stands still until the test moves it, however busy the machine
+    m = await make_manager(clock=lambda: now[0])
     m.configure("short", strategy="ttl", ttl=0.2)
     loader = Counter()
     assert await m.get("k", loader, namespace="short") == {"n": 1}
     assert await m.get("k", loader, namespace="short") == {"n": 1}
-    await asyncio.sleep(0.35)
+    now[0] += 0.35
+
+    async def l2_expired() -> bool:
+        return not await m.l2.client.exists(f"{prefix}k:short:k")
+
+    await eventually(l2_expired, what="Redis to expire the L2 copy")
     assert await m.get("k", loader, namespace="short") == {"n": 2}
     assert m.stats_.tiers["l2"].misses == 2, "L2 expired too"
 
@@ -144,8 +151,12 @@ def test_lru_eviction_by_bytes_and_entries():
 
 async def test_single_flight_100_concurrent_misses_one_loader_call(make_manager):
     m = await make_manager()
-    loader = Counter({"v": 1}, delay=0.05)
-    results = await asyncio.gather(*(m.get("hot", loader) for _ in range(100)))
+    gate = asyncio.Event()
+    loader = Counter({"v": 1}, gate=gate)
+    reads = asyncio.gather(*(m.get("hot", loader) for _ in range(100)))
+    await eventually(lambda: l2_lookups(m) == 100, what="all 100 reads to miss")
+    gate.set()
+    results = await reads
     assert loader.calls == 1
     assert all(r == {"v": 1} for r in results)
     results[0]["v"] = 999  # callers get copies: mutating one poisons nothing
@@ -177,7 +188,7 @@ async def test_each_builtin_strategy(make_manager):
     m.configure("lru", strategy="lru", ttl=0.1)  # lru ignores the TTL
     loader = Counter()
     await m.get("k", loader, namespace="lru")
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(0.2)  # part of the scenario: more than the TTL really passes
     await m.get("k", loader, namespace="lru")
     assert loader.calls == 1
 
@@ -219,7 +230,8 @@ def test_adaptive_rule():
 
 
 async def test_adaptive_ttl_is_used_by_the_manager(make_manager):
-    m = await make_manager()
+    now = [0.0]  # L1's clock, moved by the test: a slow machine cannot age the entry
+    m = await make_manager(clock=lambda: now[0])
     m.configure("ad", strategy="adaptive", ttl=0.1)
     strategy = m.strategies.get("adaptive")
     for _ in range(40):
@@ -228,7 +240,8 @@ async def test_adaptive_ttl_is_used_by_the_manager(make_manager):
     loader = Counter()
     await m.invalidate(key="ad:k")
     await m.get("k", loader, namespace="ad")  # stored with the grown TTL
-    await asyncio.sleep(0.3)
+    now[0] += 0.3  # past the base TTL, within the grown one
+    await asyncio.sleep(0.3)  # part of the scenario: an L2 copy kept for the base TTL expires
     await m.get("k", loader, namespace="ad")
     assert loader.calls == 1
 
@@ -312,17 +325,20 @@ async def test_load_racing_an_invalidation_is_not_cached(make_manager):
     gate = asyncio.Event()
     version = {"v": 1}
 
+    loading = asyncio.Event()
+
     async def slow() -> dict[str, int]:
         seen = dict(version)
+        loading.set()
         await gate.wait()
         return seen
 
     first = asyncio.create_task(m.get("k", slow))
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(loading.wait(), 10)  # the first load is in flight, holding v1
     version["v"] = 2
     await m.invalidate(key="default:k")
     second = asyncio.create_task(m.get("k", slow))  # must not join the stale load
-    await asyncio.sleep(0.01)
+    await eventually(lambda: l2_lookups(m) == 2, what="the second read to pick its load")
     gate.set()
     assert await first == {"v": 1}
     assert await second == {"v": 2}
@@ -363,7 +379,7 @@ async def test_failing_and_hanging_loaders(make_manager):
     assert isinstance(info.value.__cause__, RuntimeError)
 
     async def hang() -> None:
-        await asyncio.sleep(3600)
+        await asyncio.sleep(3600)  # hangs on purpose: the manager must time it out
 
     waiters = [m.get("h", hang) for _ in range(5)]
     results = await asyncio.gather(*waiters, return_exceptions=True)
@@ -375,12 +391,16 @@ async def test_failing_and_hanging_loaders(make_manager):
 
 async def test_cancelled_caller_does_not_cancel_the_shared_load(make_manager):
     m = await make_manager()
-    loader = Counter({"v": 1}, delay=0.1)
+    gate = asyncio.Event()
+    loader = Counter({"v": 1}, gate=gate)
     first = asyncio.create_task(m.get("k", loader))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: loader.calls == 1, what="the shared load to start")
     second = asyncio.create_task(m.get("k", loader))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: l2_lookups(m) == 2, what="the second caller to join the load")
     first.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await first  # the cancellation has landed before the load may finish
+    gate.set()
     assert await second == {"v": 1}
     assert loader.calls == 1
 

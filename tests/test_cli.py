@@ -16,6 +16,7 @@ import pytest
 import websockets
 
 from tests.fakes.openai_server import FakeOpenAI, Script
+from tests.procs import STARTUP_TIMEOUT
 from tests.support import free_port
 
 CLEAN_ENV = {
@@ -37,7 +38,7 @@ def _lydian(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.
     )
 
 
-async def _wait_up(url: str, proc: subprocess.Popen, seconds: float = 30) -> None:
+async def _wait_up(url: str, proc: subprocess.Popen, seconds: float = STARTUP_TIMEOUT) -> None:
     deadline = time.monotonic() + seconds
     async with httpx.AsyncClient() as http:
         while time.monotonic() < deadline:

@@ -144,7 +144,7 @@ async def _slow_steady_post(hub: HubProcess, room: str) -> bytes:
         for i in range(0, len(body), 100):
             writer.write(body[i : i + 100])
             await writer.drain()
-            await asyncio.sleep(BODY_TIMEOUT / 4)
+            await asyncio.sleep(BODY_TIMEOUT / 4)  # the client's pace, not a wait
         return await asyncio.wait_for(reader.readline(), 10)
     finally:
         writer.close()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import msgspec
 
 from hub.broker import CONTROL_CHANNEL
 from hub.commands import Arg, CommandSpec, UsageError
 from hub.plugins import PluginToggle, encode_control
 from tests.plugin_support import command, frame_where, room_event
+from tests.support import eventually
 
 
 async def _rooms(server, *names):
@@ -163,10 +162,7 @@ async def test_a_change_from_another_replica_applies_at_once(server):
     await server.hub.store.set_room_plugin("ops", "echo", True, "replica-2")
     toggle = PluginToggle(room="ops", plugin="echo", enabled=True, by="replica-2")
     await server.hub.broker.publish(CONTROL_CHANNEL, encode_control(toggle))
-    for _ in range(100):
-        if server.hub.plugins.is_enabled("ops", "echo"):
-            break
-        await asyncio.sleep(0.02)
+    await eventually(lambda: server.hub.plugins.is_enabled("ops", "echo"), what="the toggle")
     assert (await command(bob, "ops", "/echo synced", "e1"))["text"] == "synced"
     # unrelated or malformed control messages are ignored
     await server.hub.broker.publish(CONTROL_CHANNEL, msgspec.json.encode({"type": "other"}))

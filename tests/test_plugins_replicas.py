@@ -8,6 +8,7 @@ import httpx
 
 from tests.plugin_support import command, frame_where, room_event
 from tests.procs import cluster, token
+from tests.support import eventually
 
 
 async def test_enabling_on_one_replica_applies_on_the_other_at_once(tmp_path):
@@ -29,12 +30,15 @@ async def test_enabling_on_one_replica_applies_on_the_other_at_once(tmp_path):
             await admin.join("ops")
             await command(admin, "ops", "/plugins disable echo", "p1")
         async with httpx.AsyncClient(base_url=one.http_url, headers=headers) as http:
-            for _ in range(50):  # pub/sub delivery is asynchronous; bounded wait
-                state = (await http.get("/api/rooms/ops/plugins/echo")).json()
-                if not state["enabled"]:
-                    break
-                await asyncio.sleep(0.02)
-            assert state["enabled"] is False
+
+            async def state() -> dict:
+                return (await http.get("/api/rooms/ops/plugins/echo")).json()
+
+            async def disabled() -> bool:  # pub/sub delivery is asynchronous
+                return (await state())["enabled"] is False
+
+            await eventually(disabled, what="the other replica to follow")
+            assert (await state())["enabled"] is False
             carol = await one.client("carol")
             await carol.join("ops")
             assert (await command(carol, "ops", "/echo hi", "e2"))["code"] == "unknown_command"

@@ -7,6 +7,7 @@ import json
 
 from hub.protocol import ChatMessage, MessageFrame, UserRef, encode
 from hub.rooms import LiveRoom, envelope
+from tests.support import eventually
 
 
 async def test_reconnect_with_since_gets_exactly_the_missed_messages_then_live(server):
@@ -45,7 +46,7 @@ async def test_messages_sent_during_replay_are_neither_lost_nor_doubled(server):
     async def keep_writing() -> None:
         for i in range(30):
             await writer.send({"type": "send", "room": "lobby", "text": f"new {i}", "id": f"n{i}"})
-            await asyncio.sleep(0.002)
+            await asyncio.sleep(0.002)  # the writer's pace: writes interleave with the join
 
     reader = await server.client("reader")
     task = asyncio.create_task(keep_writing())
@@ -120,7 +121,8 @@ async def test_live_room_orders_out_of_order_offsets_and_fills_gaps_from_the_sto
     deliver(stored[0])  # offset 1: delivered
     assert len(sink.frames) == 1
     deliver(stored[0])  # duplicate: dropped
-    await asyncio.sleep(0.3)  # offset 2 never arrives live: fetched from the store
+    # offset 2 never arrives live: fetched from the store, then offset 3 is released
+    await eventually(lambda: len(sink.frames) == 3, what="the gap to be filled")
     deliver(stored[3])
     deliver(stored[1])  # late duplicate of a gap-filled offset: dropped
     texts = [json.loads(f)["message"]["text"] for f in sink.frames]

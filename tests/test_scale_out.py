@@ -8,6 +8,7 @@ import httpx
 
 from tests.plugin_support import command, frame_where, room_event
 from tests.procs import PrivateRedis, cluster, token
+from tests.support import eventually
 
 
 async def _create_room(proc, room: str) -> None:
@@ -150,12 +151,20 @@ async def test_the_room_goes_on_while_redis_restarts(tmp_path):
 
 
 async def test_serve_with_workers_shares_one_port_and_rooms(tmp_path):
-    from tests.procs import HubProcess, cluster_env, pg_schema
+    from tests.procs import STARTUP_TIMEOUT, HubProcess, cluster_env, pg_schema
 
     async with pg_schema() as db:
         env = cluster_env(db, LYDIAN_WORKERS="2")
-        proc = await HubProcess(env, tmp_path).start()
+        proc = await HubProcess(env, tmp_path).start()  # returns once one worker answers
         try:
+            pids: set[int] = set()
+
+            async def both_workers_up() -> bool:
+                async with httpx.AsyncClient() as http:  # a new connection each time
+                    pids.add((await http.get(f"{proc.http_url}/healthz")).json()["pid"])
+                return len(pids) == 2
+
+            await eventually(both_workers_up, STARTUP_TIMEOUT, 0.05, what="the second worker")
             await _create_room(proc, "ops")
             clients = []
             nodes: set[str] = set()

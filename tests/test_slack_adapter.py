@@ -77,7 +77,7 @@ async def test_message_from_slack_reaches_the_room_and_web_reply_reaches_slack(s
         assert len(posted) == 1 and posted[0]["text"] == "hi Alice, from the web"
         assert posted[0]["username"] == "Bob" and posted[0]["channel"] == CHANNEL
         await slack.settle()  # the bot's own message came back as an event: ignored
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.2)  # a window for a wrongly relayed echo: an absence has no event
         assert [m["text"] for m in slack.in_channel(CHANNEL)] == [
             "hello from slack",
             "hi Alice, from the web",

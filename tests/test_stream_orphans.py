@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from hub.protocol import StreamDelta, StreamSnapshot, StreamStart, UserRef, encode
+from tests.support import eventually
 
 AGENT = UserRef(id="assistant", name="Assistant")
 
@@ -47,8 +46,8 @@ async def test_a_silent_stream_owned_here_is_left_to_its_owner(make_server, monk
         await alice.join("ops")
         stream = await server.hub.streams.start("ops", AGENT)  # announced, never run
         await alice.expect("stream_start")
-        await asyncio.sleep(0.2)
         live = server.hub.rooms.live["ops"]
+        await eventually(lambda: live.streams.silent(0.05, 0.05), what="the stream to go silent")
         assert [s.stream_id for s in live.streams.silent(0.05, 0.05)] == [stream.id]
         assert await server.hub.streams.reap_orphans() == 0
         assert await server.hub.store.messages_after("ops", 0, 10) == []

@@ -9,6 +9,7 @@ import httpx
 
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.stream_support import assistant_room, collect, deltas_seen, text_of, upstream
+from tests.support import eventually
 
 TOKENS = [f"t{i} " for i in range(60)]
 
@@ -334,10 +335,7 @@ async def test_joining_an_empty_room_mid_stream_gets_the_snapshot(make_server):
                 resp = await http.post("/api/rooms/lobby/messages", json={"text": "@assistant hi"})
                 assert resp.status_code == 201
             request = await fake.wait_for_request()
-            for _ in range(500):  # bounded: 5 s
-                if request.sent >= 5:
-                    break
-                await asyncio.sleep(0.01)
+            await eventually(lambda: request.sent >= 5, what="five tokens to be sent")
             dave = await server.client("dave")
             joined = await dave.join("lobby")
             [snapshot] = joined["streams"]

@@ -50,7 +50,7 @@ class Hanging(Crashing):
     async def stream(self, request, hub):
         try:
             yield "waiting "
-            await asyncio.sleep(3600)
+            await asyncio.sleep(3600)  # hangs on purpose
         finally:
             self.closed.set()
 
@@ -62,7 +62,7 @@ class Steady(Crashing):
 
     async def stream(self, request, hub):
         for i in range(12):
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # the provider's pace: the scenario
             yield f"t{i} "
 
 

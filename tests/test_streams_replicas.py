@@ -74,7 +74,7 @@ async def test_a_cancel_on_a_replica_that_does_not_follow_the_room_is_checked(tm
 
 
 async def test_joining_mid_stream_on_a_replica_where_the_room_was_not_live(tmp_path):
-    script = Script(tokens=[f"w{i} " for i in range(60)], token_delay=0.02)
+    script = Script(tokens=[f"w{i} " for i in range(60)], token_delay=0.02, pause_after=10)
     async with assistant_cluster(tmp_path, script) as (_, (one, two)):
         alice = await one.client("alice")
         await alice.join("ops")
@@ -82,6 +82,7 @@ async def test_joining_mid_stream_on_a_replica_where_the_room_was_not_live(tmp_p
         await deltas_seen(alice, 5)
         dave = await two.client("dave")  # nobody follows "ops" on replica two yet
         joined = await dave.join("ops")
+        script.resume.set()  # the answer goes on only once dave has joined: mid-stream
         known = {s["stream_id"]: s for s in joined.get("streams", [])}
         rest = await collect(dave)
         if not known:  # the seed came after joined: a start with the text so far

@@ -31,7 +31,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 from hub.auth import Identity, issue_token
 from hub.protocol import UserRef
-from tests.support import TEST_SECRET, free_port
+from tests.procs import STARTUP_TIMEOUT
+from tests.support import TEST_SECRET, eventually, free_port
 from tests.test_attachments import PDF
 
 CHROMIUM = "/usr/bin/chromium"
@@ -320,7 +321,7 @@ async def test_hostile_messages_render_as_text_and_run_nothing(server, browser):
         " i.onerror = () => { window.__canary = 1 }; document.body.appendChild(i) }"
     )
     await alice.page.wait_for_function("() => window.__canary === 1")
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # a window for anything injected to run: an absence has no event
     # ... yet none of the hostile messages ran anything or added any element
     assert await alice.page.evaluate("() => window.__pwned") is None
     root = alice.css(".lw-messages")
@@ -389,7 +390,9 @@ async def test_markdown_subset_is_built_from_dom_nodes_only(server, browser):
 async def test_page_answers_heartbeats_and_stays_connected(make_server, browser):
     async with make_server(heartbeat_interval=0.3, heartbeat_timeout=1.0) as server:
         alice = await open_widget(browser, server.http_url, "Alice")
-        await asyncio.sleep(3)  # ten heartbeats: a page that did not answer would be dropped
+        # ten heartbeats: a page that did not answer would be dropped
+        pongs = lambda: sum(f["type"] == "pong" for f in alice.sent)  # noqa: E731
+        await eventually(lambda: pongs() >= 10, timeout=30, what="ten heartbeats answered")
         await expect(alice.panel).to_have_attribute("data-state", "online")
         stats = await alice.stats()
         assert (stats["connects"], stats["joins"]) == (1, 1), stats
@@ -540,7 +543,7 @@ class HubProcess:
         out = self.log.open("ab")
         cmd = [sys.executable, "-m", "hub.cli", "serve"]
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + STARTUP_TIMEOUT
         async with httpx.AsyncClient() as http:
             while time.monotonic() < deadline:
                 assert self.proc.poll() is None, self.log.read_text()[-2000:]

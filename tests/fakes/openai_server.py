@@ -36,6 +36,10 @@ class Script:
     """Stop sending (connection left open) after this many tokens."""
     status: int = 200
     """A non-200 status answers an OpenAI-style JSON error instead of a stream."""
+    pause_after: int | None = None
+    """After this many tokens, wait until ``resume`` is set (the test decides when a stream
+    that is under way goes on: "mid-stream" however slow the machine is)."""
+    resume: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -198,7 +202,7 @@ class FakeOpenAI:
         script = self.script
         model = payload.get("model", "fake-model")
         await _chunk(writer, _event(_delta(model, {"role": "assistant", "content": ""})))
-        await asyncio.sleep(script.first_delay)
+        await asyncio.sleep(script.first_delay)  # the script's pace: the scenario
         for index, token in enumerate(script.tokens):
             if index and script.token_delay:
                 await asyncio.sleep(script.token_delay)
@@ -206,6 +210,8 @@ class FakeOpenAI:
                 return "drop"
             if script.hang_after is not None and index == script.hang_after:
                 return "hang"
+            if script.pause_after is not None and index == script.pause_after:
+                await asyncio.wait_for(script.resume.wait(), MAX_HANG)
             if script.malformed_after is not None and index == script.malformed_after:
                 await _chunk(writer, b'data: {"choices": [{"delta": {"content": \n\n')
                 await asyncio.sleep(MAX_HANG)  # the client must give up on its own
