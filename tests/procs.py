@@ -130,12 +130,20 @@ async def opened_store(kind: str, tmp_path: Path) -> AsyncIterator[Store]:
             await store.close()
 
 
-def cluster_env(database_url: str, redis_url: str = REDIS_URL, **extra: str) -> dict[str, str]:
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any hub setting (``LYDIAN_*``, ``DATABASE_URL``,
+    ``REDIS_URL``), plus ``extra``: what a test's ``lydian`` subprocess starts from."""
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("LYDIAN_") and k not in {"DATABASE_URL", "REDIS_URL"}
     }
+    env.update(extra)
+    return env
+
+
+def cluster_env(database_url: str, redis_url: str = REDIS_URL, **extra: str) -> dict[str, str]:
+    env = clean_env()
     env.update(
         {
             "DATABASE_URL": database_url,

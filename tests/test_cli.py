@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,14 +15,10 @@ import pytest
 import websockets
 
 from tests.fakes.openai_server import FakeOpenAI, Script
-from tests.procs import STARTUP_TIMEOUT
+from tests.procs import STARTUP_TIMEOUT, clean_env
 from tests.support import free_port
 
-CLEAN_ENV = {
-    k: v
-    for k, v in os.environ.items()
-    if not k.startswith("LYDIAN_") and k not in {"DATABASE_URL", "REDIS_URL"}
-}
+CLEAN_ENV = clean_env()
 
 
 def _lydian(*args: str, cwd: Path, env: dict | None = None, **kw) -> subprocess.CompletedProcess:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.procs import HubProcess, token
+from tests.procs import HubProcess, clean_env, token
 from tests.support import TEST_SECRET, Client
 
 HEADER_TIMEOUT = 1.0
@@ -22,12 +21,7 @@ CLOSE_WITHIN = 20.0  # generous bound for a busy machine; the old code never clo
 
 @pytest.fixture
 async def hub(tmp_path: Path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LYDIAN_") and k not in {"DATABASE_URL", "REDIS_URL"}
-    }
-    env.update(
+    env = clean_env(
         LYDIAN_SECRET=TEST_SECRET,
         LYDIAN_LOG_LEVEL="warning",
         LYDIAN_HTTP_HEADER_TIMEOUT=str(HEADER_TIMEOUT),

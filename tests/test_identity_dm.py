@@ -3,7 +3,6 @@ migration, DMs go only to users the hub knows, guests only where the config allo
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -16,21 +15,14 @@ from hub.protocol import UserRef
 from hub.store.store import ReservedRoomId, Store
 from hub.store.tables import Member, Message, Room
 from tests import support
-from tests.procs import opened_store, pg_schema
+from tests.procs import clean_env, opened_store, pg_schema
 from tests.support import running
 
 SKIP = ("ping", "presence", "typing", "message")  # a DM comes back to its sender too
 DM_MIGRATION = "2026-12-01T12:40:04:130004"  # migrations/lydian_0004_dm_rooms.py
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LYDIAN_") and k not in {"DATABASE_URL", "REDIS_URL"}
-    }
-    env.update(extra)
-    return env
+_env = clean_env
 
 
 async def test_users_cannot_create_or_join_into_dm_ids(server):

@@ -21,7 +21,7 @@ import httpx
 
 from hub.scaffold import placeholders, render_plugin
 from tests.plugin_support import command
-from tests.procs import HubProcess, cluster, token
+from tests.procs import HubProcess, clean_env, cluster, token
 from tests.support import TEST_SECRET
 
 BROKEN_IMPORT = "import lydian_no_such_library_for_reload_tests  # noqa\n"
@@ -89,18 +89,12 @@ def reply_lines(reply: dict) -> dict[str, str]:
 
 
 def single_env(data_dir: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("LYDIAN_") and k not in {"DATABASE_URL", "REDIS_URL"}
-    }
-    env.update(
+    return clean_env(
         LYDIAN_SECRET=TEST_SECRET,
         LYDIAN_LOG_LEVEL="warning",
         LYDIAN_CONFIG="/nonexistent",
         LYDIAN_DATA_DIR=str(data_dir),
     )
-    return env
 
 
 async def test_editable_install_while_serving_is_found_by_reload_on_every_replica(tmp_path):
