@@ -7,7 +7,6 @@ proxy that black-holes traffic on demand (tests/blackhole.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from urllib.parse import urlsplit, urlunsplit
@@ -17,7 +16,7 @@ import pytest
 
 from tests.blackhole import BlackHoleProxy
 from tests.procs import PrivateRedis, pg_schema
-from tests.support import running
+from tests.support import eventually, running
 from tests.support import test_settings as make_settings
 
 TIMEOUT = 1.0  # each database step (connect, acquire, statement) in these tests
@@ -28,16 +27,6 @@ def _through(url: str, port: int) -> str:
     parts = urlsplit(url)
     netloc = parts.netloc.replace(f":{parts.port}", f":{port}")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-async def _until(check, seconds: float = 20.0):
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -102,7 +91,7 @@ async def test_black_holed_database_gives_store_unavailable_then_resend_stores_o
         async def ready_again() -> bool:
             return (await _ready(http)).status_code == 200
 
-        await _until(ready_again)
+        await eventually(ready_again, timeout=20)
 
         # the client's resend of the same frame: stored once, whatever happened before
         async def resend() -> dict | None:
@@ -112,7 +101,7 @@ async def test_black_holed_database_gives_store_unavailable_then_resend_stores_o
             )
             return frame if frame["type"] == "ack" else None
 
-        ack = await _until(resend)
+        ack = await eventually(resend, timeout=20)
         # (with replies dropped the write may have committed unseen: then this is a duplicate)
         assert ack["offset"] == 2, ack
         again = await alice.say("lobby", "during", "m2")

@@ -6,7 +6,6 @@ side is tested whatever the real hub's limiter does."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -18,7 +17,7 @@ import pytest
 from aiohttp import WSMsgType, web
 from playwright.async_api import expect
 
-from tests.support import free_port
+from tests.support import eventually, free_port
 from tests.test_attachments import PDF
 from tests.test_widget_browser import WidgetPage, browser  # noqa: F401  (fixture)
 
@@ -219,10 +218,7 @@ class FakeHub:
 
 async def until(condition: Callable[[], bool], seconds: float = 20.0) -> None:
     """Wait for a condition on the fake hub's side (bounded)."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
+    await eventually(condition, timeout=seconds)
 
 
 async def open_page(browser, hub: FakeHub, token: bool = False) -> WidgetPage:  # noqa: F811
