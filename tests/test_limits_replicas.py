@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.procs import cluster, token
-from tests.support import Client
+from tests.support import Client, eventually
+from tests.test_limits import hello_accepted
 
 LIMITS = {
     "LYDIAN_LIMIT_MESSAGES": "user=1/m:4",
@@ -57,15 +56,10 @@ async def test_limits_are_shared_by_the_replicas(tmp_path):
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
         # when one closes, its entry goes on the replica that held it: a new one fits
         await b.close()
-        deadline = asyncio.get_running_loop().time() + 10
-        while True:
-            again = await Client.connect(one.ws_url)
-            await again.send({"type": "hello", "token": token("alice")})
-            if (await again.recv())["type"] == "welcome":
-                break
-            await again.close()
-            assert asyncio.get_running_loop().time() < deadline, "the closed socket still counts"
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: hello_accepted(one.ws_url, token("alice")),
+            what="the closed socket no longer counting",
+        )
 
         # guest tokens from one address: 3 in all, whichever replica mints them
         async with httpx.AsyncClient() as http:
@@ -87,12 +81,9 @@ async def test_sockets_of_a_killed_replica_stop_counting(tmp_path):
         await third.send({"type": "hello", "token": token("carol")})
         assert (await third.expect("error"))["code"] == "rate_limited"
         one.kill()  # its entries are no longer refreshed, so they expire (3 s here)
-        deadline = asyncio.get_running_loop().time() + 15
-        while True:
-            again = await Client.connect(two.ws_url)
-            await again.send({"type": "hello", "token": token("carol")})
-            if (await again.recv())["type"] == "welcome":
-                break
-            await again.close()
-            assert asyncio.get_running_loop().time() < deadline, "dead replica's sockets count"
-            await asyncio.sleep(0.2)
+        await eventually(
+            lambda: hello_accepted(two.ws_url, token("carol")),
+            timeout=15,
+            interval=0.2,
+            what="the dead replica's sockets no longer counting",
+        )

@@ -11,7 +11,7 @@ import time
 import httpx
 
 from hub.attachments import PENDING, AttachmentStore, UnknownAttachment
-from tests.support import running
+from tests.support import eventually, running
 from tests.support import test_settings as hub_settings
 from tests.test_attachments import PDF, tiny_png, upload
 
@@ -102,10 +102,11 @@ async def test_the_hub_sweeps_by_itself(tmp_path):
         assert await _status(first, orphan) == 200
     settings = hub_settings(str(tmp_path), upload_orphan_grace=0.0, upload_sweep_interval=0.05)
     async with running(settings) as second:
-        deadline = time.monotonic() + 20
-        while await _status(second, orphan) != 404:
-            assert time.monotonic() < deadline, "the orphan was never swept"
-            await asyncio.sleep(0.05)
+
+        async def swept() -> bool:
+            return await _status(second, orphan) == 404
+
+        await eventually(swept, timeout=20, what="the orphan swept")
         assert await _status(second, sent) == 200
 
 
