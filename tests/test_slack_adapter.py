@@ -194,28 +194,41 @@ async def test_edits_and_deletions_are_announced_to_the_room(slack_hub, slack):
         assert deleted["event"] == "message_deleted" and deleted["data"]["id"] == original["id"]
 
 
+async def _ask_from_slack(server, slack) -> tuple[str, dict]:
+    """Alice asks the assistant in the bridged Slack channel; returns her message's ts and
+    the ``stream_end`` a web member of 'ops' sees."""
+    await _bridged(server, slack)
+    async with server.http("root", admin=True) as http:
+        resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
+        assert resp.status_code == 200, resp.text
+    web = await server.client("bob")
+    await web.join("ops")
+    ts = await slack.user_says(CHANNEL, "UALICE", "@assistant what is up")
+    end = await web.expect(
+        "stream_end",
+        timeout=10,
+        skip=("ping", "presence", "typing", "message", "stream_start", "stream_delta", "event"),
+    )
+    return ts, end
+
+
+async def _finished_native_stream(slack, ts: str) -> dict:
+    """The one native stream answering ``ts`` in the channel, once Slack has it stopped."""
+
+    def streamed():
+        found = [m for m in slack.in_channel(CHANNEL) if m.get("thread_ts") == ts]
+        return found if found and not found[0]["streaming"] else None
+
+    (answer,) = await eventually(streamed, what="a finished native stream")
+    return answer
+
+
 async def test_streamed_answer_to_a_slack_message_uses_native_streaming(slack_hub, slack):
     async with slack_hub() as server:
-        await _bridged(server, slack)
-        async with server.http("root", admin=True) as http:
-            resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
-            assert resp.status_code == 200, resp.text
-        web = await server.client("bob")
-        await web.join("ops")
-        ts = await slack.user_says(CHANNEL, "UALICE", "@assistant what is up")
-        end = await web.expect(
-            "stream_end",
-            timeout=10,
-            skip=("ping", "presence", "typing", "message", "stream_start", "stream_delta", "event"),
-        )
+        ts, end = await _ask_from_slack(server, slack)
         final = end["message"]["text"]
         assert final == "[offline model] You said: what is up"
-
-        def streamed():
-            found = [m for m in slack.in_channel(CHANNEL) if m.get("thread_ts") == ts]
-            return found if found and not found[0]["streaming"] else None
-
-        (answer,) = await eventually(streamed, what="a finished native stream")
+        answer = await _finished_native_stream(slack, ts)
         assert answer["text"] == final
         assert slack.posted("chat.startStream")[0]["recipient_user_id"] == "UALICE"
         assert slack.posted("chat.postMessage") == []  # the answer was not posted twice
@@ -226,26 +239,10 @@ async def test_deltas_arriving_while_slack_opens_the_stream_are_not_lost(slack_h
     came meanwhile is appended afterwards, none of it counted as sent with the opening."""
     gate = slack.hold("chat.startStream")
     async with slack_hub() as server:
-        await _bridged(server, slack)
-        async with server.http("root", admin=True) as http:
-            resp = await http.put("/api/rooms/ops/plugins/assistant", json={"enabled": True})
-            assert resp.status_code == 200, resp.text
-        web = await server.client("bob")
-        await web.join("ops")
-        ts = await slack.user_says(CHANNEL, "UALICE", "@assistant what is up")
-        end = await web.expect(
-            "stream_end",
-            timeout=10,
-            skip=("ping", "presence", "typing", "message", "stream_start", "stream_delta", "event"),
-        )
+        ts, end = await _ask_from_slack(server, slack)
         await eventually(lambda: slack.posted("chat.startStream"), what="chat.startStream")
         gate.set()
-
-        def streamed():
-            found = [m for m in slack.in_channel(CHANNEL) if m.get("thread_ts") == ts]
-            return found if found and not found[0]["streaming"] else None
-
-        (answer,) = await eventually(streamed, what="a finished native stream")
+        answer = await _finished_native_stream(slack, ts)
         assert answer["text"] == end["message"]["text"]
 
 
