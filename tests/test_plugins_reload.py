@@ -22,7 +22,7 @@ import httpx
 from hub.scaffold import placeholders, render_plugin
 from tests.plugin_support import command
 from tests.procs import HubProcess, clean_env, cluster, token
-from tests.support import TEST_SECRET
+from tests.support import TEST_SECRET, eventually
 
 BROKEN_IMPORT = "import lydian_no_such_library_for_reload_tests  # noqa\n"
 HELPER_IMPORT = "from .helpers import SUFFIX  # noqa\n"
@@ -65,16 +65,14 @@ async def admin_get(url: str, path: str) -> httpx.Response:
 async def plugin_info(url: str, name: str, deadline: float = 30.0) -> dict:
     """The plugin's row in ``GET /api/plugins`` once it is there and has started or failed
     (polled, bounded)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while True:
+
+    async def listed() -> dict | None:
         resp = await admin_get(url, "/api/plugins/")
         assert resp.status_code == 200, resp.text
-        rows = {row["name"]: row for row in resp.json()}
-        if name in rows and (rows[name]["error"] or rows[name]["commands"]):
-            return rows[name]
-        assert loop.time() < end, f"{name} not listed by {url} within {deadline}s: {sorted(rows)}"
-        await asyncio.sleep(0.1)
+        row = {row["name"]: row for row in resp.json()}.get(name)
+        return row if row and (row["error"] or row["commands"]) else None
+
+    return await eventually(listed, timeout=deadline, interval=0.1, what=f"{name} on {url}")
 
 
 def reply_lines(reply: dict) -> dict[str, str]:
