@@ -39,7 +39,7 @@ from redis.backoff import NoBackoff
 
 from hub.cache import CacheManager
 from hub.cache.http import HttpCache, HttpCacheRule, http_cache_middleware
-from plugins.cache_strategies import lydian_cache_strategies
+from lydian_plugins.cache_strategies import lydian_cache_strategies
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 PAYLOAD = {

@@ -3,7 +3,7 @@
     python bench/http_bench.py [--seconds 3] [--rounds 3] [--connections 32]
 
 Requests/s of one Litestar app served by uvicorn + httptools, once with uvicorn's own
-protocol and once with ``hub.http_timeouts.TimedHttpToolsProtocol`` (what ``lydian serve``
+protocol and once with ``hub.web.timeouts.TimedHttpToolsProtocol`` (what ``lydian serve``
 runs), each in its own process; this process is the load: keep-alive connections sending
 raw HTTP/1.1, half of them ``GET`` and half ``POST`` with a small JSON body (the body path
 moves the deadline), interleaved rounds so drift hits both alike. Besides requests/s (noisy on
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PROTOCOLS = {
     "uvicorn": "httptools",
-    "timed": "hub.http_timeouts:TimedHttpToolsProtocol",
+    "timed": "hub.web.timeouts:TimedHttpToolsProtocol",
 }
 BODY = b'{"text": "' + b"x" * 200 + b'"}'
 

@@ -39,8 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import realtime_bench as rb
 from http_bench import cpu_seconds
 
-from hub.config import load_settings
-from hub.limits import Bucket, Limits
+from hub.access.limits import Bucket, Limits
+from hub.base.config import load_settings
 
 HIGH = "*=1G/s"  # about 10^9 per second: never refuses, every check runs in full
 LIMIT_ENV = {"LYDIAN_LIMIT_MESSAGES": HIGH, "LYDIAN_LIMIT_MESSAGES_SOCKET": HIGH}

@@ -27,11 +27,11 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub.auth import Identity
-from hub.config import load_settings
-from hub.hookspecs import hookimpl
-from hub.plugins import PluginHost
-from hub.protocol import UserRef
+from hub.base.auth import Identity
+from hub.base.config import load_settings
+from hub.base.protocol import UserRef
+from hub.plugin_host.hookspecs import hookimpl
+from hub.plugin_host.host import PluginHost
 
 AUTHOR = UserRef(id="ada", name="Ada")
 TEXT = "deploy :tada: the api to staging please " * 3

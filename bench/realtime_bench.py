@@ -91,7 +91,7 @@ class Hub:
         raise RuntimeError("hub did not start")
 
     async def create_room(self, room: str) -> None:
-        from hub.auth import Identity, issue_token
+        from hub.base.auth import Identity, issue_token
 
         token = issue_token(Identity("bench", "Bench", ("admin",)), SECRET, 3600)
         async with httpx.AsyncClient() as http:

@@ -29,7 +29,7 @@ from piccolo.engine.sqlite import SQLiteEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hub.protocol import UserRef
+from hub.base.protocol import UserRef
 from hub.store.store import Store
 from hub.store.tables import Message, Room
 

@@ -61,7 +61,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret-for-lydian-stream-benchmark-0123456789"
 sys.path.insert(0, str(ROOT))
 
-from hub.auth import Identity, issue_token  # noqa: E402
+from hub.base.auth import Identity, issue_token  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
 

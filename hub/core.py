@@ -11,26 +11,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from enum import StrEnum
 from typing import Any
 
 import msgspec
 
-from hub.agents import Agents
-from hub.attachments import AttachmentStore, UnknownAttachment, sweep_orphans_forever
-from hub.auth import Identity, issue_token
-from hub.broker import Broker, user_channel
-from hub.cache.http import HttpCache
-from hub.cache.queries import QueryCache
-from hub.cache.setup import build_cache, start_cache
-from hub.config import Settings
-from hub.connection import Connection
-from hub.identity import KnownUsers, Revocations
-from hub.limits import Limits
-from hub.plugins import PluginHost
-from hub.presence import MemoryPresence, Presence
-from hub.presence_redis import RedisPresence
-from hub.protocol import (
+from hub.access.identity import KnownUsers, Revocations
+from hub.access.limits import Limits
+from hub.ai.agents import Agents
+from hub.ai.streams import StreamRegistry
+from hub.base.auth import Identity, issue_token
+from hub.base.config import Settings
+from hub.base.errors import MessageRefused, Refusal, RoomNotVisible
+from hub.base.protocol import (
     Attachment,
     ChatMessage,
     CloseCode,
@@ -41,9 +33,17 @@ from hub.protocol import (
     UserRef,
     encode,
 )
-from hub.rooms import RoomRegistry
+from hub.cache.http import HttpCache
+from hub.cache.queries import QueryCache
+from hub.cache.setup import build_cache, start_cache
+from hub.media.attachments import AttachmentStore, UnknownAttachment, sweep_orphans_forever
+from hub.plugin_host.host import PluginHost
+from hub.realtime.broker import Broker, user_channel
+from hub.realtime.connection import Connection
+from hub.realtime.presence import MemoryPresence, Presence
+from hub.realtime.presence_redis import RedisPresence
+from hub.realtime.rooms import RoomRegistry
 from hub.store.store import RoomInfo, Store
-from hub.streams import StreamRegistry
 
 log = logging.getLogger(__name__)
 
@@ -62,44 +62,6 @@ MACHINE_KINDS = frozenset({"agent", "system"})
 """Message kinds the hub's own code writes (answers, notices): not held to the blank and
 ``max_text_chars`` rules, so an answer longer than a person may type is never lost. Every
 other kind (``user``, and any kind a plugin invents) is user-authored."""
-
-
-class Refusal(StrEnum):
-    """Why :meth:`Hub.post_message` refused a message (stable, for doors and logs)."""
-
-    BLANK = "blank"
-    TOO_LONG = "too_long"
-    TOO_MANY_ATTACHMENTS = "too_many_attachments"
-    UNKNOWN_ATTACHMENT = "unknown_attachment"
-
-
-class MessageRefused(Exception):
-    """A message the hub will not store: the same refusal whichever door it came through.
-
-    ``code`` is the wire :class:`ErrorCode` (``invalid_frame``), ``reason`` says which rule
-    (:class:`Refusal`) and ``detail`` is the sentence every door shows. Nothing was stored.
-    """
-
-    def __init__(self, reason: Refusal, detail: str) -> None:
-        super().__init__(detail)
-        self.code = ErrorCode.INVALID_FRAME
-        self.reason = reason
-        self.detail = detail
-
-
-class RoomNotVisible(Exception):
-    """:meth:`Hub.visible_room`: the room does not exist (``UNKNOWN_ROOM``) or this identity
-    may not see it (``FORBIDDEN``)."""
-
-    def __init__(self, code: ErrorCode, room_id: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.room_id = room_id
-        self.detail = detail
-
-    @property
-    def missing(self) -> bool:
-        return self.code == ErrorCode.UNKNOWN_ROOM
 
 
 class Hub:

@@ -16,7 +16,7 @@ import asyncpg
 import httpx
 from redis.asyncio import Redis
 
-from hub.auth import Identity, issue_token
+from hub.base.auth import Identity, issue_token
 from hub.store.store import Store
 from tests.support import TEST_SECRET, Client, free_port
 

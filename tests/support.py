@@ -14,10 +14,10 @@ import httpx
 import uvicorn
 import websockets
 
-from hub.app import create_app
-from hub.auth import Identity
-from hub.config import Settings, load_settings
+from hub.base.auth import Identity
+from hub.base.config import Settings, load_settings
 from hub.core import Hub
+from hub.web.app import create_app
 
 TEST_SECRET = "test-secret-for-lydian-test-suite-only-0123456789"
 

@@ -60,7 +60,7 @@ def bridged_hub(make_server, fakes, monkeypatch):
 
 
 async def _setup(server, slack, discord, assistant=False):
-    from adapters.discord.plugin import adapter_for
+    from lydian_adapters.discord.plugin import adapter_for
 
     slack.hub_url = server.http_url
     await server.create_room("ops")

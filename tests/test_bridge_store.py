@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from adapters.bridge.outbox import Outbox, PermanentError, RateLimited
-from adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
-from adapters.bridge.tables import bind
+from lydian_adapters.bridge.outbox import Outbox, PermanentError, RateLimited
+from lydian_adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
+from lydian_adapters.bridge.tables import bind
 from tests.procs import opened_store
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from hub.broker import CONTROL_CHANNEL, Broker, room_channel
+from hub.realtime.broker import CONTROL_CHANNEL, Broker, room_channel
 from tests.procs import REDIS_URL
 from tests.support import eventually
 

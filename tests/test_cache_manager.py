@@ -21,8 +21,8 @@ from hub.cache import (
     CacheValueTooLarge,
 )
 from hub.cache.tiers import MemoryTier
-from plugins.cache_strategies import lydian_cache_strategies
-from plugins.cache_strategies.strategies import AdaptiveStrategy
+from lydian_plugins.cache_strategies import lydian_cache_strategies
+from lydian_plugins.cache_strategies.strategies import AdaptiveStrategy
 from tests.support import eventually
 
 REDIS = "redis://127.0.0.1:6379/0"

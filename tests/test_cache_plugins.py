@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 from hub.cache import CacheStrategy
 from hub.core import Hub
-from hub.hookspecs import hookimpl
-from hub.plugins import PluginHost
+from hub.plugin_host.hookspecs import hookimpl
+from hub.plugin_host.host import PluginHost
 from tests.plugin_support import add_plugin
 from tests.support import test_settings as hub_settings
 

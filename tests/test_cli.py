@@ -126,7 +126,7 @@ def test_migrate_creates_the_schema_and_is_repeatable(tmp_path):
 def test_token_is_signed_with_the_hubs_secret(tmp_path):
     env = {**CLEAN_ENV, "LYDIAN_SECRET": "s" * 40}
     out = _lydian("token", "bob", "--name", "Bob B", cwd=tmp_path, env=env)
-    from hub.auth import verify_token
+    from hub.base.auth import verify_token
 
     identity = verify_token(out.stdout.strip(), "s" * 40)
     assert (identity.id, identity.name, identity.roles) == ("bob", "Bob B", ())

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from hub.config import load_settings
+from hub.base.config import load_settings
 from tests.support import HubServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -60,7 +60,7 @@ async def _bridged(server, fake, room="ops", channel=CHANNEL):
 
 
 def _adapter(server):
-    from adapters.discord.plugin import adapter_for
+    from lydian_adapters.discord.plugin import adapter_for
 
     adapter = adapter_for(server.hub)
     assert adapter is not None
@@ -299,7 +299,7 @@ async def test_a_webhook_copy_gets_the_avatar_of_a_slack_author(discord_hub, dis
     discord_fake.webhooks_allowed = True
     async with discord_hub() as server:
         await _bridged(server, discord_fake)
-        from adapters.bridge import PlatformUser, bridge_for
+        from lydian_adapters.bridge import PlatformUser, bridge_for
 
         await bridge_for(server.hub).ingest(
             "slack",
@@ -382,7 +382,7 @@ async def test_two_clients_in_one_process_use_their_own_servers(discord_fake):
     from discord.gateway import DiscordWebSocket
     from discord.http import Route
 
-    from adapters.discord.adapter import LydianDiscordClient
+    from lydian_adapters.discord.adapter import LydianDiscordClient
 
     base, gateway = Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY
     other = FakeDiscord(DISCORD_TOKEN)

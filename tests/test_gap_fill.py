@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from hub.connection import Outbox
-from hub.protocol import ChatMessage, MessageFrame, UserRef, encode
-from hub.rooms import LiveRoom, envelope
+from hub.base.protocol import ChatMessage, MessageFrame, UserRef, encode
+from hub.realtime.connection import Outbox
+from hub.realtime.rooms import LiveRoom, envelope
 from hub.store.store import Store
 from tests.procs import opened_store
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from piccolo.apps.migrations.tables import Migration
 
-from hub.protocol import UserRef
+from hub.base.protocol import UserRef
 from hub.store.store import ReservedRoomId, Store
 from hub.store.tables import Member, Message, Room
 from tests import support

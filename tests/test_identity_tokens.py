@@ -10,7 +10,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from hub.auth import Identity, issue_token
+from hub.base.auth import Identity, issue_token
 from tests.adapter_support import eventually
 from tests.procs import cluster, token
 from tests.support import TEST_SECRET, Client

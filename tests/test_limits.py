@@ -10,9 +10,7 @@ import subprocess
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from hub.auth import Identity
-from hub.config import load_settings
-from hub.limits import (
+from hub.access.limits import (
     Bucket,
     Limits,
     LimitSpecError,
@@ -22,6 +20,8 @@ from hub.limits import (
     parse_rates,
     role_of,
 )
+from hub.base.auth import Identity
+from hub.base.config import load_settings
 from tests.procs import PrivateRedis
 from tests.support import Client, eventually
 from tests.support import test_settings as make_settings
@@ -404,12 +404,12 @@ async def test_redis_down_fails_open_to_local_limits(make_server):
             await alice.say("lobby", "shared", "m0")
             assert server.hub.limits._redis_ok
             seen = Records()  # the app's logging config replaces root handlers (and caplog's)
-            logging.getLogger("hub.limits").addHandler(seen)
+            logging.getLogger("hub.access.limits").addHandler(seen)
             redis.stop()
             for i in range(1, 4):  # still acked, not refused, not hung
                 ack = await alice.say("lobby", f"m{i}", f"m{i}")
                 assert ack["offset"] == i + 1
-            logging.getLogger("hub.limits").removeHandler(seen)
+            logging.getLogger("hub.access.limits").removeHandler(seen)
             warnings = [r.getMessage() for r in seen.records if r.levelno >= logging.WARNING]
             assert len(warnings) == 1 and "per replica" in warnings[0]
             await redis.start()  # back on the same port, so the hub shuts down cleanly

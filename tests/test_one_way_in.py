@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from adapters.bridge.service import bridge_for
-from adapters.bridge.store import PlatformUser
-from hub import core
-from hub.attachments import AttachmentStore
-from hub.hookspecs import hookimpl
-from hub.protocol import Attachment, UserRef
+from lydian_adapters.bridge.service import bridge_for
+from lydian_adapters.bridge.store import PlatformUser
+from hub.base import errors
+from hub.base.protocol import Attachment, UserRef
+from hub.media.attachments import AttachmentStore
+from hub.plugin_host.hookspecs import hookimpl
 from tests.adapter_support import eventually
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.plugin_support import add_plugin
@@ -49,7 +49,7 @@ class _Lines(logging.Handler):
 def bridge_log():
     """Lines the bridge service logs (the bridge's form of a refusal)."""
     handler = _Lines()
-    logger = logging.getLogger("adapters.bridge.service")
+    logger = logging.getLogger("lydian_adapters.bridge.service")
     old_level = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
@@ -86,7 +86,7 @@ async def _plugin(server: Any, text: str, ids: list[str]) -> tuple[str, str]:
     try:
         await server.hub.post_message("ops", bot, text, attachments=ids)
     except Exception as exc:  # imported late: on code without it, each case fails alone
-        assert isinstance(exc, core.MessageRefused), repr(exc)
+        assert isinstance(exc, errors.MessageRefused), repr(exc)
         return str(exc.code), exc.detail
     raise AssertionError(f"the hub stored {text[:20]!r} with {ids}")
 
@@ -314,7 +314,7 @@ async def test_discord_author_of_a_refused_message_gets_a_reply(make_server, mon
                     "/api/rooms/ops/bridges", json={"platform": "discord", "channel": channel}
                 )
                 assert resp.status_code == 201, resp.text
-            from adapters.discord.plugin import adapter_for
+            from lydian_adapters.discord.plugin import adapter_for
 
             adapter = adapter_for(server.hub)
             assert adapter is not None

@@ -127,7 +127,7 @@ def test_the_hint_names_the_extra_the_requirement_or_just_the_module():
     lists it), a plain requirement (a broken install), or an unknown module."""
     import importlib.metadata
 
-    from hub.plugins import missing_library_hint
+    from hub.plugin_host.host import missing_library_hint
 
     dist = importlib.metadata.distribution("lydian-hub")
     assert missing_library_hint(dist, "discord.ext").startswith(
@@ -146,7 +146,7 @@ def test_the_hint_names_the_extra_the_requirement_or_just_the_module():
 
 def test_a_plugin_that_raises_on_import_is_one_line_naming_the_place(tmp_path):
     """Not a missing library but a bug: still one line (type, message, file:line)."""
-    from hub.plugins import PluginNotLoaded, load_entry_point
+    from hub.plugin_host.host import PluginNotLoaded, load_entry_point
 
     pkg = tmp_path / "broken_plugin_mod.py"
     pkg.write_text("x = 1\nraise RuntimeError('boom\\nsecond line')\n")
@@ -230,7 +230,7 @@ def test_a_bad_limit_spec_still_stops_serve_with_one_line(tmp_path):
 
 
 def test_load_settings_refuses_bad_values_with_settings_error(tmp_path):
-    from hub.config import SettingsError, load_settings
+    from hub.base.config import SettingsError, load_settings
 
     with pytest.raises(SettingsError, match=r"^LYDIAN_WORKERS: expected an integer, got 'two'$"):
         load_settings(env={"LYDIAN_WORKERS": "two", "LYDIAN_CONFIG": "/nonexistent"})
@@ -336,7 +336,7 @@ def test_config_show_masks_secrets_and_names_each_source(tmp_path):
 
 
 def test_load_settings_records_every_source_with_the_right_precedence(tmp_path):
-    from hub.config import Settings, load_settings
+    from hub.base.config import Settings, load_settings
 
     config = tmp_path / "lydian.toml"
     config.write_text("[hub]\nport = 8100\nhost = '0.0.0.0'\nworkers = 2\n")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import msgspec
 
-from hub.broker import CONTROL_CHANNEL
-from hub.commands import Arg, CommandSpec, UsageError
-from hub.plugins import PluginToggle, encode_control
+from hub.plugin_host.commands import Arg, CommandSpec, UsageError
+from hub.plugin_host.host import PluginToggle, encode_control
+from hub.realtime.broker import CONTROL_CHANNEL
 from tests.plugin_support import command, frame_where, room_event
 from tests.support import eventually
 

@@ -8,12 +8,12 @@ from typing import Annotated
 import msgspec
 import pytest
 
-from hub.commands import Arg, CommandSpec
-from hub.config import load_settings
-from hub.hookspecs import hookimpl
-from hub.plugin_config import PerRoom, PluginConfigError, Secret, load_plugin_settings
-from hub.plugins import PluginHost, await_me_maybe
-from plugins.echo import EchoSettings
+from hub.base.config import load_settings
+from hub.plugin_host.commands import Arg, CommandSpec
+from hub.plugin_host.hookspecs import hookimpl
+from hub.plugin_host.host import PluginHost, await_me_maybe
+from hub.plugin_host.settings import PerRoom, PluginConfigError, Secret, load_plugin_settings
+from lydian_plugins.echo import EchoSettings
 from tests import support
 from tests.plugin_support import add_plugin, command, frame_where, room_event
 
@@ -46,7 +46,7 @@ class _Lines(logging.Handler):
 
 async def test_tracing_logs_every_hook_call(make_server):
     handler = _Lines()
-    logger = logging.getLogger("hub.plugins")
+    logger = logging.getLogger("hub.plugin_host.host")
     logger.addHandler(handler)
     old_level = logger.level
     try:

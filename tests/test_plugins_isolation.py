@@ -10,10 +10,10 @@ from typing import Annotated
 import msgspec
 import pytest
 
-from hub.commands import Arg, CommandSpec
-from hub.hookspecs import hookimpl
-from hub.plugin_config import Secret
-from hub.protocol import ChatMessage
+from hub.base.protocol import ChatMessage
+from hub.plugin_host.commands import Arg, CommandSpec
+from hub.plugin_host.hookspecs import hookimpl
+from hub.plugin_host.settings import Secret
 from tests import support
 from tests.plugin_support import add_plugin, command, frame_where, room_event
 
@@ -34,7 +34,7 @@ class _Collect(logging.Handler):
 def plugin_log():
     """Error lines of ``hub.plugins`` (the app's logging setup replaces caplog's handler)."""
     handler = _Collect()
-    logger = logging.getLogger("hub.plugins")
+    logger = logging.getLogger("hub.plugin_host.host")
     logger.addHandler(handler)
     try:
         yield handler.lines

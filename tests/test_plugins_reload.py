@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from hub.scaffold import placeholders, render_plugin
+from hub.cli.scaffold import placeholders, render_plugin
 from tests.plugin_support import command
 from tests.procs import HubProcess, clean_env, cluster, token
 from tests.support import TEST_SECRET, eventually
@@ -258,7 +258,7 @@ def test_new_pth_files_are_processed_as_at_start_and_their_import_lines_run_once
     """The two kinds of editable install: a path line (hatchling, setuptools' plain mode)
     and an ``import`` line installing a finder (setuptools' and ``editables``' finder
     mode, imitated here in a private site directory)."""
-    from hub.plugins import _PTH_SEEN, refresh_import_paths
+    from hub.plugin_host.host import _PTH_SEEN, refresh_import_paths
 
     tag = uuid.uuid4().hex[:8]
     sitedir, plain, project = tmp_path / "site", tmp_path / "site" / "plain", tmp_path / "proj"

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from hub.scaffold import placeholders, render_plugin
+from hub.cli.scaffold import placeholders, render_plugin
 from tests.plugin_support import command, frame_where, room_event
 
 # unique per process: several developers' test runs share this Python environment, and

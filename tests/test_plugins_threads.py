@@ -7,16 +7,16 @@ import sys
 import textwrap
 import time
 
-from hub.plugin_threads import DaemonExecutor
+from hub.plugin_host.threads import DaemonExecutor
 
 SCRIPT = textwrap.dedent(
     """
     import asyncio, sys, tempfile, threading, time
     from types import SimpleNamespace
-    from hub.config import load_settings
-    from hub.hookspecs import hookimpl
-    from hub.plugins import PluginHost
-    from hub.protocol import UserRef
+    from hub.base.config import load_settings
+    from hub.plugin_host.hookspecs import hookimpl
+    from hub.plugin_host.host import PluginHost
+    from hub.base.protocol import UserRef
 
     release = threading.Event()
 

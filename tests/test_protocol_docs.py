@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from hub.protocol import (
+from hub.base.protocol import (
     ClientFrame,
     CloseCode,
     Command,

@@ -10,7 +10,7 @@ import subprocess
 
 import httpx
 
-from hub import refusals
+from hub.web import refusals
 from tests.support import free_port
 from tests.test_cli import CLEAN_ENV, _wait_up
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from hub.protocol import ChatMessage, MessageFrame, UserRef, encode
-from hub.rooms import LiveRoom, envelope
+from hub.base.protocol import ChatMessage, MessageFrame, UserRef, encode
+from hub.realtime.rooms import LiveRoom, envelope
 from tests.support import eventually
 
 

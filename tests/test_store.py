@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from hub.protocol import Attachment, UserRef
+from hub.base.protocol import Attachment, UserRef
 from hub.store.store import RoomExists, Store, UnknownRoom, dm_room_id
 from tests.procs import opened_store
 

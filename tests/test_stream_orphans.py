@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hub.protocol import StreamDelta, StreamSnapshot, StreamStart, UserRef, encode
+from hub.base.protocol import StreamDelta, StreamSnapshot, StreamStart, UserRef, encode
 from tests.support import eventually
 
 AGENT = UserRef(id="assistant", name="Assistant")
@@ -11,7 +11,7 @@ AGENT = UserRef(id="assistant", name="Assistant")
 async def test_an_orphaned_stream_is_ended_and_stored_once_even_if_reaped_twice(
     make_server, monkeypatch
 ):
-    monkeypatch.setattr("hub.streams.ORPHAN_GRACE", 0.0)
+    monkeypatch.setattr("hub.ai.streams.ORPHAN_GRACE", 0.0)
     async with make_server(stream_first_token_timeout=0.3, stream_idle_timeout=0.3) as server:
         await server.create_room("ops")
         alice = await server.client("alice")
@@ -39,7 +39,7 @@ async def test_an_orphaned_stream_is_ended_and_stored_once_even_if_reaped_twice(
 
 
 async def test_a_silent_stream_owned_here_is_left_to_its_owner(make_server, monkeypatch):
-    monkeypatch.setattr("hub.streams.ORPHAN_GRACE", 0.0)
+    monkeypatch.setattr("hub.ai.streams.ORPHAN_GRACE", 0.0)
     async with make_server(stream_first_token_timeout=0.05, stream_idle_timeout=0.05) as server:
         await server.create_room("ops")
         alice = await server.client("alice")

@@ -7,7 +7,7 @@ import json
 
 import httpx
 
-from hub.auth import Identity
+from hub.base.auth import Identity
 from tests.stream_support import assistant_room, collect
 
 

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from hub.attachments import PENDING, AttachmentStore, UnknownAttachment
+from hub.media.attachments import PENDING, AttachmentStore, UnknownAttachment
 from tests.support import eventually, running
 from tests.support import test_settings as hub_settings
 from tests.test_attachments import PDF, tiny_png, upload

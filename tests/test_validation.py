@@ -173,7 +173,7 @@ async def test_frames_before_hello_name_their_room(server):
 
 def test_integer_command_arguments_are_range_checked():
     """Integers typed in a command line are client integers too: beyond int64, a usage error."""
-    from hub.commands import Arg, CommandSpec, UsageError
+    from hub.plugin_host.commands import Arg, CommandSpec, UsageError
 
     spec = CommandSpec(name="scale", help="", handler=lambda c, a: None, args=[Arg("n", type=int)])
     assert spec.parse(str(2**63 - 1)) == {"n": 2**63 - 1}
@@ -187,7 +187,7 @@ def test_integer_command_arguments_are_range_checked():
 async def test_a_failure_escaping_the_frame_handler_closes_the_socket_once(server, monkeypatch):
     """Whatever escapes frame handling is logged once and the socket closed once: no second
     close from Litestar's handler (the old double-close ``RuntimeError``)."""
-    from hub.gateway import Session
+    from hub.web.gateway import Session
 
     original = Session.handle_raw
 
@@ -200,7 +200,7 @@ async def test_a_failure_escaping_the_frame_handler_closes_the_socket_once(serve
     records: list[logging.LogRecord] = []
     handler = logging.Handler(logging.ERROR)
     handler.emit = records.append  # type: ignore[method-assign]
-    loggers = [logging.getLogger(n) for n in ("litestar", "uvicorn.error", "hub.gateway")]
+    loggers = [logging.getLogger(n) for n in ("litestar", "uvicorn.error", "hub.web.gateway")]
     for lg in loggers:
         lg.addHandler(handler)
     try:

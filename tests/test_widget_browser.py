@@ -29,8 +29,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from hub.auth import Identity, issue_token
-from hub.protocol import UserRef
+from hub.base.auth import Identity, issue_token
+from hub.base.protocol import UserRef
 from tests.procs import STARTUP_TIMEOUT
 from tests.support import TEST_SECRET, eventually, free_port
 from tests.test_attachments import PDF

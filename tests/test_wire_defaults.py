@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from hub import protocol as p
+from hub.base import protocol as p
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.stream_support import assistant_room, collect, upstream
 

@@ -9,8 +9,8 @@ gateway, commands, DMs) invalidates before its caller sees the result: no stale 
 
 from __future__ import annotations
 
+from hub.base.protocol import ChatMessage
 from hub.cache.manager import CacheManager
-from hub.protocol import ChatMessage
 from hub.store.store import RoomInfo, Store
 
 ROOMS_EVENT = "rooms"

@@ -6,8 +6,8 @@ import hashlib
 import logging
 from typing import TYPE_CHECKING
 
+from hub.base.config import Settings
 from hub.cache.manager import CacheManager
-from hub.config import Settings
 
 if TYPE_CHECKING:
     from hub.core import Hub

@@ -3,4 +3,4 @@
 import os
 
 # Piccolo resolves a table's engine through this module when the table class is created.
-os.environ.setdefault("PICCOLO_CONF", "hub.piccolo_conf")
+os.environ.setdefault("PICCOLO_CONF", "hub.store.piccolo_conf")

@@ -286,7 +286,7 @@ def engine_for_url(
 
 def bind(engine: Engine) -> None:
     """Point every hub table, Piccolo's migration table and ``PICCOLO_CONF`` at ``engine``."""
-    import hub.piccolo_conf as conf
+    import hub.store.piccolo_conf as conf
     from hub.store.tables import TABLES
 
     conf.DB = engine

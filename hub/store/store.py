@@ -31,7 +31,7 @@ from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
 
-from hub.protocol import Attachment, ChatMessage, UserRef
+from hub.base.protocol import Attachment, ChatMessage, UserRef
 from hub.store.engines import (
     DEFAULT_ACQUIRE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,

@@ -1,0 +1,1 @@
+"""Lydian's platform adapters (web widget, Slack, Discord) and the bridge they share."""

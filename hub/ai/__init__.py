@@ -1,0 +1,1 @@
+"""AI floor: LLM requests and providers, agents, and streamed answers."""

@@ -1,0 +1,216 @@
+"""Agents: named participants that answer in rooms through an LLM provider, streaming.
+
+Plugins register :class:`Agent` objects (``lydian_agents``) and providers
+(``lydian_llm_providers``). :class:`Agents` (``hub.agents``) finds them, picks the provider
+(the agent's own, else the first configured one that is not the offline default, else the
+offline default), builds the prompt from the room's recent history within a token budget,
+and streams the answer into the room through ``hub.streams``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hub.ai.llm import (
+    NO_PROVIDER,
+    ChatTurn,
+    CompletionRequest,
+    LLMError,
+    Provider,
+    estimate_tokens,
+    fit_to_budget,
+)
+from hub.base.protocol import ChatMessage, UserRef
+
+if TYPE_CHECKING:
+    from hub.ai.streams import Stream
+    from hub.core import Hub
+
+log = logging.getLogger(__name__)
+
+OFFLINE = "offline"
+"""Name of the provider used when nothing else is configured."""
+
+
+class Agent(msgspec.Struct, kw_only=True):
+    """An answering participant. Enabled per room under ``name`` (``/plugins enable NAME``)."""
+
+    name: str
+    display_name: str = ""
+    description: str = ""
+    system_prompt: str = "You are a helpful assistant taking part in a team chat room."
+    provider: str | None = None
+    model: str | None = None
+    context_tokens: int = 2000
+    history_messages: int = 30
+    max_tokens: int | None = None
+    default_enabled: bool = False
+
+    @property
+    def user(self) -> UserRef:
+        return UserRef(id=f"agent:{self.name}", name=self.display_name or self.name)
+
+
+class Agents:
+    """The agents and providers of one hub, and the way an agent answers."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._providers: dict[str, Provider] = {}
+
+    # ------------------------------------------------------------ registry
+
+    def add_provider(self, provider: Provider) -> None:
+        self._providers[provider.name] = provider
+
+    def agents(self) -> dict[str, Agent]:
+        found: dict[str, Agent] = {}
+        for _, item in self.hub.plugins.items("lydian_agents"):
+            if isinstance(item, Agent):
+                found.setdefault(item.name, item)
+        return found
+
+    def agent(self, name: str) -> Agent | None:
+        return self.agents().get(name)
+
+    def providers(self) -> dict[str, Provider]:
+        found: dict[str, Provider] = {}
+        for plugin, item in self.hub.plugins.items("lydian_llm_providers"):
+            if isinstance(item, Provider):
+                found.setdefault(item.name, item)
+            else:
+                log.warning("plugin %r: %r is not a Provider; ignored", plugin, item)
+        return {**found, **self._providers}
+
+    def provider_for(self, name: str | None = None) -> Provider:
+        """The named provider, else the first configured one (the offline one last)."""
+        providers = self.providers()
+        if name:
+            found = providers.get(name)
+            if found is None:
+                known = ", ".join(sorted(providers)) or "none"
+                raise LLMError(NO_PROVIDER, f"no LLM provider {name!r}; installed: {known}")
+            return found
+        ready = [p for p in providers.values() if p.configured(self.hub)]
+        for provider in ready:
+            if provider.name != OFFLINE:
+                return provider
+        if ready:
+            return ready[0]
+        raise LLMError(NO_PROVIDER, "no LLM provider is configured on this hub")
+
+    # ------------------------------------------------------------ prompts
+
+    async def context(
+        self, agent: Agent, room: str, before: int | None, question: str
+    ) -> list[ChatTurn]:
+        """System prompt, the room's recent messages (within the token budget), the question."""
+        history = []
+        if agent.history_messages > 0:
+            history = await self.hub.store.messages_before(room, before, agent.history_messages)
+        turns = [_turn(agent, message) for message in history if message.text.strip()]
+        system = ChatTurn(role="system", content=agent.system_prompt)
+        ask = ChatTurn(role="user", content=question)
+        budget = agent.context_tokens - estimate_tokens(system.content) - estimate_tokens(question)
+        return [system, *fit_to_budget(turns, max(0, budget)), ask]
+
+    # ------------------------------------------------------------ answering
+
+    async def answer(
+        self,
+        agent: Agent | str,
+        room: str,
+        question: str,
+        *,
+        reply_to: ChatMessage | None = None,
+        requested_by: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        limited: bool = True,
+    ) -> Stream:
+        """Stream ``agent``'s answer to ``question`` into ``room``; returns once started.
+
+        The answer counts towards ``requested_by``'s model use (``hub.limits``): over it,
+        :class:`hub.limits.ModelRefused` is raised before anything runs. ``limited=False``
+        when the caller has checked already (``check_model``); tokens are counted anyway."""
+        found = self.agent(agent) if isinstance(agent, str) else agent
+        if found is None:
+            raise LLMError(NO_PROVIDER, f"no agent {agent!r}")
+        role = self.hub.limits.role_for(requested_by) if requested_by else "user"
+        if requested_by and limited:
+            await self.hub.limits.check_model(role, requested_by)
+        turns = await self.context(found, room, reply_to.offset if reply_to else None, question)
+        request = CompletionRequest(
+            messages=turns, model=model or found.model, max_tokens=found.max_tokens
+        )
+        pieces = self._pieces(request, provider or found.provider)
+        if requested_by:
+            prompt = sum(estimate_tokens(t.content) for t in turns)
+            pieces = self._counted(pieces, role, requested_by, prompt)
+        return await self.hub.streams.launch(
+            room,
+            found.user,
+            pieces,
+            reply_to=reply_to.id if reply_to else None,
+            requested_by=requested_by,
+        )
+
+    async def _counted(
+        self, pieces: AsyncIterator[str], role: str, user_id: str, prompt_tokens: int
+    ) -> AsyncIterator[str]:
+        """Pass ``pieces`` on; then charge the prompt and each piece (a token) to the user."""
+        tokens = prompt_tokens
+        try:
+            async for piece in pieces:
+                tokens += 1
+                yield piece
+        finally:
+            close: Any = getattr(pieces, "aclose", None)
+            if close is not None:
+                await close()
+            try:
+                await self.hub.limits.charge_model_tokens(role, user_id, tokens)
+            except Exception:
+                log.exception("counting %d model tokens of %s failed", tokens, user_id)
+
+    def complete(
+        self,
+        agent: Agent,
+        turns: list[ChatTurn],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        """The agent's answer to a whole conversation, piece by piece (the ``/v1`` API)."""
+        messages = turns
+        if not any(t.role == "system" for t in turns):
+            messages = [ChatTurn(role="system", content=agent.system_prompt), *turns]
+        request = CompletionRequest(
+            messages=messages,
+            model=agent.model,
+            max_tokens=max_tokens or agent.max_tokens,
+            temperature=temperature,
+        )
+        return self._pieces(request, agent.provider)
+
+    async def _pieces(self, request: CompletionRequest, provider: str | None) -> AsyncIterator[str]:
+        """Resolve the provider lazily, so that a missing one ends the stream with an error."""
+        chosen = self.provider_for(provider)
+        source = chosen.stream(request, self.hub)
+        try:
+            async for piece in source:
+                yield piece
+        finally:
+            close: Any = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
+
+
+def _turn(agent: Agent, message: ChatMessage) -> ChatTurn:
+    if message.user.id == agent.user.id:
+        return ChatTurn(role="assistant", content=message.text)
+    return ChatTurn(role="user", content=f"{message.user.name}: {message.text}")

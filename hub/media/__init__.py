@@ -1,0 +1,1 @@
+"""Media floor: uploaded attachments (sniffed, stored off the event loop, swept)."""

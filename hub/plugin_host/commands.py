@@ -1,0 +1,243 @@
+"""Chat-ops commands: declaration, argument parsing, permissions and the built-in commands.
+
+A plugin returns :class:`CommandSpec` objects from ``lydian_commands``. The text
+``/roll 2d6 loud`` is split shell-style, matched against the spec's :class:`Arg` list and
+handed to the handler as a dict; a mismatch is a :class:`UsageError` carrying the usage
+line. Built-in commands (``/help``, ``/plugins``) answer in every room; a plugin's
+commands answer only where the plugin is enabled.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hub.base.auth import Identity
+from hub.base.protocol import INT64_MAX, UserRef
+
+if TYPE_CHECKING:
+    from hub.core import Hub
+
+CORE = "core"
+"""Owner name of the built-in commands."""
+
+
+class CommandError(Exception):
+    """A command failed in an expected way; ``detail`` goes back to the caller."""
+
+    code = "usage"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class UsageError(CommandError):
+    """Wrong arguments; the detail should contain the usage line."""
+
+    code = "usage"
+
+
+class CommandForbidden(CommandError):
+    """The caller lacks the permission (e.g. an admin-only command)."""
+
+    code = "forbidden"
+
+
+class Arg(msgspec.Struct, frozen=True):
+    """One positional argument. ``greedy`` takes the rest of the line as one string."""
+
+    name: str
+    type: type = str
+    required: bool = True
+    choices: tuple[str, ...] | None = None
+    greedy: bool = False
+    help: str = ""
+
+
+Handler = Callable[["CommandContext", dict[str, Any]], "str | Awaitable[str | None] | None"]
+
+
+class CommandSpec(msgspec.Struct, frozen=True):
+    """A chat-ops command. ``name`` is used without the slash (``"roll"`` for ``/roll``)."""
+
+    name: str
+    help: str
+    handler: Handler
+    args: list[Arg] = []
+    admin_only: bool = False
+    usage: str | None = None
+
+    def usage_line(self) -> str:
+        if self.usage:
+            return self.usage if self.usage.startswith("/") else f"/{self.name} {self.usage}"
+        parts = [f"/{self.name}"]
+        for arg in self.args:
+            label = "|".join(arg.choices) if arg.choices else arg.name.upper()
+            label += "..." if arg.greedy else ""
+            parts.append(label if arg.required else f"[{label}]")
+        return " ".join(parts)
+
+    def parse(self, rest: str) -> dict[str, Any]:
+        """Parse the text after the command name into ``{arg name: value}``."""
+        usage = f"usage: {self.usage_line()}"
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            raise UsageError(f"{exc}; {usage}") from None
+        out: dict[str, Any] = {}
+        for index, arg in enumerate(self.args):
+            if arg.greedy:
+                value: Any = " ".join(words[index:]) if index < len(words) else None
+                words = words[:index]
+            elif index < len(words):
+                value = words[index]
+            else:
+                value = None
+            if value is None or value == "":
+                if arg.required:
+                    raise UsageError(f"missing {arg.name.upper()}; {usage}")
+                out[arg.name] = None
+                continue
+            if arg.choices and value not in arg.choices:
+                raise UsageError(
+                    f"{arg.name.upper()} must be one of {', '.join(arg.choices)}; {usage}"
+                )
+            try:
+                out[arg.name] = arg.type(value)
+                if arg.type is int and not -INT64_MAX - 1 <= out[arg.name] <= INT64_MAX:
+                    raise ValueError("beyond int64")  # a client's integer: range-checked
+            except (TypeError, ValueError):
+                raise UsageError(
+                    f"{arg.name.upper()} must be {getattr(arg.type, '__name__', arg.type)}, "
+                    f"not {value!r}; {usage}"
+                ) from None
+        if len(words) > len(self.args) and not any(a.greedy for a in self.args):
+            raise UsageError(f"too many arguments; {usage}")
+        return out
+
+
+class CommandContext:
+    """What a command handler knows about its call."""
+
+    def __init__(
+        self,
+        hub: Hub | None,
+        room: str,
+        identity: Identity,
+        command: str,
+        plugin: str,
+        ref: str | None = None,
+    ) -> None:
+        self.hub = hub
+        self.room = room
+        self.identity = identity
+        self.user = UserRef(id=identity.id, name=identity.name)
+        self.command = command
+        self.plugin = plugin
+        self.ref = ref
+
+    @property
+    def is_admin(self) -> bool:
+        return self.identity.is_admin
+
+    def settings(self) -> Any:
+        """This plugin's settings for this room (``None`` without a settings struct)."""
+        if self.hub is None:
+            return None
+        return self.hub.plugins.settings_for(self.plugin, self.room)
+
+
+def split_command(text: str) -> tuple[str, str]:
+    """``"/roll 2d6"`` → ``("roll", "2d6")``; raise :class:`UsageError` if not a command."""
+    stripped = text.strip()
+    if not stripped.startswith("/") or len(stripped) < 2 or stripped[1].isspace():
+        raise UsageError("a command starts with '/', e.g. /help")
+    name, _, rest = stripped[1:].partition(" ")
+    return name.lower(), rest.strip()
+
+
+# --------------------------------------------------------------------------- built-ins
+
+
+def _help_line(spec: CommandSpec) -> str:
+    admin = " (admin)" if spec.admin_only else ""
+    return f"{spec.usage_line()} — {spec.help}{admin}"
+
+
+async def _help(ctx: CommandContext, args: dict[str, Any]) -> str:
+    assert ctx.hub is not None
+    plugins = ctx.hub.plugins
+    name = args.get("command")
+    if name:
+        name = name.lstrip("/").lower()
+        found = plugins.command(name)
+        if found is None:
+            raise UsageError(f"no command /{name}; /help lists them")
+        spec, owner = found
+        lines = [_help_line(spec)]
+        lines += [f"  {a.name.upper()}: {a.help}" for a in spec.args if a.help]
+        if owner != CORE and not plugins.is_enabled(ctx.room, owner):
+            lines.append(f"from plugin {owner!r}, not enabled in this room")
+        elif owner != CORE:
+            lines.append(f"from plugin {owner!r}")
+        return "\n".join(lines)
+    here, elsewhere = [], []
+    for spec, owner in plugins.all_commands():
+        if owner == CORE or plugins.is_enabled(ctx.room, owner):
+            here.append(_help_line(spec))
+        else:
+            elsewhere.append(f"{spec.usage_line()} (plugin {owner})")
+    text = "Commands:\n" + "\n".join(here)
+    if elsewhere:
+        text += "\nNot enabled in this room:\n" + "\n".join(elsewhere)
+    return text
+
+
+async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
+    assert ctx.hub is not None
+    plugins = ctx.hub.plugins
+    action = args.get("action") or "list"
+    name = args.get("name")
+    if action == "list":
+        lines = []
+        for info in plugins.infos():
+            state = "on" if plugins.is_enabled(ctx.room, info.name) else "off"
+            if info.error:
+                state = f"broken: {info.error}"
+            lines.append(f"{info.name} {info.version} — {state}")
+        for agent in plugins.agent_names():
+            state = "on" if plugins.is_enabled(ctx.room, agent) else "off"
+            lines.append(f"{agent} (agent) — {state}")
+        return "Plugins in this room:\n" + ("\n".join(lines) or "(none installed)")
+    if not ctx.is_admin:
+        raise CommandForbidden(f"/plugins {action} is for admins only")
+    if action == "reload":
+        report = await plugins.reload(ctx.hub)
+        return "\n".join(["rescanned plugins (other replicas follow)", *report.lines()])
+    if not name:
+        raise UsageError(f"missing NAME; usage: /plugins {action} NAME")
+    await plugins.set_enabled(ctx.hub, ctx.room, name, action == "enable", by=ctx.identity)
+    return f"plugin {name!r} {'enabled' if action == 'enable' else 'disabled'} in {ctx.room}"
+
+
+BUILTIN_COMMANDS = [
+    CommandSpec(
+        name="help",
+        help="list the commands, or show how to use one",
+        handler=_help,
+        args=[Arg("command", required=False, help="a command name, e.g. roll")],
+    ),
+    CommandSpec(
+        name="plugins",
+        help="list plugins in this room; admins enable, disable or reload them",
+        handler=_plugins,
+        args=[
+            Arg("action", required=False, choices=("list", "enable", "disable", "reload")),
+            Arg("name", required=False, help="plugin or agent name"),
+        ],
+    ),
+]

@@ -1,0 +1,2 @@
+"""Realtime floor: the broker (in-process or Redis), presence, rooms with ordered replay,
+connections and the shared state of streamed answers."""

@@ -1,0 +1,1 @@
+"""Web doors: the Litestar app, the WebSocket gateway, REST, SSE, admin and health routes."""

@@ -1,0 +1,148 @@
+"""Built-in ``assistant`` agent: answers in rooms where it is enabled, streaming.
+
+Enable it per room (``/plugins enable assistant``). It answers messages that mention it
+(``@assistant …``) and the ``/ask QUESTION`` command; ``trigger`` chooses which
+(``mention``, ``command`` or ``both``). The prompt is the room's recent history, newest
+first within ``context_tokens`` (estimated), then the question. Every setting except the
+provider's secrets may be overridden per room (``[plugins.assistant.rooms.ROOM]``).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import msgspec
+
+from hub.access.limits import ModelRefused, role_of
+from hub.ai.agents import Agent
+from hub.plugin_host.commands import Arg, CommandContext, CommandSpec, UsageError
+from hub.plugin_host.hookspecs import hookimpl
+from hub.plugin_host.settings import PerRoom
+
+if TYPE_CHECKING:
+    from hub.base.protocol import ChatMessage
+    from hub.core import Hub
+
+NAME = "assistant"
+
+
+class AssistantSettings(msgspec.Struct):
+    trigger: Annotated[Literal["mention", "command", "both"], PerRoom] = "both"
+    mention: Annotated[str, msgspec.Meta(min_length=2), PerRoom] = "@assistant"
+    provider: Annotated[str, PerRoom] = ""
+    """An LLM provider's name (``openai``, ``offline``); empty: the hub's default."""
+    model: Annotated[str, PerRoom] = ""
+    system_prompt: Annotated[str, PerRoom] = (
+        "You are Lydian's assistant, taking part in a team chat room. Answer briefly."
+    )
+    context_tokens: Annotated[int, msgspec.Meta(ge=100, le=200_000), PerRoom] = 2000
+    history_messages: Annotated[int, msgspec.Meta(ge=0, le=500), PerRoom] = 30
+
+
+AGENT = Agent(
+    name=NAME,
+    display_name="Assistant",
+    description="Answers questions in the room, with the room's recent history as context.",
+)
+
+
+def _settings(hub: Hub, room: str) -> AssistantSettings:
+    return hub.plugins.settings_for(NAME, room) or AssistantSettings()
+
+
+def _agent(settings: AssistantSettings) -> Agent:
+    return msgspec.structs.replace(
+        AGENT,
+        system_prompt=settings.system_prompt,
+        context_tokens=settings.context_tokens,
+        history_messages=settings.history_messages,
+        provider=settings.provider or None,
+        model=settings.model or None,
+    )
+
+
+def addressed(text: str, mention: str) -> str | None:
+    """The question if ``text`` mentions the assistant (mention removed), else None."""
+    pattern = re.compile(rf"(?<![\w@]){re.escape(mention)}(?!\w)", re.IGNORECASE)
+    if not pattern.search(text):
+        return None
+    question = pattern.sub("", text).strip(" ,:;")
+    return question or "Hello!"
+
+
+@hookimpl
+async def lydian_message(message: ChatMessage, hub: Hub) -> None:
+    if message.kind != "user" or message.meta.get("ask"):
+        return
+    settings = _settings(hub, message.room)
+    if settings.trigger == "command":
+        return
+    question = addressed(message.text, settings.mention)
+    if question is None:
+        return
+    try:
+        await hub.agents.answer(
+            _agent(settings),
+            message.room,
+            question,
+            reply_to=message,
+            requested_by=message.user.id,
+        )
+    except ModelRefused as refused:  # over the asker's model use, or a guest: say so
+        meta: dict[str, Any] = {"refused": refused.code, "to": message.user.id}
+        if refused.retry_after is not None:
+            meta["retry_after"] = refused.retry_after
+        await hub.post_message(
+            message.room,
+            AGENT.user,
+            f"{message.user.name}: {refused.detail}",
+            kind="system",
+            reply_to=message.id,
+            meta=meta,
+        )
+
+
+async def ask(ctx: CommandContext, args: dict[str, Any]) -> str | None:
+    hub = ctx.hub
+    assert hub is not None
+    settings = _settings(hub, ctx.room)
+    if settings.trigger == "mention":
+        raise UsageError(f"here the assistant answers mentions: {settings.mention} QUESTION")
+    question: str = args["question"]
+    if len(question) > hub.settings.max_text_chars:
+        raise UsageError(f"a question is at most {hub.settings.max_text_chars} characters")
+    # checked before the question is posted: a refusal (error frame) leaves nothing behind
+    await hub.limits.check_model(role_of(ctx.identity), ctx.user.id)
+    message, _ = await hub.post_message(ctx.room, ctx.user, question, meta={"ask": NAME})
+    await hub.agents.answer(
+        _agent(settings),
+        ctx.room,
+        question,
+        reply_to=message,
+        requested_by=ctx.user.id,
+        limited=False,
+    )
+    return None
+
+
+@hookimpl
+def lydian_plugin_settings() -> type[msgspec.Struct]:
+    return AssistantSettings
+
+
+@hookimpl
+def lydian_agents() -> list[Agent]:
+    return [AGENT]
+
+
+@hookimpl
+def lydian_commands() -> list[CommandSpec]:
+    return [
+        CommandSpec(
+            name="ask",
+            help="ask the assistant; the answer streams into the room",
+            handler=ask,
+            args=[Arg("question", greedy=True, help="your question")],
+        )
+    ]

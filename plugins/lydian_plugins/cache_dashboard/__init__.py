@@ -1,0 +1,72 @@
+"""Live cache dashboard: ``/dashboard/cache`` (HTML + canvas, no build step) fed by
+``/dashboard/cache/ws``, which pushes ``hub.cache.stats()`` every second to admins."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Response, WebSocket, get, websocket
+from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.params import FromQuery
+
+from hub.base.auth import verify_token
+from hub.plugin_host.dashboard import DashboardPage
+from hub.plugin_host.hookspecs import hookimpl
+
+PAGE = (Path(__file__).parent / "page.html").read_text()
+PUSH_INTERVAL = 1.0
+POLICY_VIOLATION = 1008
+
+
+@get("/dashboard/cache", exclude_from_auth=True, include_in_schema=False)
+async def cache_page() -> Response[str]:
+    """The page itself holds no data; it asks for an admin token and opens the socket."""
+    return Response(
+        PAGE,
+        media_type="text/html",
+        headers={
+            "cache-control": "no-store",
+            "content-security-policy": "default-src 'self' "
+            "'unsafe-inline'; connect-src 'self' ws: wss:",
+        },
+    )
+
+
+@websocket("/dashboard/cache/ws", exclude_from_auth=True)
+async def cache_socket(socket: WebSocket[Any, Any, Any], token: FromQuery[str] = "") -> None:
+    """Push the stats each second; admins only (``?token=``, browsers cannot set headers)."""
+    hub = socket.app.state.hub
+    await socket.accept()
+    try:
+        identity = verify_token(token, hub.secret)
+    except NotAuthorizedException:
+        identity = None
+    if identity is None or not identity.is_admin:
+        await socket.close(code=POLICY_VIOLATION, reason="an admin token is required")
+        return
+    encoder = msgspec.json.Encoder()
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            await socket.send_data(encoder.encode(hub.cache.stats()).decode())
+            await asyncio.sleep(PUSH_INTERVAL)
+
+
+@hookimpl
+def lydian_routes() -> list[Any]:
+    return [cache_page, cache_socket]
+
+
+@hookimpl
+def lydian_dashboard_pages() -> list[DashboardPage]:
+    return [
+        DashboardPage(
+            title="Cache",
+            path="/dashboard/cache",
+            handler=cache_page,
+            description="hit rates, latency histograms, memory and top keys, live",
+        )
+    ]

@@ -1,0 +1,255 @@
+"""Built-in ``openai_api`` plugin: the hub's agents behind an OpenAI-compatible API.
+
+``GET /v1/models`` lists the agents; ``POST /v1/chat/completions`` runs one (``model`` is
+the agent's name), streamed as OpenAI's SSE chunks ending with ``data: [DONE]`` or as one
+JSON answer. Any OpenAI client works: ``OpenAI(base_url="http://hub/v1", api_key=TOKEN)``
+with a hub token as the key. Nothing here is cached (``Cache-Control: no-store``); a
+client that disconnects closes the upstream request.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Request, Response, get, post
+from litestar.exceptions import ClientException, HTTPException
+from litestar.params import JSONBody
+from litestar.response import Stream
+
+from hub.access.limits import ModelRefused, retry_header, role_of
+from hub.ai.agents import Agent
+from hub.ai.llm import ChatTurn, LLMError, estimate_tokens
+from hub.ai.streams import StreamMetrics
+from hub.base.protocol import INT64_MAX
+from hub.plugin_host.hookspecs import hookimpl
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class InMessage(msgspec.Struct):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool = False
+
+
+class ChatRequest(msgspec.Struct):
+    """The body of ``POST /v1/chat/completions`` (the subset of OpenAI's the hub reads;
+    other fields are ignored). Declared on the route, so ``/schema`` documents it."""
+
+    model: str
+    messages: list[InMessage]
+    stream: bool = False
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)] | None = None
+    temperature: float | None = None
+    stream_options: StreamOptions | None = None
+
+
+_encode = msgspec.json.encode
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
+    return Response(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _text(content: str | list[dict[str, Any]] | None) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(str(p.get("text", "")) for p in content if p.get("type") == "text")
+
+
+def _model(agent: Agent) -> dict[str, Any]:
+    return {"id": agent.name, "object": "model", "created": 0, "owned_by": "lydian"}
+
+
+@get("/v1/models", tags=["openai"])
+async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The hub's agents, as OpenAI models."""
+    agents = request.app.state.hub.agents.agents()
+    data = [_model(a) for _, a in sorted(agents.items())]
+    return Response({"object": "list", "data": data}, headers=NO_STORE)
+
+
+def _client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """A body that does not match :class:`ChatRequest` (or is not JSON) gets OpenAI's error
+    shape; other client errors keep theirs."""
+    if exc.status_code == 400:
+        extra = getattr(exc, "extra", None)
+        detail = f"{exc.detail}: {extra}" if extra else exc.detail
+        return _error(400, f"invalid request: {detail}", "invalid_request_error")
+    body = {"status_code": exc.status_code, "detail": exc.detail}
+    return Response(body, status_code=exc.status_code, headers=exc.headers)
+
+
+@post(
+    "/v1/chat/completions",
+    tags=["openai"],
+    status_code=200,
+    exception_handlers={ClientException: _client_error},
+)
+async def chat_completions(
+    request: Request[Any, Any, Any], data: JSONBody[ChatRequest]
+) -> Response[Any]:
+    """Run an agent on a conversation (``model`` = agent name), streamed or not."""
+    hub = request.app.state.hub
+    body = data
+    agent = hub.agents.agent(body.model)
+    if agent is None:
+        known = ", ".join(sorted(hub.agents.agents())) or "none"
+        return _error(
+            404,
+            f"no model {body.model!r}; models: {known}",
+            "invalid_request_error",
+            "model_not_found",
+        )
+    turns = [ChatTurn(role=m.role, content=_text(m.content)) for m in body.messages]
+    if not any(t.role == "user" for t in turns):
+        return _error(400, "messages need at least one user message", "invalid_request_error")
+    role = role_of(request.user)
+    try:  # the caller's model use (hub.limits): guests only where the hub allows them
+        await hub.limits.check_model(role, request.user.id)
+    except ModelRefused as refused:
+        if refused.retry_after is None:
+            return _error(403, refused.detail, "permission_error", refused.code)
+        wait = {"Retry-After": retry_header(refused.retry_after)}
+        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
+    pieces = hub.agents.complete(
+        agent,
+        turns,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+    )
+    run = _Run(hub, agent, pieces)
+    run.charge_to = (role, request.user.id, sum(estimate_tokens(t.content) for t in turns))
+    run.include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.stream:
+        return Stream(run.sse(), media_type="text/event-stream", headers=NO_STORE)
+    try:
+        text = "".join([piece async for piece in run.pieces()])
+    except LLMError as exc:
+        return _error(502, exc.detail, "upstream_error", exc.code)
+    return Response(run.completion(text), headers=NO_STORE)
+
+
+class _Run:
+    """One completion: OpenAI-shaped output and the same metrics as room streams."""
+
+    def __init__(self, hub: Any, agent: Agent, pieces: AsyncIterator[str]) -> None:
+        self.hub = hub
+        self.agent = agent
+        self.source = pieces
+        self.id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.tokens = 0
+        self.error: str | None = None
+        self.include_usage = False
+        self.charge_to: tuple[str, str, int] | None = None  # role, user, prompt tokens
+
+    async def pieces(self) -> AsyncIterator[str]:
+        start = time.monotonic()
+        first: float | None = None
+        finished = False
+        try:
+            async for piece in self.source:
+                if first is None:
+                    first = time.monotonic()
+                self.tokens += 1
+                yield piece
+            finished = True
+        except LLMError as exc:
+            self.error = exc.code
+            raise
+        finally:
+            if self.charge_to is not None:
+                role, user, prompt = self.charge_to
+                await self.hub.limits.charge_model_tokens(role, user, prompt + self.tokens)
+            end = time.monotonic()
+            rate = None
+            if first is not None and self.tokens > 1 and end > first:
+                rate = round((self.tokens - 1) / (end - first), 1)
+            self.hub.streams.record(
+                StreamMetrics(
+                    stream_id=self.id,
+                    room="/v1",
+                    agent=self.agent.user.id,
+                    started_at=time.time() - (end - start),
+                    duration_ms=round((end - start) * 1000, 2),
+                    tokens=self.tokens,
+                    deltas=self.tokens,
+                    cancelled=not finished and self.error is None,
+                    ttft_ms=round((first - start) * 1000, 2) if first is not None else None,
+                    tokens_per_s=rate,
+                    error=self.error,
+                )
+            )
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.agent.name,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + _encode(chunk) + b"\n\n"
+
+    async def sse(self) -> AsyncIterator[bytes]:
+        yield self._chunk({"role": "assistant", "content": ""})
+        try:
+            async for piece in self.pieces():
+                yield self._chunk({"content": piece})
+        except LLMError as exc:
+            error = {"error": {"message": exc.detail, "type": "upstream_error", "code": exc.code}}
+            yield b"data: " + _encode(error) + b"\n\n"
+            return
+        yield self._chunk({}, "stop")
+        if self.include_usage:  # OpenAI's stream_options: a last chunk with no choices
+            usage = {
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.agent.name,
+                "choices": [],
+                "usage": self.usage(),
+            }
+            yield b"data: " + _encode(usage) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+
+    def usage(self) -> dict[str, int]:
+        """Completion tokens as counted in pieces; prompt tokens are not counted here."""
+        return {"prompt_tokens": 0, "completion_tokens": self.tokens, "total_tokens": self.tokens}
+
+    def completion(self, text: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.agent.name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": self.usage(),
+        }
+
+
+@hookimpl
+def lydian_routes() -> list[Any]:
+    return [list_models, chat_completions]
