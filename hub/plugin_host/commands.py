@@ -19,7 +19,7 @@ from hub.base.auth import Identity
 from hub.base.protocol import INT64_MAX, UserRef
 
 if TYPE_CHECKING:
-    from hub.core import Hub
+    from hub.plugin_host.api import HubAPI
 
 CORE = "core"
 """Owner name of the built-in commands."""
@@ -125,7 +125,7 @@ class CommandContext:
 
     def __init__(
         self,
-        hub: Hub | None,
+        hub: HubAPI | None,
         room: str,
         identity: Identity,
         command: str,

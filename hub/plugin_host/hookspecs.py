@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import msgspec
 
     from hub.base.protocol import ChatMessage, UserRef
-    from hub.core import Hub
+    from hub.plugin_host.api import HubAPI
     from hub.plugin_host.commands import CommandSpec
 
 PROJECT = "lydian"
@@ -43,7 +43,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def lydian_startup(hub: Hub) -> None:
+def lydian_startup(hub: HubAPI) -> None:
     """Called once when the hub process starts, after the store and broker are up.
 
     Open connections, warm caches, start background work with ``hub.spawn(coro)`` (tasks
@@ -59,7 +59,7 @@ def lydian_startup(hub: Hub) -> None:
 
 
 @hookspec
-def lydian_shutdown(hub: Hub) -> None:
+def lydian_shutdown(hub: HubAPI) -> None:
     """Called once when the hub process stops, before the store and broker close.
 
     Flush and close what ``lydian_startup`` opened. Errors are logged and ignored.
@@ -70,7 +70,7 @@ def lydian_shutdown(hub: Hub) -> None:
 
 
 @hookspec
-def lydian_message(message: ChatMessage, hub: Hub) -> None:
+def lydian_message(message: ChatMessage, hub: HubAPI) -> None:
     """Observe a room message after it is persisted and published.
 
     Runs in the background (the sender never waits for it), only in rooms where the plugin
@@ -87,7 +87,7 @@ def lydian_message(message: ChatMessage, hub: Hub) -> None:
 
 
 @hookspec
-def lydian_transform_message(text: str, room: str, author: UserRef, hub: Hub) -> str | None:
+def lydian_transform_message(text: str, room: str, author: UserRef, hub: HubAPI) -> str | None:
     """Rewrite a message's text before it is persisted; return ``None`` to keep it.
 
     Transforms of all plugins enabled in ``room`` form a chain: each gets the text the
