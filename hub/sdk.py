@@ -20,6 +20,8 @@ in any release. A plugin that needs something missing here should ask for it to 
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar.connection import ASGIConnection
 
 from hub import __version__
@@ -88,7 +90,7 @@ from hub.realtime.shared import SharedState
 from hub.store.store import RoomExists, RoomInfo
 
 
-def hub_of(connection: ASGIConnection) -> HubAPI:  # type: ignore[type-arg]
+def hub_of(connection: ASGIConnection[Any, Any, Any, Any]) -> HubAPI:
     """The hub serving a request or WebSocket, in a ``lydian_routes`` handler."""
     hub: HubAPI = connection.app.state.hub
     return hub
