@@ -80,7 +80,8 @@ async def test_authenticate_accepts_only_valid_unrevoked_tokens(server):
     claims = {"sub": "ada", "iss": "lydian", "name": "Ada", "roles": ["admin"]}
     expired = jwt.encode({**claims, "exp": int(time.time()) - 10}, TEST_SECRET, "HS256")
     assert hub.authenticate(expired) is None
-    forged = jwt.encode({**claims, "exp": int(time.time()) + 600}, "not-the-secret", "HS256")
+    other_secret = "not-the-hub-secret-" + TEST_SECRET
+    forged = jwt.encode({**claims, "exp": int(time.time()) + 600}, other_secret, "HS256")
     assert hub.authenticate(forged) is None
     revoked = server.token("bob")
     bob = hub.authenticate(revoked)
