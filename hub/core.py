@@ -10,26 +10,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
+from litestar.exceptions import NotAuthorizedException
 
 from hub.access.identity import KnownUsers, Revocations
 from hub.access.limits import Limits
-from hub.ai.agents import Agents
-from hub.ai.streams import StreamRegistry
-from hub.base.auth import Identity, issue_token
+from hub.ai.agents import Agent, Agents
+from hub.ai.llm import ChatTurn
+from hub.ai.streams import StreamMetrics, StreamRegistry
+from hub.base.auth import Identity, issue_token, verify_token
 from hub.base.config import Settings
 from hub.base.errors import MessageRefused, Refusal, RoomNotVisible
 from hub.base.protocol import (
     Attachment,
     ChatMessage,
     CloseCode,
+    CommandResult,
+    Error,
     ErrorCode,
     MessageFrame,
     Ping,
     Reconnect,
+    RoomEvent,
     UserRef,
     encode,
 )
@@ -188,6 +193,14 @@ class Hub:
 
     def token_for(self, identity: Identity, ttl_seconds: int | None = None) -> str:
         return issue_token(identity, self.secret, ttl_seconds or self.settings.token_ttl_seconds)
+
+    def authenticate(self, token: str) -> Identity | None:
+        """The identity of a valid, unexpired, unrevoked hub token; else None."""
+        try:
+            identity = verify_token(token, self.secret)
+        except NotAuthorizedException:  # bad signature, expired (TokenExpired), malformed
+            return None
+        return None if self.revocations.is_revoked(identity.jti) else identity
 
     # ------------------------------------------------------------ connections
 
@@ -389,6 +402,117 @@ class Hub:
             for user_id in {sender.id, recipient.id}:
                 await self.broker.publish(user_channel(user_id), data)
         return message, duplicate
+
+    # ------------------------------------------------------------ the rest of HubAPI
+    # (hub.plugin_host.api.HubAPI: what plugins may call; each delegates to a service)
+
+    def plugin_settings(self, name: str, room: str | None = None) -> Any:
+        """Plugin ``name``'s settings struct for ``room`` (None if it declares none)."""
+        return self.plugins.settings_for(name, room)
+
+    async def create_room(
+        self,
+        room_id: str,
+        *,
+        name: str | None = None,
+        topic: str = "",
+        kind: str = "public",
+        created_by: str,
+    ) -> RoomInfo:
+        """Create a room; :class:`hub.store.store.RoomExists` if the id is taken."""
+        return await self.store.create_room(
+            room_id, name=name, topic=topic, kind=kind, created_by=created_by
+        )
+
+    async def history(
+        self, room_id: str, before: int | None = None, limit: int = 50
+    ) -> list[ChatMessage]:
+        """Up to ``limit`` messages below offset ``before`` (the newest if None), oldest first."""
+        return await self.store.messages_before(room_id, before, limit)
+
+    async def publish_event(self, room_id: str, event: RoomEvent) -> None:
+        """Send an ``event`` frame to the room's sockets on every replica."""
+        await self.rooms.publish_event(room_id, encode(event))
+
+    async def run_command(
+        self, identity: Identity, room: str, text: str, ref: str | None = None
+    ) -> CommandResult | Error:
+        """Run a ``/command`` in ``room`` as ``identity``; the reply frame."""
+        reply = await self.plugins.run_command(self, identity, room, text, ref)
+        assert isinstance(reply, CommandResult | Error)
+        return reply
+
+    def list_agents(self) -> dict[str, Agent]:
+        return self.agents.agents()
+
+    def agent(self, name: str) -> Agent | None:
+        return self.agents.agent(name)
+
+    async def answer(
+        self,
+        agent: Agent | str,
+        room: str,
+        question: str,
+        *,
+        reply_to: ChatMessage | None = None,
+        requested_by: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        limited: bool = True,
+    ) -> str:
+        """Stream ``agent``'s answer into ``room``; the stream id, once started."""
+        stream = await self.agents.answer(
+            agent,
+            room,
+            question,
+            reply_to=reply_to,
+            requested_by=requested_by,
+            provider=provider,
+            model=model,
+            limited=limited,
+        )
+        return stream.id
+
+    def complete(
+        self,
+        agent: Agent,
+        turns: list[ChatTurn],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        return self.agents.complete(agent, turns, max_tokens=max_tokens, temperature=temperature)
+
+    async def check_model(self, role: str, user_id: str) -> None:
+        await self.limits.check_model(role, user_id)
+
+    async def charge_model_tokens(self, role: str, user_id: str, tokens: int) -> None:
+        await self.limits.charge_model_tokens(role, user_id, tokens)
+
+    async def start_stream(
+        self,
+        room: str,
+        author: UserRef,
+        pieces: AsyncIterator[str],
+        *,
+        reply_to: str | None = None,
+        requested_by: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> str:
+        """Stream ``pieces`` into ``room`` in the background; the stream id, once started."""
+        stream = await self.streams.launch(
+            room, author, pieces, reply_to=reply_to, requested_by=requested_by, meta=meta
+        )
+        return stream.id
+
+    async def cancel_stream(self, room: str, stream_id: str, identity: Identity) -> None:
+        await self.streams.cancel(room, stream_id, identity)
+
+    def record_stream(self, metrics: StreamMetrics) -> None:
+        self.streams.record(metrics)
+
+    def cache_stats(self) -> dict[str, Any]:
+        return self.cache.stats()
 
 
 @contextlib.asynccontextmanager

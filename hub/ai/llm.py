@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import msgspec
 
 if TYPE_CHECKING:
-    from hub.core import Hub
+    from hub.plugin_host.api import HubAPI
 
 CHARS_PER_TOKEN = 4
 """Rough size of a token for budgets: English text averages about four characters."""
@@ -51,17 +51,18 @@ BAD_RESPONSE = "bad_response"
 
 @runtime_checkable
 class Provider(Protocol):
-    """What the hub needs from an LLM provider."""
+    """What the hub needs from an LLM provider (``hub.sdk.LLMProvider``): a ``name`` that
+    agents select it by, and three methods given the hub (:class:`hub.sdk.HubAPI`)."""
 
     name: str
 
-    def configured(self, hub: Hub) -> bool:
+    def configured(self, hub: HubAPI) -> bool:
         """Whether the provider has what it needs (URL, key, model) on this hub."""
         ...
 
-    def models(self, hub: Hub) -> list[str]: ...
+    def models(self, hub: HubAPI) -> list[str]: ...
 
-    def stream(self, request: CompletionRequest, hub: Hub) -> AsyncIterator[str]:
+    def stream(self, request: CompletionRequest, hub: HubAPI) -> AsyncIterator[str]:
         """Yield the answer piece by piece; raise :class:`LLMError` on upstream trouble."""
         ...
 

@@ -148,7 +148,7 @@ class CommandContext:
         """This plugin's settings for this room (``None`` without a settings struct)."""
         if self.hub is None:
             return None
-        return self.hub.plugins.settings_for(self.plugin, self.room)
+        return self.hub.plugin_settings(self.plugin, self.room)
 
 
 def split_command(text: str) -> tuple[str, str]:

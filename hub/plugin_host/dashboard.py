@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
+
+from hub.plugin_host.hookspecs import RouteHandler
 
 
 class DashboardPage(msgspec.Struct, frozen=True):
@@ -12,6 +12,6 @@ class DashboardPage(msgspec.Struct, frozen=True):
 
     title: str
     path: str
-    handler: Any = None
+    handler: RouteHandler | None = None
     """The route handler serving the page (also returned from ``lydian_routes``), if any."""
     description: str = ""
