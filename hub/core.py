@@ -122,6 +122,7 @@ class Hub:
         )
         if settings.redis_url:
             broker = Broker.from_redis_url(settings.redis_url, settings.redis_prefix)
+            assert broker.redis is not None  # a broker made from a Redis URL holds its client
             presence: Presence = RedisPresence(
                 broker.redis, settings.redis_prefix, settings.presence_ttl
             )
@@ -213,7 +214,7 @@ class Hub:
         conns.add(conn)
         if user_id not in self._user_unsub:
             self._user_unsub[user_id] = await self.broker.subscribe(
-                user_channel(user_id), lambda data, uid=user_id: self._to_user(uid, data)
+                user_channel(user_id), lambda data: self._to_user(user_id, data)
             )
 
     async def unregister(self, conn: Connection) -> None:

@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -126,7 +126,7 @@ class Revocations:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.revoked: set[str] = set()
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._feeds: set[Outbox] = set()  # REST feeds (SSE) that end with their token
 
     def is_revoked(self, jti: str | None) -> bool:

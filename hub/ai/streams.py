@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from hub.core import Hub
 
 log = logging.getLogger(__name__)
+_event_encoder = msgspec.json.Encoder()  # room events: frames and internal seeds alike
 
 STREAMS_CHANNEL = "hub:streams"
 ORPHAN_GRACE = 2.0
@@ -452,8 +453,8 @@ class StreamRegistry:
             await unsubscribe()
         self._unsubscribe.clear()
 
-    async def publish(self, room: str, frame: Frame) -> None:
-        await self.hub.rooms.publish_event(room, encode(frame))
+    async def publish(self, room: str, frame: Frame | StreamSeed) -> None:
+        await self.hub.rooms.publish_event(room, _event_encoder.encode(frame))
 
     # ------------------------------------------------------------ streams
 
@@ -650,9 +651,9 @@ class StreamRegistry:
             log.warning("undecodable stream control message: %r", data[:200])
             return
         if isinstance(request, SeedRequest):
-            for stream in list(self.local.values()):
-                if stream.room == request.room:
-                    stream.request_seed()
+            for running in list(self.local.values()):
+                if running.room == request.room:
+                    running.request_seed()
             return
         stream = self.local.get(request.stream_id)
         if stream is not None:  # only the process running it answers

@@ -20,6 +20,7 @@ from hub.base.protocol import INT64_MAX, UserRef
 
 if TYPE_CHECKING:
     from hub.plugin_host.api import HubAPI
+    from hub.plugin_host.host import PluginHost
 
 CORE = "core"
 """Owner name of the built-in commands."""
@@ -131,8 +132,11 @@ class CommandContext:
         command: str,
         plugin: str,
         ref: str | None = None,
+        *,
+        host: PluginHost | None = None,
     ) -> None:
         self.hub = hub
+        self.host = host  # the plugin host running the command (the built-ins' registry)
         self.room = room
         self.identity = identity
         self.user = UserRef(id=identity.id, name=identity.name)
@@ -146,9 +150,9 @@ class CommandContext:
 
     def settings(self) -> Any:
         """This plugin's settings for this room (``None`` without a settings struct)."""
-        if self.hub is None:
+        if self.host is None:
             return None
-        return self.hub.plugin_settings(self.plugin, self.room)
+        return self.host.settings_for(self.plugin, self.room)
 
 
 def split_command(text: str) -> tuple[str, str]:
@@ -169,8 +173,8 @@ def _help_line(spec: CommandSpec) -> str:
 
 
 async def _help(ctx: CommandContext, args: dict[str, Any]) -> str:
-    assert ctx.hub is not None
-    plugins = ctx.hub.plugins
+    assert ctx.host is not None
+    plugins = ctx.host
     name = args.get("command")
     if name:
         name = name.lstrip("/").lower()
@@ -198,8 +202,8 @@ async def _help(ctx: CommandContext, args: dict[str, Any]) -> str:
 
 
 async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
-    assert ctx.hub is not None
-    plugins = ctx.hub.plugins
+    assert ctx.host is not None
+    plugins = ctx.host
     action = args.get("action") or "list"
     name = args.get("name")
     if action == "list":
@@ -215,12 +219,14 @@ async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
         return "Plugins in this room:\n" + ("\n".join(lines) or "(none installed)")
     if not ctx.is_admin:
         raise CommandForbidden(f"/plugins {action} is for admins only")
+    hub = plugins.hub  # the hub the host was started with (its services, not the plugin view)
+    assert hub is not None
     if action == "reload":
-        report = await plugins.reload(ctx.hub)
+        report = await plugins.reload(hub)
         return "\n".join(["rescanned plugins (other replicas follow)", *report.lines()])
     if not name:
         raise UsageError(f"missing NAME; usage: /plugins {action} NAME")
-    await plugins.set_enabled(ctx.hub, ctx.room, name, action == "enable", by=ctx.identity)
+    await plugins.set_enabled(hub, ctx.room, name, action == "enable", by=ctx.identity)
     return f"plugin {name!r} {'enabled' if action == 'enable' else 'disabled'} in {ctx.room}"
 
 

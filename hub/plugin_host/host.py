@@ -795,7 +795,7 @@ class PluginHost:
             return Error(
                 code=ErrorCode.FORBIDDEN, detail=f"/{name} is for admins only", id=ref, room=room
             )
-        ctx = CommandContext(hub, room, identity, name, owner, ref)
+        ctx = CommandContext(hub, room, identity, name, owner, ref, host=self)
         try:
             args = spec.parse(rest)
             if owner == CORE:

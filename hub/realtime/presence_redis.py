@@ -11,6 +11,7 @@ Because everything is re-added on refresh, presence also rebuilds itself after R
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import msgspec
 from redis.asyncio import Redis
@@ -102,7 +103,8 @@ class RedisPresence:
         users = await self.redis.zrangebyscore(rkey, time.time(), "+inf")
         if not users:
             return []
-        details = await self.redis.hmget(hkey, users)
+        # members only (no scores asked): a list of names
+        details = await self.redis.hmget(hkey, cast("list[bytes]", users))
         entries = [PresenceEntry(user=_user_decoder.decode(d)) for d in details if d]
         return sorted(entries, key=lambda e: e.user.id)
 

@@ -14,6 +14,7 @@ from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory
+from piccolo.table import Table
 
 from hub.store.errors import unavailable_as_store_error
 
@@ -241,7 +242,7 @@ class TimedPostgresEngine(PostgresEngine):
         with unavailable_as_store_error():
             await super().start_connection_pool(**kwargs)
         if self.pool is not None:
-            self.pool = _TimedPool(self.pool, self.acquire_timeout)  # type: ignore[assignment]
+            self.pool = _TimedPool(self.pool, self.acquire_timeout)
 
     async def run_querystring(self, querystring: Any, in_pool: bool = True) -> Any:
         with unavailable_as_store_error():
@@ -290,5 +291,6 @@ def bind(engine: Engine) -> None:
     from hub.store.tables import TABLES
 
     conf.DB = engine
-    for table in [*TABLES, Migration]:
+    tables: list[type[Table]] = [*TABLES, Migration]
+    for table in tables:
         table._meta.db = engine

@@ -27,6 +27,8 @@ import asyncpg
 import msgspec
 from piccolo.apps.migrations.commands.forwards import ForwardsMigrationManager
 from piccolo.apps.migrations.tables import Migration
+from piccolo.columns import Column
+from piccolo.custom_types import Combinable
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
@@ -193,6 +195,8 @@ class Store:
             finally:
                 await conn.close()  # closing the session releases the lock
             return
+        if not isinstance(self.engine, SQLiteEngine):
+            raise TypeError(f"unsupported engine {type(self.engine).__name__}")
         fd = await asyncio.to_thread(_lock_file, f"{self.engine.path}.migrate.lock")
         try:
             yield
@@ -305,7 +309,7 @@ class Store:
 
     async def list_rooms(self, user_id: str | None = None, limit: int = 200) -> list[RoomInfo]:
         """Public rooms, plus private and DM rooms the user is a member of."""
-        visible = Room.kind == "public"
+        visible: Combinable = Room.kind == "public"
         if user_id is not None:
             mine = [
                 r["room"] for r in await Member.select(Member.room).where(Member.user_id == user_id)
@@ -491,7 +495,7 @@ class Store:
         self, room_id: str, before: int | None, limit: int
     ) -> list[ChatMessage]:
         """Up to ``limit`` messages with offset < ``before`` (the newest if None), oldest first."""
-        where = Message.room == room_id
+        where: Combinable = Message.room == room_id
         if before is not None:
             where = where & (Message.seq < before)
         rows = (
@@ -543,7 +547,7 @@ class Store:
     async def touch_user(self, user_id: str, name: str, kind: str = "user") -> None:
         """Record that an authenticated (non-guest) user was seen: insert or refresh."""
         now = datetime.now(UTC)
-        values = {User.name: name, User.kind: kind, User.last_seen: now}
+        values: dict[Column | str, Any] = {User.name: name, User.kind: kind, User.last_seen: now}
         try:
             async with self._write():
                 updated = (

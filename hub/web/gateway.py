@@ -91,9 +91,9 @@ class Session:
         try:
             while not writer.done():
                 event = await self.conn.socket.receive()
-                if event["type"] == "websocket.disconnect":
+                if event["type"] != "websocket.receive":  # disconnect (connect came before)
                     break
-                data = event.get("text")
+                data: str | bytes | None = event.get("text")
                 if data is None:
                     data = event.get("bytes") or b""
                 self.conn.last_seen = time.monotonic()

@@ -27,10 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from lydian_adapters.bridge.connector import Connector, StreamState
-from lydian_adapters.bridge.outbox import Outbox
-from lydian_adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
-from lydian_adapters.bridge.tables import bind
 from hub.base.auth import Identity
 from hub.base.errors import MessageRefused, Refusal
 from hub.base.protocol import (
@@ -49,6 +45,10 @@ from hub.base.protocol import (
 )
 from hub.realtime.broker import room_channel
 from hub.realtime.rooms import Envelope
+from lydian_adapters.bridge.connector import Connector, StreamState
+from lydian_adapters.bridge.outbox import Outbox
+from lydian_adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
+from lydian_adapters.bridge.tables import bind
 
 if TYPE_CHECKING:
     from hub.core import Hub

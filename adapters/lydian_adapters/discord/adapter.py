@@ -22,10 +22,10 @@ from discord.gateway import DiscordWebSocket
 from discord.http import HTTPClient, Route
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
+from hub.base.protocol import Attachment
 from lydian_adapters.bridge import PlatformUser, bridge_for
 from lydian_adapters.discord.connector import DiscordConnector
 from lydian_adapters.discord.settings import DiscordSettings
-from hub.base.protocol import Attachment
 
 if TYPE_CHECKING:
     from hub.core import Hub

@@ -6,9 +6,9 @@ import logging
 import weakref
 from typing import Any
 
+from hub.plugin_host.hookspecs import hookimpl
 from lydian_adapters.discord.adapter import DiscordAdapter
 from lydian_adapters.discord.settings import DiscordSettings
-from hub.plugin_host.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 

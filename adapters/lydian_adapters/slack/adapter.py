@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from hub.base.protocol import Attachment
 from lydian_adapters.bridge import PlatformUser, bridge_for
 from lydian_adapters.slack.connector import SlackConnector
 from lydian_adapters.slack.settings import SlackSettings
-from hub.base.protocol import Attachment
 
 if TYPE_CHECKING:
     from hub.core import Hub

@@ -10,9 +10,9 @@ from typing import Any
 from litestar import Request, Response, post
 from slack_bolt.async_app import AsyncBoltRequest
 
+from hub.plugin_host.hookspecs import hookimpl
 from lydian_adapters.slack.adapter import SlackAdapter
 from lydian_adapters.slack.settings import SlackSettings
-from hub.plugin_host.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 
