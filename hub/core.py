@@ -1,7 +1,9 @@
-"""The :class:`Hub`: one object per process holding the store, broker, presence and rooms.
+"""The :class:`Hub`: one object per process that wires the services together.
 
-It is the public API that the gateway, the REST API, plugins and adapters all use to
-post into rooms, so every door follows the same path: persist, then publish.
+It builds each service with the collaborators it needs (no service holds the hub) and
+implements what the doors and plugins call (``HubAPI``): above all :meth:`Hub.post_message`,
+the one way in for every message, so every door follows the same path: validate, persist,
+publish, then the plugins' observers.
 """
 
 from __future__ import annotations
@@ -98,10 +100,31 @@ class Hub:
         self._user_unsub: dict[str, Callable[[], Awaitable[None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self.streams = StreamRegistry(self)  # streamed answers, cancellable from any replica
-        self.agents = Agents(self)  # agents and LLM providers from plugins
-        self.users = KnownUsers(self)  # who exists (DMs go only to known users)
-        self.revocations = Revocations(self)  # revoked token ids, the same on every replica
+        # streamed answers, cancellable from any replica; stored through the one way in
+        self.streams = StreamRegistry(
+            settings,
+            store=store,
+            broker=broker,
+            rooms=self.rooms,
+            spawn=self.spawn,
+            post=self.post_message,
+        )
+        # agents and LLM providers from plugins; providers are handed this hub (HubAPI)
+        self.agents = Agents(
+            store=store,
+            limits=self.limits,
+            streams=self.streams,
+            items=self.plugins.items,
+            api=self,
+        )
+        self.users = KnownUsers(store, self.spawn)  # who exists (DMs go only to known users)
+        self.revocations = Revocations(  # revoked token ids, the same on every replica
+            store,
+            broker,
+            self.spawn,
+            connections=self.connections,
+            reload_interval=settings.revocation_reload_interval,
+        )
 
     @classmethod
     async def create(cls, settings: Settings, plugins: PluginHost | None = None) -> Hub:
@@ -138,8 +161,13 @@ class Hub:
         if self.limits.redis is not None:
             self.spawn(self._keep_socket_counts(), name="socket-counts")
         await self.streams.setup()
-        await self.plugins.start(self)
-        await start_cache(self)  # strategies from plugins, warming before ready
+        await self.plugins.start(
+            self, store=self.store, broker=self.broker, rooms=self.rooms, spawn=self.spawn
+        )
+        # strategies from plugins, warming before ready
+        await start_cache(
+            self.cache, self.settings, lambda: self.plugins.items("lydian_cache_strategies")
+        )
 
     async def goodbye(self, grace: float = 0.0) -> int:
         """Tell every socket to reconnect elsewhere (``reconnect``, then close 1001) and wait
@@ -159,7 +187,7 @@ class Hub:
 
     async def stop(self) -> None:
         await self.streams.stop()
-        await self.plugins.stop(self)
+        await self.plugins.stop()
         await self.goodbye()
         tasks = [t for t in (self._heartbeat, *self._tasks) if t is not None]
         for task in tasks:

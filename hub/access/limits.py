@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hub.plugin_host.commands import CommandError
+from hub.base.errors import CommandError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

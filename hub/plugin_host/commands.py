@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from hub.base.auth import Identity
+from hub.base.errors import CommandError
 from hub.base.protocol import INT64_MAX, UserRef
 
 if TYPE_CHECKING:
@@ -23,16 +24,6 @@ if TYPE_CHECKING:
 
 CORE = "core"
 """Owner name of the built-in commands."""
-
-
-class CommandError(Exception):
-    """A command failed in an expected way; ``detail`` goes back to the caller."""
-
-    code = "usage"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 class UsageError(CommandError):
@@ -216,11 +207,11 @@ async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
     if not ctx.is_admin:
         raise CommandForbidden(f"/plugins {action} is for admins only")
     if action == "reload":
-        report = await plugins.reload(ctx.hub)
+        report = await plugins.reload()
         return "\n".join(["rescanned plugins (other replicas follow)", *report.lines()])
     if not name:
         raise UsageError(f"missing NAME; usage: /plugins {action} NAME")
-    await plugins.set_enabled(ctx.hub, ctx.room, name, action == "enable", by=ctx.identity)
+    await plugins.set_enabled(ctx.room, name, action == "enable", by=ctx.identity)
     return f"plugin {name!r} {'enabled' if action == 'enable' else 'disabled'} in {ctx.room}"
 
 

@@ -275,7 +275,7 @@ class Session:
             identity = guest_identity(frame.name)
             self._guest_base = identity.name  # made unique per room from this on join
             identity = msgspec.structs.replace(
-                identity, name=await guest_name(self.hub, identity.name)
+                identity, name=await guest_name(self.hub.store, identity.name)
             )
         else:
             verified = self._verify(frame.token)
@@ -493,7 +493,13 @@ class Session:
             )
             return
         assert self.conn.identity is not None
-        refusal = await dm_refusal(self.hub, self.conn.identity, frame.to)
+        refusal = await dm_refusal(
+            self.hub.users,
+            self.conn.identity,
+            frame.to,
+            guest_dm_targets=self.hub.settings.guest_dm_targets,
+            room=self.hub.room,
+        )
         if refusal is not None:
             self.error(refusal[0], refusal[1], frame.id)
             return
