@@ -148,7 +148,7 @@ class Revocations:
         self.connections = connections
         self.reload_interval = reload_interval
         self.revoked: set[str] = set()
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._feeds: set[Outbox] = set()  # REST feeds (SSE) that end with their token
 
     def is_revoked(self, jti: str | None) -> bool:

@@ -106,7 +106,7 @@ class Session:
             auth_timer.cancel()
             if self._expiry is not None:
                 self._expiry.cancel()
-            await self.hub.unregister(self.conn)
+            await self.hub.sockets.unregister(self.conn)
             if self._socket_counted:
                 await self.limits.close_socket(self.user_key, self.conn.id)
             if not writer.done():
@@ -306,7 +306,7 @@ class Session:
         self.conn.identity = identity
         self.conn.user = UserRef(id=identity.id, name=identity.name, guest=identity.is_guest)
         await self.hub.users.seen(identity)
-        await self.hub.register(self.conn)
+        await self.hub.sockets.register(self.conn)
         if self.hub.revocations.is_revoked(identity.jti):  # revoked while registering
             self.hub.revocations.apply(identity.jti or "")
             return
