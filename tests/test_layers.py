@@ -23,7 +23,7 @@ PACKAGES = {  # import name -> where it lives in the checkout
     "lydian_plugins": ROOT / "plugins" / "lydian_plugins",
     "lydian_adapters": ROOT / "adapters" / "lydian_adapters",
 }
-LINT = "import sys; from importlinter.cli import lint_imports_command; lint_imports_command()"
+LINT = "from importlinter.cli import lint_imports_command; lint_imports_command()"
 
 
 def contracts() -> dict[str, str]:
