@@ -1,19 +1,20 @@
-"""The :class:`Hub`: one object per process holding the store, broker, presence and rooms.
+"""The :class:`Hub`: one object per process that wires the services together.
 
-It is the public API that the gateway, the REST API, plugins and adapters all use to
-post into rooms, so every door follows the same path: persist, then publish.
+It builds each service with the collaborators it needs (no service holds the hub) and
+implements what the doors and plugins call (``HubAPI``): above all :meth:`Hub.post_message`,
+the one way in for every message, so every door follows the same path: validate, persist,
+publish, then the plugins' observers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
-import msgspec
 from litestar.exceptions import NotAuthorizedException
 
 from hub.access.identity import KnownUsers, Revocations
@@ -27,13 +28,10 @@ from hub.base.errors import MessageRefused, Refusal, RoomNotVisible
 from hub.base.protocol import (
     Attachment,
     ChatMessage,
-    CloseCode,
     CommandResult,
     Error,
     ErrorCode,
     MessageFrame,
-    Ping,
-    Reconnect,
     RoomEvent,
     UserRef,
     encode,
@@ -43,25 +41,16 @@ from hub.cache.queries import QueryCache
 from hub.cache.setup import build_cache, start_cache
 from hub.media.attachments import AttachmentStore, UnknownAttachment, sweep_orphans_forever
 from hub.plugin_host.host import PluginHost
-from hub.realtime.broker import Broker, user_channel
+from hub.realtime.broker import Broker
 from hub.realtime.connection import Connection
 from hub.realtime.presence import MemoryPresence, Presence
 from hub.realtime.presence_redis import RedisPresence
 from hub.realtime.rooms import RoomRegistry
+from hub.realtime.sockets import Sockets
 from hub.store.store import RoomInfo, Store
 
 log = logging.getLogger(__name__)
 
-
-class DirectEnvelope(msgspec.Struct):
-    """A DM on a user channel: the encoded message frame and the DM room it belongs to."""
-
-    room: str
-    frame: msgspec.Raw
-
-
-_direct_encoder = msgspec.json.Encoder()
-_direct_decoder = msgspec.json.Decoder(DirectEnvelope)
 
 MACHINE_KINDS = frozenset({"agent", "system"})
 """Message kinds the hub's own code writes (answers, notices): not held to the blank and
@@ -97,16 +86,41 @@ class Hub:
             max_replay=settings.max_replay,
             typing_ttl=settings.typing_ttl,
         )
-        self.connections: dict[str, Connection] = {}
-        self._drained: asyncio.Event | None = None  # while saying goodbye (shutdown)
-        self._by_user: dict[str, set[Connection]] = {}
-        self._user_unsub: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.sockets = Sockets(  # this process's sockets: DMs on user channels, heartbeats
+            broker,
+            self.rooms,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            retry_after=settings.shutdown_retry_after,
+        )
+        self.connections: dict[str, Connection] = self.sockets.connections
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self.streams = StreamRegistry(self)  # streamed answers, cancellable from any replica
-        self.agents = Agents(self)  # agents and LLM providers from plugins
-        self.users = KnownUsers(self)  # who exists (DMs go only to known users)
-        self.revocations = Revocations(self)  # revoked token ids, the same on every replica
+        # streamed answers, cancellable from any replica; stored through the one way in
+        self.streams = StreamRegistry(
+            settings,
+            store=store,
+            broker=broker,
+            rooms=self.rooms,
+            spawn=self.spawn,
+            post=self.post_message,
+        )
+        # agents and LLM providers from plugins; providers are handed this hub (HubAPI)
+        self.agents = Agents(
+            store=store,
+            limits=self.limits,
+            streams=self.streams,
+            items=self.plugins.items,
+            api=self,
+        )
+        self.users = KnownUsers(store, self.spawn)  # who exists (DMs go only to known users)
+        self.revocations = Revocations(  # revoked token ids, the same on every replica
+            store,
+            broker,
+            self.spawn,
+            connections=self.connections,
+            reload_interval=settings.revocation_reload_interval,
+        )
 
     @classmethod
     async def create(cls, settings: Settings, plugins: PluginHost | None = None) -> Hub:
@@ -136,36 +150,32 @@ class Hub:
         await self.broker.start()
         self.broker.on_reconnect(self.rooms.resync)
         await self.revocations.setup()
-        self._heartbeat = asyncio.create_task(self._sweep(), name="heartbeat")
+        self._heartbeat = asyncio.create_task(self.sockets.sweep(), name="heartbeat")
         if isinstance(self.presence, RedisPresence):
-            self.spawn(self._keep_presence(self.presence), name="presence")
+            offline = functools.partial(self.rooms.publish_presence, status="offline")
+            self.spawn(self.presence.keep(offline), name="presence")  # dead replicas' users
         if self.settings.upload_sweep_interval > 0:
             self.spawn(sweep_orphans_forever(self.settings), name="upload-sweep")
         if self.limits.redis is not None:
-            self.spawn(self._keep_socket_counts(), name="socket-counts")
+            self.spawn(self.limits.keep_socket_counts(), name="socket-counts")
         await self.streams.setup()
-        await self.plugins.start(self)
-        await start_cache(self)  # strategies from plugins, warming before ready
+        await self.plugins.start(
+            self, store=self.store, broker=self.broker, rooms=self.rooms, spawn=self.spawn
+        )
+        # strategies from plugins, warming before ready
+        await start_cache(
+            self.cache, self.settings, lambda: self.plugins.items("lydian_cache_strategies")
+        )
 
     async def goodbye(self, grace: float = 0.0) -> int:
         """Tell every socket to reconnect elsewhere (``reconnect``, then close 1001) and wait
         up to ``grace`` seconds for the frames to flush; return how many sockets were told.
         Runs before the server tears the sockets down (``hub.cli``'s uvicorn server)."""
-        conns = list(self.connections.values())
-        hint = Reconnect(reason="shutdown", retry_after=self.settings.shutdown_retry_after)
-        for conn in conns:
-            if conn.close_code is None:
-                conn.send(hint)
-                conn.close(CloseCode.GOING_AWAY)
-        if self.connections and grace > 0:
-            self._drained = asyncio.Event()  # set by unregister once none is left
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), grace)
-        return len(conns)
+        return await self.sockets.goodbye(grace)
 
     async def stop(self) -> None:
         await self.streams.stop()
-        await self.plugins.stop(self)
+        await self.plugins.stop()
         await self.goodbye()
         tasks = [t for t in (self._heartbeat, *self._tasks) if t is not None]
         for task in tasks:
@@ -202,80 +212,6 @@ class Hub:
         except NotAuthorizedException:  # bad signature, expired (TokenExpired), malformed
             return None
         return None if self.revocations.is_revoked(identity.jti) else identity
-
-    # ------------------------------------------------------------ connections
-
-    async def register(self, conn: Connection) -> None:
-        """Track an authenticated connection and subscribe its user channel (DMs)."""
-        assert conn.user is not None
-        self.connections[conn.id] = conn
-        user_id = conn.user.id
-        conns = self._by_user.setdefault(user_id, set())
-        conns.add(conn)
-        if user_id not in self._user_unsub:
-            self._user_unsub[user_id] = await self.broker.subscribe(
-                user_channel(user_id), lambda data: self._to_user(user_id, data)
-            )
-
-    async def unregister(self, conn: Connection) -> None:
-        self.connections.pop(conn.id, None)
-        if not self.connections and self._drained is not None:
-            self._drained.set()
-        if conn.user is None:
-            return
-        await self.rooms.leave_all(conn)
-        conns = self._by_user.get(conn.user.id)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
-                del self._by_user[conn.user.id]
-                unsub = self._user_unsub.pop(conn.user.id, None)
-                if unsub is not None:
-                    await unsub()
-
-    async def _keep_presence(self, presence: RedisPresence) -> None:
-        """Refresh this replica's presence entries; announce users of dead replicas offline."""
-        while True:
-            await asyncio.sleep(presence.ttl / 3)
-            try:
-                await presence.refresh()
-                for room_id, user in await presence.reap():
-                    await self.rooms.publish_presence(room_id, user, "offline")
-            except Exception as exc:  # Redis away: entries expire; rebuilt on the next refresh
-                log.debug("presence refresh failed: %s", exc)
-
-    async def _keep_socket_counts(self) -> None:
-        """Refresh this replica's entries in the shared sockets-per-user counts."""
-        while True:
-            await asyncio.sleep(self.limits.socket_ttl_ms / 3000)
-            try:
-                await self.limits.refresh_sockets()
-            except Exception as exc:  # Redis away: entries expire, counted again when back
-                log.debug("socket count refresh failed: %s", exc)
-
-    def _to_user(self, user_id: str, data: bytes) -> None:
-        """A DM for ``user_id``: to each of their sockets not in the DM room (it has it)."""
-        env = _direct_decoder.decode(data)
-        text = bytes(env.frame).decode()
-        for conn in tuple(self._by_user.get(user_id, ())):
-            if env.room not in conn.rooms:
-                conn.push(text)
-
-    async def _sweep(self) -> None:
-        """Ping every connection each interval; close those silent for ``heartbeat_timeout``.
-
-        (Sockets that never say hello are closed by their own auth timer in the gateway.)"""
-        interval = self.settings.heartbeat_interval
-        ping = encode(Ping()).decode()
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for conn in tuple(self.connections.values()):
-                if now - conn.last_seen > self.settings.heartbeat_timeout:
-                    log.info("dropping %s: silent for %.1f s", conn.id, now - conn.last_seen)
-                    conn.close(CloseCode.HEARTBEAT_TIMEOUT)
-                else:
-                    conn.push(ping)
 
     # ------------------------------------------------------------ rooms and messages
 
@@ -397,11 +333,8 @@ class Hub:
         room = await self.store.ensure_dm_room(sender, recipient)
         message, duplicate = await self.post_message(room.id, sender, text, client_id=client_id)
         if not duplicate:  # also to their sockets that have not joined the DM room
-            data = _direct_encoder.encode(
-                DirectEnvelope(room=room.id, frame=msgspec.Raw(encode(MessageFrame(message))))
-            )
-            for user_id in {sender.id, recipient.id}:
-                await self.broker.publish(user_channel(user_id), data)
+            frame = encode(MessageFrame(message))
+            await self.sockets.publish_direct(room.id, frame, {sender.id, recipient.id})
         return message, duplicate
 
     # ------------------------------------------------------------ the rest of HubAPI

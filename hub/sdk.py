@@ -37,7 +37,6 @@ from hub.ai.llm import (
     LLMError,
     estimate_tokens,
 )
-from hub.ai.llm import Provider as LLMProvider
 from hub.ai.streams import CancelRefused, StreamMetrics
 from hub.base.auth import Identity
 from hub.base.config import Settings
@@ -74,7 +73,7 @@ from hub.base.protocol import (
 )
 from hub.base.protocol import Error as ErrorFrame
 from hub.cache.strategy import CacheStrategy
-from hub.plugin_host.api import FrameHandler, HubAPI, Unsubscribe
+from hub.plugin_host.api import FrameHandler, HubAPI, LLMProvider, Unsubscribe
 from hub.plugin_host.commands import (
     Arg,
     CommandContext,
@@ -83,8 +82,8 @@ from hub.plugin_host.commands import (
     CommandSpec,
     UsageError,
 )
-from hub.plugin_host.dashboard import DashboardPage
-from hub.plugin_host.hookspecs import RouteHandler, hookimpl
+from hub.plugin_host.dashboard import DashboardPage, RouteHandler
+from hub.plugin_host.hookspecs import hookimpl
 from hub.plugin_host.settings import PerRoom, Secret
 from hub.realtime.shared import SharedState
 from hub.store.store import RoomExists, RoomInfo

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from hub.ai.agents import Agent
-from hub.ai.llm import ChatTurn
+from hub.ai.llm import ChatTurn, CompletionRequest
 from hub.ai.streams import StreamMetrics
 from hub.base.auth import Identity
 from hub.base.config import Settings
@@ -217,4 +217,23 @@ class HubAPI(Protocol):
 
     def cache_stats(self) -> dict[str, Any]:
         """Counters and gauges of the hub's cache (JSON-ready)."""
+        ...
+
+
+@runtime_checkable
+class LLMProvider(Protocol):
+    """An LLM provider as a plugin writes it (``lydian_llm_providers``): a ``name`` agents
+    select it by, and three methods given the hub. (The AI floor sees the same shape as
+    :class:`hub.ai.llm.Provider`, with the hub left untyped there because it sits below.)"""
+
+    name: str
+
+    def configured(self, hub: HubAPI) -> bool:
+        """Whether the provider has what it needs (URL, key, model) on this hub."""
+        ...
+
+    def models(self, hub: HubAPI) -> list[str]: ...
+
+    def stream(self, request: CompletionRequest, hub: HubAPI) -> AsyncIterator[str]:
+        """Yield the answer piece by piece; raise :class:`hub.sdk.LLMError` on trouble."""
         ...

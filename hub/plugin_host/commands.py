@@ -10,30 +10,64 @@ commands answer only where the plugin is enabled.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from hub.base.auth import Identity
+from hub.base.errors import CommandError
 from hub.base.protocol import INT64_MAX, UserRef
 
 if TYPE_CHECKING:
     from hub.plugin_host.api import HubAPI
-    from hub.plugin_host.host import PluginHost
 
 CORE = "core"
 """Owner name of the built-in commands."""
 
 
-class CommandError(Exception):
-    """A command failed in an expected way; ``detail`` goes back to the caller."""
+class _Listed(Protocol):
+    @property
+    def name(self) -> str: ...
 
-    code = "usage"
+    @property
+    def version(self) -> str: ...
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    @property
+    def error(self) -> str | None: ...
+
+
+class _Report(Protocol):
+    def lines(self) -> list[str]: ...
+
+
+class CommandHost(Protocol):
+    """What commands need from the plugin host that runs them (the built-ins' registry):
+    :class:`hub.plugin_host.host.PluginHost` is one."""
+
+    def settings_for(self, name: str, room: str | None = None) -> Any: ...
+
+    def command(self, name: str) -> tuple[CommandSpec, str] | None: ...
+
+    def all_commands(self) -> list[tuple[CommandSpec, str]]: ...
+
+    def is_enabled(self, room: str, name: str) -> bool: ...
+
+    def infos(self) -> Sequence[_Listed]: ...
+
+    def agent_names(self) -> list[str]: ...
+
+    async def reload(self, *, broadcast: bool = True) -> _Report: ...
+
+    async def set_enabled(
+        self,
+        room: str,
+        name: str,
+        enabled: bool,
+        *,
+        by: Identity | str,
+        reason: str | None = None,
+    ) -> None: ...
 
 
 class UsageError(CommandError):
@@ -133,7 +167,7 @@ class CommandContext:
         plugin: str,
         ref: str | None = None,
         *,
-        host: PluginHost | None = None,
+        host: CommandHost | None = None,
     ) -> None:
         self.hub = hub
         self.host = host  # the plugin host running the command (the built-ins' registry)
@@ -219,14 +253,12 @@ async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
         return "Plugins in this room:\n" + ("\n".join(lines) or "(none installed)")
     if not ctx.is_admin:
         raise CommandForbidden(f"/plugins {action} is for admins only")
-    hub = plugins.hub  # the hub the host was started with (its services, not the plugin view)
-    assert hub is not None
     if action == "reload":
-        report = await plugins.reload(hub)
+        report = await plugins.reload()
         return "\n".join(["rescanned plugins (other replicas follow)", *report.lines()])
     if not name:
         raise UsageError(f"missing NAME; usage: /plugins {action} NAME")
-    await plugins.set_enabled(hub, ctx.room, name, action == "enable", by=ctx.identity)
+    await plugins.set_enabled(ctx.room, name, action == "enable", by=ctx.identity)
     return f"plugin {name!r} {'enabled' if action == 'enable' else 'disabled'} in {ctx.room}"
 
 

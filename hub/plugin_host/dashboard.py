@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import msgspec
+from litestar import Controller, Router
+from litestar.handlers import BaseRouteHandler
 
-from hub.plugin_host.hookspecs import RouteHandler
+RouteHandler = BaseRouteHandler | Router | type[Controller]
+"""What ``lydian_routes`` returns a list of: Litestar handlers (``@get``, ``@post``,
+``@websocket``...), routers and controller classes."""
 
 
 class DashboardPage(msgspec.Struct, frozen=True):

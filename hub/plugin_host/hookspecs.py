@@ -24,25 +24,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pluggy
-from litestar import Controller, Router
-from litestar.handlers import BaseRouteHandler
 
 if TYPE_CHECKING:
     import msgspec
 
     from hub.ai.agents import Agent
-    from hub.ai.llm import Provider
     from hub.base.protocol import ChatMessage, UserRef
     from hub.cache.strategy import CacheStrategy
-    from hub.plugin_host.api import HubAPI
+    from hub.plugin_host.api import HubAPI, LLMProvider
     from hub.plugin_host.commands import CommandSpec
-    from hub.plugin_host.dashboard import DashboardPage
+    from hub.plugin_host.dashboard import DashboardPage, RouteHandler
 
 PROJECT = "lydian"
 
-RouteHandler = BaseRouteHandler | Router | type[Controller]
-"""What ``lydian_routes`` returns a list of: Litestar handlers (``@get``, ``@post``,
-``@websocket``...), routers and controller classes."""
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -152,7 +146,7 @@ def lydian_agents() -> list[Agent]:
 
 
 @hookspec
-def lydian_llm_providers() -> list[Provider]:
+def lydian_llm_providers() -> list[LLMProvider]:
     """Register LLM providers (:class:`hub.sdk.LLMProvider`: ``name``, ``configured(hub)``,
     ``models(hub)``, ``stream(request, hub)``) that agents select by name."""
 

@@ -10,11 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory
-from piccolo.table import Table
 
 from hub.store.errors import unavailable_as_store_error
 
@@ -283,14 +281,3 @@ def engine_for_url(
             config["server_settings"] = server_settings
         return TimedPostgresEngine(config=config, acquire_timeout=acquire_timeout)
     raise ValueError(f"unsupported DATABASE_URL {url!r}: use sqlite:///PATH or postgresql://...")
-
-
-def bind(engine: Engine) -> None:
-    """Point every hub table, Piccolo's migration table and ``PICCOLO_CONF`` at ``engine``."""
-    import hub.store.piccolo_conf as conf
-    from hub.store.tables import TABLES
-
-    conf.DB = engine
-    tables: list[type[Table]] = [*TABLES, Migration]
-    for table in tables:
-        table._meta.db = engine

@@ -32,6 +32,7 @@ from piccolo.custom_types import Combinable
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+from piccolo.table import Table
 
 from hub.base.protocol import Attachment, ChatMessage, UserRef
 from hub.store.engines import (
@@ -39,11 +40,10 @@ from hub.store.engines import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_STATEMENT_TIMEOUT,
     EmbeddedSQLiteEngine,
-    bind,
     engine_for_url,
 )
 from hub.store.errors import StoreUnavailable, unavailable_as_store_error
-from hub.store.tables import Member, Message, RevokedToken, Room, RoomPlugin, User
+from hub.store.tables import TABLES, Member, Message, RevokedToken, Room, RoomPlugin, User
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,16 @@ RESERVED_ROOM_PREFIXES = (DM_PREFIX,)
 """Room ids no user can create: ``dm:<a>:<b>`` belongs to the DM path only."""
 
 _DM_USER = re.compile(r"^[A-Za-z0-9_.@-]{1,48}$")  # protocol.UserId
+
+
+def bind(engine: Engine) -> None:
+    """Point every hub table, Piccolo's migration table and ``PICCOLO_CONF`` at ``engine``."""
+    import hub.store.piccolo_conf as conf  # on demand: it reads the settings when imported
+
+    conf.DB = engine
+    tables: list[type[Table]] = [*TABLES, Migration]
+    for table in tables:
+        table._meta.db = engine
 
 
 def dm_room_id(a: str, b: str) -> str:
