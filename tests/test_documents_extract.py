@@ -8,6 +8,7 @@ import itertools
 import pickle
 import re
 import zipfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 
 import msgspec
@@ -421,6 +422,33 @@ def test_pdf_page_and_object_limits() -> None:
     assert objects.value.limit == "max_objects"
 
 
+def test_pdf_flate_bomb_refused_before_pdfium() -> None:
+    deflate = zlib.compressobj(9)
+    payload = b"".join(deflate.compress(b" " * (1 << 20)) for _ in range(24)) + deflate.flush()
+    bodies: list[bytes | None] = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(payload)
+        + payload
+        + b"\nendstream",
+    ]
+    data = serialise(bodies, 1)
+    assert len(data) < 100_000
+    with pytest.raises(LimitExceeded, match="inflates past 10,485,760 bytes") as err:
+        extract(data, PDF, "bomb.pdf", limits=Limits(max_stream_bytes=10 << 20))
+    assert err.value.limit == "max_stream_bytes"
+
+
+def test_pdf_huge_image_skipped_without_decoding() -> None:
+    flow = PageFlow()
+    flow.paragraph("A page with a poster.")
+    flow.image(jpeg_bytes(32, 32), 20_000, 20_000)  # the dictionary claims 20,000 x 20,000
+    doc = extract(make_pdf([flow.page]), PDF, "poster.pdf", limits=LIMITS)
+    assert doc.images == [] and doc.images_skipped == 1
+    assert "A page with a poster." in doc.markdown
+
+
 def test_size_limit_and_time_budget() -> None:
     with pytest.raises(LimitExceeded, match="bytes \\(limit 1,000\\)"):
         extract(report_pdf(), PDF, "r.pdf", limits=Limits(max_bytes=1000))
@@ -450,6 +478,19 @@ def test_zip_bomb_refused_before_parsing() -> None:
         extract(make_docx(), DOCX, "plan.docx", limits=Limits(max_unzipped_bytes=10_000))
 
 
+def test_xml_entity_expansion_in_office_files() -> None:
+    lol = b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">' + b"".join(
+        b'<!ENTITY lol%d "%s">' % (i, (b"&lol%d;" % (i - 1) if i > 1 else b"&lol;") * 10)
+        for i in range(1, 10)
+    )
+    source = zipfile.ZipFile(io.BytesIO(make_docx()))
+    entries = {name: source.read(name) for name in source.namelist()}
+    body = re.sub(rb"^<\?xml[^>]*\?>\s*", b"", entries["word/document.xml"])
+    entries["word/document.xml"] = lol + b"]>" + body.replace(b"Hostile files.", b"&lol9;")
+    with pytest.raises(BadDocument, match="corrupt or unreadable DOCX: XMLSyntaxError"):
+        extract(zip_with(entries), DOCX, "laughs.docx", limits=LIMITS)
+
+
 def test_corrupt_and_truncated_office_files() -> None:
     docx_bytes = make_docx()
     with pytest.raises(BadDocument, match="corrupt or truncated zip archive"):
@@ -459,6 +500,12 @@ def test_corrupt_and_truncated_office_files() -> None:
         extract(broken, DOCX, "broken.docx", limits=LIMITS)
     with pytest.raises(BadDocument, match="not a DOCX, XLSX or PPTX"):
         extract(zip_with({"a.txt": b"hi"}), DOCX, "a.docx", limits=LIMITS)
+    # a central directory asking for zip version 7.5 (zipfile raises NotImplementedError)
+    future = bytearray(docx_bytes)
+    cd = future.index(b"PK\x01\x02")
+    future[cd + 6 : cd + 8] = (75).to_bytes(2, "little")
+    with pytest.raises(BadDocument, match=r"zip file version 7\.5"):
+        extract(bytes(future), DOCX, "future.docx", limits=LIMITS)
 
 
 def test_sniffed_by_content_not_by_name() -> None:

@@ -32,6 +32,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_images: int = 50  # embedded images returned (the rest are counted, not kept)
     max_image_bytes: int = 10 * MiB  # per image
     max_image_pixels: int = 50_000_000  # per image, checked before decoding
+    max_stream_bytes: int = 100 * MiB  # a PDF content stream inflated (images excepted)
     max_seconds: float | None = None  # cooperative check between pages, see above
 
 
