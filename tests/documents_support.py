@@ -29,6 +29,7 @@ class Text:
     y: float
     size: float = 10.0
     bold: bool = False
+    mono: bool = False  # Courier
 
 
 @dataclass
@@ -94,6 +95,15 @@ class PageFlow:
         self.y -= size * 1.4
         self.page.texts.append(Text("\u2022 " + text, MARGIN + 12, self.y, size))
 
+    def code(self, lines: list[str], size: float = 9.0) -> None:
+        """Courier lines; leading spaces become x offsets (0.6 em per character)."""
+        self.y -= size * 0.8
+        for line in lines:
+            self.y -= size * 1.2
+            indent = len(line) - len(line.lstrip(" "))
+            x = MARGIN + indent * 0.6 * size
+            self.page.texts.append(Text(line.lstrip(" "), x, self.y, size, mono=True))
+
     def table(self, rows: list[list[str]], col_width: float = 110.0) -> None:
         self.y -= 14
         grid = Grid(rows, MARGIN, self.y, col_width=col_width)
@@ -144,7 +154,7 @@ class _Objects:
 def _content(page: Page, images: list[str]) -> bytes:
     ops: list[bytes] = []
     for t in page.texts:
-        font = b"/F2" if t.bold else b"/F1"
+        font = b"/F3" if t.mono else b"/F2" if t.bold else b"/F1"
         ops.append(
             b"BT %s %.1f Tf %.2f %.2f Td (%s) Tj ET" % (font, t.size, t.x, t.y, _esc(t.text))
         )
@@ -191,6 +201,9 @@ def make_pdf(
     f2 = objs.add(
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>"
     )
+    f3 = objs.add(
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Courier /Encoding /WinAnsiEncoding >>"
+    )
     jpeg_cache: dict[bytes, int] = {}
     page_nums: list[int] = []
     for page in pages:
@@ -211,8 +224,8 @@ def make_pdf(
         page_nums.append(
             objs.add(
                 b"<< /Type /Page /Parent %d 0 R /MediaBox [0 0 %d %d] /Contents %d 0 R"
-                b" /Resources << /Font << /F1 %d 0 R /F2 %d 0 R >>%s >> >>"
-                % (pages_num, PAGE_W, PAGE_H, content, f1, f2, xobject)
+                b" /Resources << /Font << /F1 %d 0 R /F2 %d 0 R /F3 %d 0 R >>%s >> >>"
+                % (pages_num, PAGE_W, PAGE_H, content, f1, f2, f3, xobject)
             )
         )
     kids = b" ".join(b"%d 0 R" % n for n in page_nums)

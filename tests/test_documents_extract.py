@@ -45,6 +45,7 @@ from lydian_plugins.documents import (
 from tests.documents_support import (
     Bookmark,
     PageFlow,
+    Text,
     blank_pages_pdf,
     jpeg_bytes,
     make_pdf,
@@ -196,6 +197,39 @@ def test_pdf_wrapped_heading_and_hyphenation() -> None:
     doc = extract(make_pdf([flow.page]), PDF, "x.pdf", limits=LIMITS)
     assert "# A long title that the author wrapped over two lines" in doc.markdown
     assert "fast and reliable in every test." in doc.markdown
+
+
+def test_pdf_code_blocks_running_headers_and_contents() -> None:
+    contents = PageFlow()
+    contents.heading("Contents", 16)
+    for n, (entry, page) in enumerate([("1 Setup", 2), ("2 Usage", 3)]):
+        y = contents.y - 20 * (n + 1)
+        contents.page.texts.append(
+            Text(entry + " . . . . . . . . . . . . . . " + str(page), 56, y, 10)
+        )
+    pages = [contents.page]
+    for p, title in ((2, "Setup"), (3, "Usage"), (4, "Notes")):
+        flow = PageFlow()
+        flow.page.texts.append(Text("Acme manual, edition 2", 56, 760, 8))  # running header
+        flow.page.texts.append(Text(f"- {p} -", 300, 30, 8))  # page number
+        flow.heading(f"{p - 1} {title}", 16)
+        flow.paragraph(f"How to use the {title.lower()} part of the tool, in a few steps.")
+        flow.code(["def main():", "    if ready:", "        return 1", "    return 0"])
+        flow.paragraph("After the code, more text.")
+        pages.append(flow.page)
+    doc = extract(make_pdf(pages), PDF, "manual.pdf", limits=LIMITS)
+    md = doc.markdown
+    assert "Acme manual" not in md and "- 3 -" not in md
+    assert "- 1 Setup \u2026 2\n- 2 Usage \u2026 3" in md
+    code = "```\ndef main():\n    if ready:\n        return 1\n    return 0\n```"
+    assert md.count(code) == 3
+    assert "## 1 Setup" in md or "# 1 Setup" in md
+    assert [b.kind for b in doc.blocks if b.page == 3] == [
+        "heading",
+        "paragraph",
+        "code",
+        "paragraph",
+    ]
 
 
 # --- Office -------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ _BULLET = re.compile(
     r"^\s*([\u2022\u25cf\u25e6\u25aa\u25a0\u2023\u2043\u2013\u2014*\-•·o])\s+(.*)$"
 )
 _NUMBERED = re.compile(r"^\s*(\d{1,3}|[a-zA-Z])[.)]\s+(.*)$")
+_LEADER = re.compile(r"(?:\s*\.){4,}\s*(\S{1,8})$")  # dot leaders and a page label
 _MIN_TABLE_SEGMENTS = 6  # path segments on a page before pdfplumber looks for tables
 
 
@@ -55,6 +56,7 @@ class _Item:
     y1: float
     size: float
     bold: bool
+    mono: bool
 
 
 @dataclass
@@ -62,6 +64,7 @@ class _Line:
     items: list[_Item]
     size: float
     bold: bool
+    mono: bool
     y: float  # baseline-ish (bottom of the first item)
     top: float
     x0: float
@@ -81,6 +84,7 @@ class _Line:
 
 @dataclass
 class _PageScan:
+    height: float = 792.0
     lines: list[_Line] = field(default_factory=list)
     images: int = 0
     segments: int = 0
@@ -215,18 +219,19 @@ def _extract(
         raise BadDocument("corrupt PDF: it has no readable pages")
     warnings: list[str] = []
     scans: list[_PageScan] = []
-    bold: dict[int, bool] = {}  # font handle -> bold, valid for this document only
+    fonts: dict[int, tuple[bool, bool]] = {}  # font handle -> style, for this document only
     failed: list[str] = []
     for i in range(n_pages):
         _check_time(started, limits, i)
         try:
-            scans.append(_scan_page(pdf, i, bold))
+            scans.append(_scan_page(pdf, i, fonts))
         except Exception as exc:  # pdfium reports a broken page as a plain error
             failed.append(f"page {i + 1} cannot be read ({short(exc)})")
             scans.append(_PageScan())
     if len(failed) == n_pages:
         raise BadDocument(f"corrupt PDF: {failed[0]}")
     warnings.extend(failed)
+    _drop_running_lines(scans)
     _find_tables(data, password, scans, pdf, warnings, started, limits)
 
     body, headings = _font_levels(scans)
@@ -273,7 +278,12 @@ def _check_time(started: float, limits: Limits, page: int) -> None:
         )
 
 
-def _is_bold(raw_obj: Any, cache: dict[int, bool]) -> bool:
+_BOLD_NAMES = ("bold", "black", "heavy", "semibold")
+_MONO_NAMES = ("mono", "courier", "cmtt", "consol", "code", "fixed", "nimbusmon", "menlo", "monaco")
+
+
+def _font_style(raw_obj: Any, cache: dict[int, tuple[bool, bool]]) -> tuple[bool, bool]:
+    """(bold, monospaced) for a text object's font, cached per font handle."""
     import pypdfium2.raw as c  # type: ignore[import-untyped]
 
     font = c.FPDFTextObj_GetFont(raw_obj)
@@ -285,16 +295,20 @@ def _is_bold(raw_obj: Any, cache: dict[int, bool]) -> bool:
         buf = ctypes.create_string_buffer(max(n, 1))
         c.FPDFFont_GetBaseFontName(font, buf, n)
         name = buf.value.decode("latin-1").lower()
-        cached = weight >= 600 or any(w in name for w in ("bold", "black", "heavy", "semibold"))
+        fixed_pitch = bool(c.FPDFFont_GetFlags(font) & 1)
+        cached = (
+            weight >= 600 or any(w in name for w in _BOLD_NAMES),
+            fixed_pitch or any(w in name for w in _MONO_NAMES),
+        )
         cache[key] = cached
     return cached
 
 
-def _scan_page(pdf: Any, index: int, bold: dict[int, bool]) -> _PageScan:
+def _scan_page(pdf: Any, index: int, fonts: dict[int, tuple[bool, bool]]) -> _PageScan:
     import pypdfium2.raw as c  # type: ignore[import-untyped]
 
-    scan = _PageScan()
     page = pdf[index]
+    scan = _PageScan(height=page.get_height())
     textpage = page.get_textpage()
     items: list[_Item] = []
     try:
@@ -313,7 +327,8 @@ def _scan_page(pdf: Any, index: int, bold: dict[int, bool]) -> _PageScan:
                 m = obj.get_matrix()
                 scale = (m.b * m.b + m.d * m.d) ** 0.5 or 1.0
                 size = round(obj.get_font_size() * scale, 1)
-                items.append(_Item(text, x0, y0, x1, y1, size, _is_bold(obj.raw, bold)))
+                bold, mono = _font_style(obj.raw, fonts)
+                items.append(_Item(text, x0, y0, x1, y1, size, bold, mono))
             elif obj.type == c.FPDF_PAGEOBJ_PATH:
                 n = c.FPDFPath_CountSegments(obj.raw)
                 if n > 0:
@@ -327,6 +342,40 @@ def _scan_page(pdf: Any, index: int, bold: dict[int, bool]) -> _PageScan:
     scan.has_text = bool(items)
     scan.lines = _lines(items)
     return scan
+
+
+_PAGE_NUMBER = re.compile(
+    r"^[-\u2013(\[]?\s*(page\s*)?(#|[ivxlc]{1,7})(\s*(of|/)\s*#)?\s*[-\u2013)\]]?$", re.I
+)
+
+
+def _drop_running_lines(scans: list[_PageScan]) -> None:
+    """Removes running headers and footers: page numbers in the top or bottom 7 % of a page,
+    and margin lines that repeat (digits aside) on 3 pages, or on 2 when they carry a number
+    at one end (a running header with its page number, alternating between odd and even
+    pages)."""
+
+    def margin(scan: _PageScan, line: _Line) -> bool:
+        return line.top > scan.height * 0.93 or line.y < scan.height * 0.07
+
+    def key(line: _Line) -> str:
+        return re.sub(r"\d+", "#", line.text.strip().lower())
+
+    pages_with: Counter[str] = Counter()
+    for scan in scans:
+        pages_with.update({key(line) for line in scan.lines if margin(scan, line)})
+
+    def running(line: _Line) -> bool:
+        k = key(line)
+        if _PAGE_NUMBER.match(k):
+            return True
+        return pages_with[k] >= (2 if k.startswith("#") or k.endswith("#") else 3)
+
+    for scan in scans:
+        kept = [line for line in scan.lines if not (margin(scan, line) and running(line))]
+        if len(kept) != len(scan.lines):
+            scan.lines = kept
+            scan.has_text = bool(kept)
 
 
 def _union(
@@ -376,7 +425,11 @@ def _lines(items: list[_Item]) -> list[_Line]:
             cur.size = max(cur.size, it.size)
             cur.top = max(cur.top, it.y1)
         else:
-            lines.append(_Line([it], it.size, it.bold, it.y0, it.y1, it.x0))
+            lines.append(_Line([it], it.size, it.bold, it.mono, it.y0, it.y1, it.x0))
+    for line in lines:  # mostly monospaced characters
+        chars = sum(len(it.text.strip()) for it in line.items)
+        mono = sum(len(it.text.strip()) for it in line.items if it.mono)
+        line.mono = chars > 0 and mono >= 0.8 * chars
     return lines
 
 
@@ -466,16 +519,20 @@ def _page_blocks(
     item: list[str] | None = None
     item_marker = ""
     item_x = 0.0
+    code: list[_Line] = []
     prev: _Line | None = None
 
     def flush() -> None:
-        nonlocal para, item
+        nonlocal para, item, code
         if para:
             b.add("paragraph", _join(para), page)
             para = []
         if item is not None:
             b.add("list", item_marker + _join(item), page)
             item = None
+        if code:
+            b.add("code", "```\n" + _code_text(code) + "\n```", page)
+            code = []
 
     deepest = min(len(headings) + 1, 6)
     for line in scan.lines:
@@ -485,6 +542,27 @@ def _page_blocks(
             prev = None
         text = line.text
         if not text:
+            continue
+        # code: monospaced lines; a stray short one (an inline quote) only inside a block
+        if (
+            line.mono
+            and (code or len(text) >= 3)
+            and not (_BULLET.match(text) or _NUMBERED.match(text))
+        ):
+            if not code:
+                flush()
+            code.append(line)
+            prev = line
+            continue
+        if code:
+            flush()
+        leader = _LEADER.search(text)
+        if leader:  # a table-of-contents entry: "2.1 Syntax . . . . . 4"
+            flush()
+            b.add(
+                "list", "- " + text[: leader.start()].rstrip() + " \u2026 " + leader.group(1), page
+            )
+            prev = line
             continue
         level = headings.get(line.size)
         if level is None and line.bold and abs(line.size - body) < 0.6 and _heading_like(text):
@@ -527,6 +605,20 @@ def _page_blocks(
     flush()
     for t in tables:
         b.table(t[2], page)
+
+
+def _code_text(lines: list[_Line]) -> str:
+    """Monospaced lines with their indentation (from x positions) and blank-line gaps."""
+    left = min(line.x0 for line in lines)
+    out: list[str] = []
+    prev: _Line | None = None
+    for line in lines:
+        width = max((it.x1 - it.x0) / max(len(it.text), 1) for it in line.items) or line.size * 0.6
+        if prev is not None and prev.y - line.y > 2.2 * line.size:
+            out.append("")
+        out.append(" " * round((line.x0 - left) / width) + line.text)
+        prev = line
+    return "\n".join(out).replace("```", "`\u200b``")
 
 
 def _heading_like(text: str) -> bool:
