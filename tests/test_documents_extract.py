@@ -548,6 +548,7 @@ def test_sniffed_by_content_not_by_name() -> None:
     assert doc.warnings == ["declared as application/pdf, but the content is DOCX"]
     pdf = extract(report_pdf(), "text/plain", "notes.txt", limits=LIMITS)
     assert pdf.media_type == PDF and TABLE_MD in pdf.markdown
+    assert pdf.warnings == ["declared as text/plain, but the content is PDF"]
     html = extract(
         b"<html><body><h1>Hi</h1></body></html>", "application/pdf", "x.pdf", limits=LIMITS
     )

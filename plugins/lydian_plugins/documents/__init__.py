@@ -106,7 +106,7 @@ def extract(
     if (
         declared
         and declared not in (kind, "application/octet-stream")
-        and not declared.startswith("text/")
+        and not (declared.startswith("text/") and kind.startswith("text/"))
     ):
         document.warnings.append(f"declared as {declared}, but the content is {_label(kind)}")
     return document

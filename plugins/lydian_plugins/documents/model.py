@@ -89,7 +89,11 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Document(msgspec.Struct, frozen=True, kw_only=True):
-    """What ``extract`` returns."""
+    """What ``extract`` returns.
+
+    ``markdown`` is the whole document; for a PDF each page starts with ``<!-- page N -->``.
+    ``blocks`` are the same content in reading order with page and section, for ``chunk``.
+    """
 
     media_type: str  # sniffed from the content, not taken from the name
     filename: str
