@@ -683,3 +683,20 @@ def test_chunk_splits_an_oversized_paragraph_and_rejects_bad_parameters() -> Non
         chunk(doc, max_tokens=50, overlap_tokens=30, attachment_id="a", filename="f")
     with pytest.raises(ValueError, match="max_tokens"):
         chunk(doc, max_tokens=2, overlap_tokens=0, attachment_id="a", filename="f")
+
+
+def test_pdfplumber_is_pinned_to_the_minor_whose_internals_pdf_py_hooks() -> None:
+    """documents/pdf.py replaces ``Page.iter_layout_objects`` on pdfplumber pages: an upgrade
+    past 0.11 must be deliberate, and what is installed is inside the range."""
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    (requirement,) = [
+        r
+        for r in project["project"]["optional-dependencies"]["documents"]
+        if r.startswith("pdfplumber")
+    ]
+    assert "<0.12" in requirement
+    assert importlib.metadata.version("pdfplumber").startswith("0.11.")
