@@ -381,6 +381,17 @@ def test_html_drops_scripts_and_styles() -> None:
     )
 
 
+def test_html_table_inside_a_table_cell() -> None:
+    html = (
+        "<table><tr><th>Name</th><th>Detail</th></tr><tr><td>a</td><td>"
+        "<table><tr><td>x</td><td>y</td></tr></table></td></tr><tr><td>b</td><td>z</td></tr>"
+        "</table><p>after</p>"
+    )
+    doc = extract(html.encode(), "text/html", "n.html", limits=LIMITS)
+    assert doc.tables[0].rows == [["Name", "Detail"], ["a", "x y"], ["b", "z"]]
+    assert doc.markdown.endswith("| b | z |\n\nafter\n")
+
+
 def test_plain_text_and_markdown() -> None:
     text = extract(
         b"First paragraph.\n\nSecond one\ncontinues.", "text/plain", "a.txt", limits=LIMITS

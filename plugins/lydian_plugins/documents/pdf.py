@@ -7,6 +7,10 @@ that got every table cell right, runs only on pages that draw ruling lines (a ta
 candidate), and the text inside its tables is replaced by a markdown table. pypdf supplies
 the outline, the embedded images, the object count and decryption (AES with
 ``cryptography``).
+
+Known limits: a table drawn without ruling lines stays text (pdfplumber's "text" strategy
+guessed columns in prose too often to run on every page); reading order is the content
+stream's, which is right for most generators and for columns written one after the other.
 """
 
 from __future__ import annotations

@@ -115,6 +115,7 @@ class _HtmlToMarkdown(HTMLParser):
         self._lists: list[str] = []
         self._in_li = False
         self._table: list[list[str]] | None = None
+        self._nested = 0  # tables inside a table's cell: their text joins that cell
         self._cell: list[str] | None = None
         self._pre = 0
         self._href: str | None = None
@@ -148,6 +149,11 @@ class _HtmlToMarkdown(HTMLParser):
             self._in_title = True
             return
         if self._drop:
+            return
+        if self._table is not None and (self._nested or tag == "table"):
+            self._nested += tag == "table"
+            if self._cell is not None and tag in ("td", "th", "tr", "br", "p", "li"):
+                self._cell.append(" ")
             return
         if self._table is not None and tag in ("td", "th"):
             self._cell = []
@@ -196,6 +202,9 @@ class _HtmlToMarkdown(HTMLParser):
             self._in_title = False
             return
         if self._drop:
+            return
+        if self._nested:
+            self._nested -= tag == "table"
             return
         if self._table is not None:
             if tag in ("td", "th") and self._cell is not None:
