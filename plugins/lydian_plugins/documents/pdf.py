@@ -9,8 +9,9 @@ the outline, the embedded images, the object count and decryption (AES with
 ``cryptography``).
 
 Known limits: a table drawn without ruling lines stays text (pdfplumber's "text" strategy
-guessed columns in prose too often to run on every page); reading order is the content
-stream's, which is right for most generators and for columns written one after the other.
+found a "table" on every one of the 53 pages of two prose manuals in /usr/share/doc, so it
+is not used); reading order is the content stream's, which is right for most generators
+and for columns written one after the other.
 """
 
 from __future__ import annotations
