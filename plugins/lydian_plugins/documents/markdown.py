@@ -34,7 +34,7 @@ def table_markdown(rows: list[list[str]]) -> str:
 
 
 def trim_rows(rows: list[list[str]]) -> list[list[str]]:
-    """Drops trailing empty cells, then trailing empty rows and all-empty columns at the end."""
+    """Drops trailing empty rows, and trailing columns that are empty in every row."""
     rows = [list(r) for r in rows]
     while rows and not any(rows[-1]):
         rows.pop()
@@ -89,25 +89,24 @@ class Builder:
         total_cols: int | None = None,
         caption: str | None = None,
     ) -> None:
+        """Adds a table block (``caption`` above it) and its ``Table`` record."""
         rows = trim_rows(rows)
         if not rows:
             return
-        shown = rows
         total_rows = len(rows) if total_rows is None else total_rows
         total_cols = max(len(r) for r in rows) if total_cols is None else total_cols
-        md = table_markdown(shown)
-        truncated = total_rows > len(shown)
+        md = table_markdown(rows)
         if caption:
             md = caption + "\n\n" + md
         self.tables.append(
             Table(
-                rows=shown,
+                rows=rows,
                 markdown=md,
                 page=page,
                 section=self.section,
                 total_rows=total_rows,
                 total_cols=total_cols,
-                truncated=truncated,
+                truncated=total_rows > len(rows),
             )
         )
         self.add("table", md, page)

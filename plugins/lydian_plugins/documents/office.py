@@ -41,6 +41,7 @@ class _Images:
 
 
 def extract_docx(data: bytes, filename: str, limits: Limits) -> Document:
+    """Body paragraphs and tables in order: heading styles, list styles/numbering, images."""
     import docx
     from docx.table import Table as DocxTable
     from docx.text.paragraph import Paragraph
@@ -105,6 +106,8 @@ def _docx_paragraph(b: Builder, p: Any) -> None:
 
 
 def extract_xlsx(data: bytes, filename: str, limits: Limits) -> Document:
+    """Each sheet a table (cached values of formulas); a large one summarised from its first
+    ``limits.sheet_rows`` rows and its stored dimension."""
     import openpyxl  # type: ignore[import-untyped]
 
     wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
@@ -189,6 +192,7 @@ def _last_row(shown: list[list[str]], n_rows: int) -> int:
 
 
 def extract_pptx(data: bytes, filename: str, limits: Limits) -> Document:
+    """One page per slide: title as heading, body as bullets, tables, pictures, notes."""
     import pptx
 
     prs = pptx.Presentation(io.BytesIO(data))

@@ -237,7 +237,7 @@ def _extract(
         raise BadDocument(f"corrupt PDF: {failed[0]}")
     warnings.extend(failed)
     _drop_running_lines(scans)
-    _find_tables(data, password, scans, pdf, warnings, started, limits)
+    _find_tables(data, password, scans, warnings, started, limits)
 
     body, headings = _font_levels(scans)
     b = Builder()
@@ -442,7 +442,6 @@ def _find_tables(
     data: bytes,
     password: str | None,
     scans: list[_PageScan],
-    pdf: Any,
     warnings: list[str],
     started: float,
     limits: Limits,
