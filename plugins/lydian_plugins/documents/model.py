@@ -125,7 +125,8 @@ class Chunk(msgspec.Struct, frozen=True, kw_only=True):
     page: int | None = None
     page_end: int | None = None
     section: str | None = None
-    citation: str  # "report.pdf, p. 12" / "report.pdf, pp. 3-4" / "data.xlsx, Sheet1"
+    # "report.pdf, p. 12", "report.pdf, pp. 3-4", "deck.pptx, slide 2", "data.xlsx, sheet Log"
+    citation: str
 
 
 def short(exc: BaseException, limit: int = 300) -> str:
