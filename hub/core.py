@@ -27,6 +27,7 @@ from hub.base.config import Settings
 from hub.base.errors import MessageRefused, Refusal, RoomNotVisible
 from hub.base.protocol import (
     Attachment,
+    AttachmentEvent,
     ChatMessage,
     CommandResult,
     Error,
@@ -40,6 +41,7 @@ from hub.cache.http import HttpCache
 from hub.cache.queries import QueryCache
 from hub.cache.setup import build_cache, start_cache
 from hub.media.attachments import AttachmentStore, UnknownAttachment, sweep_orphans_forever
+from hub.media.pipeline import AttachmentHandler, AttachmentPipeline
 from hub.plugin_host.host import PluginHost
 from hub.realtime.broker import Broker
 from hub.realtime.connection import Connection
@@ -47,7 +49,7 @@ from hub.realtime.presence import MemoryPresence, Presence
 from hub.realtime.presence_redis import RedisPresence
 from hub.realtime.rooms import RoomRegistry
 from hub.realtime.sockets import Sockets
-from hub.store.store import RoomInfo, Store
+from hub.store.store import AttachmentResult, RoomInfo, Store
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +116,15 @@ class Hub:
             api=self,
         )
         self.users = KnownUsers(store, self.spawn)  # who exists (DMs go only to known users)
+        self.attachment_pipeline = AttachmentPipeline(  # handlers' jobs on uploads (issue 15)
+            store,
+            AttachmentStore.for_settings(settings),
+            self._attachment_handlers,
+            self._publish_attachment,
+            self.spawn,
+            max_jobs=settings.attachment_max_jobs,
+            start_method=settings.attachment_start_method,
+        )
         self.revocations = Revocations(  # revoked token ids, the same on every replica
             store,
             broker,
@@ -174,6 +185,7 @@ class Hub:
         return await self.sockets.goodbye(grace)
 
     async def stop(self) -> None:
+        self.attachment_pipeline.stop()
         await self.streams.stop()
         await self.plugins.stop()
         await self.goodbye()
@@ -323,6 +335,11 @@ class Hub:
             await self.rooms.publish_message(message)
             if self.plugins.observes(room_id):
                 self.spawn(self.plugins.observe(message, self), name=f"plugins:{room_id}")
+            uploads = [a.id for a in resolved if ":" not in a.id]
+            if uploads:  # handlers' jobs, in the background: the message never waits
+                self.spawn(
+                    self.attachment_pipeline.submit(room_id, uploads), name=f"attach:{room_id}"
+                )
         return message, duplicate
 
     async def post_direct(
@@ -447,6 +464,30 @@ class Hub:
 
     def cache_stats(self) -> dict[str, Any]:
         return self.cache.stats()
+
+    # ------------------------------------------------------------ attachment pipeline
+    # (hub.media.pipeline: handlers from plugins enabled in the room, results, events)
+
+    def _attachment_handlers(self, room: str) -> list[tuple[str, AttachmentHandler]]:
+        return [
+            (plugin, handler)
+            for plugin, handler in self.plugins.items("lydian_attachment_handlers")
+            if self.plugins.is_enabled(room, plugin)
+        ]
+
+    async def _publish_attachment(self, room: str, event: AttachmentEvent) -> None:
+        await self.rooms.publish_event(room, encode(event))
+
+    async def process_attachment(
+        self, room: str, attachment_id: str, *, handlers: set[str] | None = None
+    ) -> list[str]:
+        return await self.attachment_pipeline.submit(
+            room, [attachment_id], force=True, only=handlers
+        )
+
+    async def attachment_results(self, attachment_id: str) -> list[AttachmentResult]:
+        _, results = await self.attachment_pipeline.results(attachment_id)
+        return results
 
 
 @contextlib.asynccontextmanager

@@ -45,6 +45,7 @@ from hub.base.protocol import (
     INT64_MAX,
     Ack,
     Attachment,
+    AttachmentEvent,
     ChatMessage,
     CommandResult,
     ErrorCode,
@@ -73,6 +74,7 @@ from hub.base.protocol import (
 )
 from hub.base.protocol import Error as ErrorFrame
 from hub.cache.strategy import CacheStrategy
+from hub.media.pipeline import AttachmentHandler, AttachmentInfo, HandlerError, HandlerResult
 from hub.plugin_host.api import FrameHandler, HubAPI, LLMProvider, Unsubscribe
 from hub.plugin_host.commands import (
     Arg,
@@ -86,7 +88,7 @@ from hub.plugin_host.dashboard import DashboardPage, RouteHandler
 from hub.plugin_host.hookspecs import hookimpl
 from hub.plugin_host.settings import PerRoom, Secret
 from hub.realtime.shared import SharedState
-from hub.store.store import RoomExists, RoomInfo
+from hub.store.store import AttachmentResult, RoomExists, RoomInfo
 
 
 def hub_of(connection: ASGIConnection[Any, Any, Any, Any]) -> HubAPI:
@@ -106,6 +108,10 @@ __all__ = [
     "Agent",
     "Arg",
     "Attachment",
+    "AttachmentEvent",
+    "AttachmentHandler",
+    "AttachmentInfo",
+    "AttachmentResult",
     "CacheStrategy",
     "CancelRefused",
     "ChatMessage",
@@ -122,6 +128,8 @@ __all__ = [
     "Frame",
     "FrameError",
     "FrameHandler",
+    "HandlerError",
+    "HandlerResult",
     "History",
     "HubAPI",
     "Identity",

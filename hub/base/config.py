@@ -98,6 +98,9 @@ class Settings(msgspec.Struct, kw_only=True):
     http_body_min_rate: int = 1024  # bytes/s a body must average after its first timeout (0 = off)
     upload_orphan_grace: float = 24 * 3600.0  # unreferenced uploads are deleted after this
     upload_sweep_interval: float = 3600.0  # a replica sweeps orphans this often; 0: never
+    # attachment pipeline (issue 15): handler jobs at once per process, each in a child process
+    attachment_max_jobs: int = 2
+    attachment_start_method: str = "forkserver"  # or "spawn" (never "fork": the loop's threads)
     log_level: str = "info"
     plugins: str | None = None  # allow-list "a,b" (env LYDIAN_PLUGINS); None loads every plugin
     trace_hooks: bool = False  # log every plugin hook call (env LYDIAN_TRACE_HOOKS=1)

@@ -341,6 +341,23 @@ class CommandResult(Frame, tag="command_result"):
     id: str | None = None
 
 
+class AttachmentEvent(Frame, tag="attachment"):
+    """Progress of one attachment handler's job on an attachment (``docs/protocol.md``).
+
+    ``status`` goes ``queued`` -> ``running`` -> ``done`` or ``failed``; ``cached`` marks a
+    result found for the same bytes processed earlier (no job ran). ``error`` says why a job
+    failed (the handler's error, a timeout, the memory limit, a crash)."""
+
+    room: str
+    attachment: str
+    handler: str
+    status: str  # queued | running | done | failed
+    filename: str = ""
+    summary: str = ""
+    error: str = ""
+    cached: bool = False
+
+
 class Ping(Frame, tag="ping"):
     """Heartbeat; the client answers with any frame (``pong`` if it has nothing to say)."""
 
@@ -361,6 +378,7 @@ ServerFrame = (
     | History
     | RoomEvent
     | CommandResult
+    | AttachmentEvent
     | Reconnect
     | Ping
 )

@@ -26,7 +26,7 @@ from hub.base.protocol import (
     UserRef,
 )
 from hub.realtime.shared import SharedState
-from hub.store.store import RoomInfo
+from hub.store.store import AttachmentResult, RoomInfo
 
 FrameHandler = Callable[[int, ServerFrame], Awaitable[None]]
 """What :meth:`HubAPI.subscribe` calls with each frame: ``(room offset, frame)``."""
@@ -211,6 +211,21 @@ class HubAPI(Protocol):
 
     def record_stream(self, metrics: StreamMetrics) -> None:
         """Add the figures of a stream run outside a room (e.g. an HTTP API) to the hub's."""
+        ...
+
+    # ------------------------------------------------------------ attachments
+
+    async def process_attachment(
+        self, room: str, attachment_id: str, *, handlers: set[str] | None = None
+    ) -> list[str]:
+        """Run the attachment handlers enabled in ``room`` (or only ``handlers``) on an
+        upload of that room again, even if its bytes were processed before; returns the
+        ``attachment_id:handler`` jobs queued. Progress arrives as ``attachment`` frames."""
+        ...
+
+    async def attachment_results(self, attachment_id: str) -> list[AttachmentResult]:
+        """Every stored handler result for this upload's bytes (``done`` or ``failed``);
+        :class:`LookupError` if there is no such upload."""
         ...
 
     # ------------------------------------------------------------ cache

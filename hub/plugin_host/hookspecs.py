@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from hub.ai.agents import Agent
     from hub.base.protocol import ChatMessage, UserRef
     from hub.cache.strategy import CacheStrategy
+    from hub.media.pipeline import AttachmentHandler
     from hub.plugin_host.api import HubAPI, LLMProvider
     from hub.plugin_host.commands import CommandSpec
     from hub.plugin_host.dashboard import DashboardPage, RouteHandler
@@ -155,6 +156,29 @@ def lydian_llm_providers() -> list[LLMProvider]:
 def lydian_cache_strategies() -> list[CacheStrategy]:
     """Register cache strategies (subclasses of :class:`hub.sdk.CacheStrategy`),
     selected by ``name`` per cache namespace."""
+
+
+@hookspec
+def lydian_attachment_handlers() -> list[AttachmentHandler]:
+    """Register attachment handlers (:class:`hub.sdk.AttachmentHandler`): what to do with
+    uploaded files of some media types (``"application/pdf"``, ``"image/*"``).
+
+    When a message refers to an upload, every handler matching its media type whose plugin
+    is enabled in the room runs on it as a job in a child process (``run(data, info)``, a
+    top-level function, within the handler's ``timeout``, ``memory_mb`` and ``max_bytes``)
+    and returns a :class:`hub.sdk.HandlerResult`. Results are stored by content hash and
+    handler name, and the room sees ``attachment`` frames. See ``docs/plugins.md``.
+
+    Example::
+
+        def count_lines(data: bytes, info: AttachmentInfo) -> HandlerResult:
+            n = data.count(b"\\n")
+            return HandlerResult(summary=f"{n} lines", data={"lines": n})
+
+        @hookimpl
+        def lydian_attachment_handlers():
+            return [AttachmentHandler("lines", ("text/*",), count_lines, timeout=10)]
+    """
 
 
 # --------------------------------------------------------------------------- web

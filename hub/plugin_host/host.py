@@ -39,6 +39,7 @@ import pluggy
 from hub.base.auth import Identity
 from hub.base.config import Settings
 from hub.base.protocol import CommandResult, Error, ErrorCode, Frame, RoomEvent, UserRef, encode
+from hub.media.pipeline import check_handler
 from hub.plugin_host import hookspecs
 from hub.plugin_host.api import HubAPI
 from hub.plugin_host.commands import (
@@ -66,6 +67,7 @@ LIST_HOOKS = (
     "lydian_llm_providers",
     "lydian_cache_strategies",
     "lydian_dashboard_pages",
+    "lydian_attachment_handlers",
 )
 """Hooks returning lists of objects that other parts of the hub look up by name."""
 
@@ -533,6 +535,9 @@ class PluginHost:
             for agent in items["lydian_agents"]:
                 if not isinstance(getattr(agent, "name", None), str):
                     raise PluginFailure(name, "lydian_agents", f"agent without a name: {agent!r}")
+            for handler in items["lydian_attachment_handlers"]:
+                if (problem := check_handler(handler)) is not None:
+                    raise PluginFailure(name, "lydian_attachment_handlers", problem)
         except (PluginConfigError, PluginFailure) as exc:
             record.error = str(exc)
             log.error("%s; the plugin stays off", exc)

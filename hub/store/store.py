@@ -43,7 +43,16 @@ from hub.store.engines import (
     engine_for_url,
 )
 from hub.store.errors import StoreUnavailable, unavailable_as_store_error
-from hub.store.tables import TABLES, Member, Message, RevokedToken, Room, RoomPlugin, User
+from hub.store.tables import (
+    TABLES,
+    Member,
+    Message,
+    RevokedToken,
+    Room,
+    RoomPlugin,
+    User,
+)
+from hub.store.tables import AttachmentResult as ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,24 @@ class MemberInfo(msgspec.Struct):
     user_id: str
     user_name: str
     role: str
+
+
+class AttachmentResult(msgspec.Struct, omit_defaults=True):
+    """What one attachment handler made of one file (the same bytes share one result)."""
+
+    handler: str
+    status: str  # done | failed
+    sha256: str
+    plugin: str = ""
+    media_type: str = ""
+    attachment_id: str = ""  # the upload it was first made from
+    summary: str = ""
+    markdown: str = ""
+    data: dict[str, Any] = {}
+    warnings: list[str] = []
+    error: str = ""
+    seconds: float = 0.0
+    created_at: float = 0.0
 
 
 class RoomExists(Exception):
@@ -616,6 +643,64 @@ class Store:
         async with self._write():
             await RevokedToken.delete().where(RevokedToken.expires_at < now)
         return {r["jti"] for r in await RevokedToken.select(RevokedToken.jti)}
+
+    # ------------------------------------------------------------------ attachment results
+
+    async def save_attachment_result(self, result: AttachmentResult) -> None:
+        """Keep (or replace) the result of ``result.handler`` on the bytes ``result.sha256``."""
+        row = ResultRow(
+            sha256=result.sha256,
+            handler=result.handler,
+            plugin=result.plugin,
+            status=result.status,
+            attachment_id=result.attachment_id,
+            media_type=result.media_type,
+            summary=result.summary,
+            markdown=result.markdown,
+            data=msgspec.json.encode(result.data).decode(),
+            warnings=msgspec.json.encode(result.warnings).decode(),
+            error=result.error,
+            seconds=result.seconds,
+            created_at=datetime.now(UTC),
+        )
+        async with self._write():
+            await ResultRow.delete().where(
+                (ResultRow.sha256 == result.sha256) & (ResultRow.handler == result.handler)
+            )
+            await ResultRow.insert(row)
+
+    async def attachment_results(
+        self, sha256: str, handler: str | None = None
+    ) -> list[AttachmentResult]:
+        """Stored results for the bytes ``sha256`` (of one handler, or all), by handler."""
+        query = ResultRow.select().where(ResultRow.sha256 == sha256)
+        if handler is not None:
+            query = query.where(ResultRow.handler == handler)
+        out = []
+        for row in await query.order_by(ResultRow.handler):
+            data, warnings = row["data"], row["warnings"]
+            out.append(
+                AttachmentResult(
+                    handler=row["handler"],
+                    status=row["status"],
+                    sha256=row["sha256"],
+                    plugin=row["plugin"],
+                    media_type=row["media_type"],
+                    attachment_id=row["attachment_id"],
+                    summary=row["summary"],
+                    markdown=row["markdown"],
+                    data=msgspec.json.decode(data) if isinstance(data, str | bytes) else data,
+                    warnings=(
+                        msgspec.json.decode(warnings)
+                        if isinstance(warnings, str | bytes)
+                        else warnings
+                    ),
+                    error=row["error"],
+                    seconds=row["seconds"],
+                    created_at=row["created_at"].timestamp() if row["created_at"] else 0.0,
+                )
+            )
+        return out
 
 
 _USER_NAME_SQL = f"SELECT 1 FROM {User._meta.tablename} WHERE lower(name) = lower({{}}) LIMIT 1"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piccolo.columns import JSON, BigInt, Boolean, Serial, Text, Timestamptz, Varchar
+from piccolo.columns import JSON, BigInt, Boolean, Real, Serial, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 
@@ -71,4 +71,31 @@ class RevokedToken(Table, tablename="lydian_revoked_token"):
     revoked_at = Timestamptz()
 
 
-TABLES: list[type[Table]] = [Room, Message, Member, RoomPlugin, User, RevokedToken]
+class AttachmentResult(Table, tablename="lydian_attachment_result"):
+    """What one attachment handler made of one file, keyed by content hash + handler name."""
+
+    id: Serial  # Piccolo's implicit primary key, declared for type checkers (no new column)
+    sha256 = Varchar(length=64)
+    handler = Varchar(length=100)
+    plugin = Varchar(length=100)
+    status = Varchar(length=16)  # done | failed
+    attachment_id = Varchar(length=64)  # the upload it was first made from
+    media_type = Varchar(length=200)
+    summary = Text(default="")
+    markdown = Text(default="")
+    data = JSON(default="{}")
+    warnings = JSON(default="[]")
+    error = Text(default="")
+    seconds = Real(default=0.0)
+    created_at = Timestamptz()
+
+
+TABLES: list[type[Table]] = [
+    Room,
+    Message,
+    Member,
+    RoomPlugin,
+    User,
+    RevokedToken,
+    AttachmentResult,
+]

@@ -23,6 +23,7 @@ from hub.base.errors import MessageRefused, RoomNotVisible
 from hub.cache.http import http_cache_middleware
 from hub.core import running_hub
 from hub.media.attachments import attachment_routes
+from hub.media.pipeline import ROUTES as ATTACHMENT_PIPELINE_ROUTES
 from hub.plugin_host.host import PluginHost
 from hub.store.errors import StoreUnavailable
 from hub.web.admin import plugin_routes
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             readyz,
             ws_endpoint,
             *attachment_routes(settings),
+            *ATTACHMENT_PIPELINE_ROUTES,
             *plugin_routes,
             *stream_routes,
             *plugins.routes(),

@@ -1,0 +1,491 @@
+"""The attachment pipeline: plugins' handlers run on uploaded files, off the event loop.
+
+When a message refers to hub uploads (:meth:`hub.core.Hub.post_message`, the one way in for
+every door) or someone asks for it (``POST /api/rooms/{room}/attachments/{id}/process``),
+each :class:`AttachmentHandler` whose media types match the file and whose plugin is enabled
+in the room gets a **job**. Jobs run at most ``attachment_max_jobs`` at a time, each in its
+own child process (``attachment_start_method``, ``forkserver`` by default: a fork of a
+small server process, never of the hub with its event loop and threads) so that it can be
+killed: past the handler's ``timeout`` it is killed and the job fails with "timed out"; its
+address space is capped at ``memory_mb`` (``RLIMIT_AS``); a crash is a failed job too. The
+message is stored and delivered before any job starts and never waits for one.
+
+Results are stored by content hash and handler name (:meth:`Store.save_attachment_result`):
+the same bytes, uploaded again in any room, are not processed again (the room is told the
+stored result, ``cached: true``) unless re-processing is asked for. The room sees each job as
+``attachment`` frames: ``queued``, ``running``, then ``done`` (with a summary) or ``failed``
+(with the error). Handlers come from the ``lydian_attachment_handlers`` hook; this module
+knows nothing of plugins: the hub passes ``handlers_for(room)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import hashlib
+import logging
+import multiprocessing
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from litestar import Request, get, post
+from litestar.exceptions import HTTPException, NotFoundException
+from litestar.params import FromPath, JSONBody
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from hub.base.auth import Identity
+from hub.base.protocol import AttachmentEvent
+from hub.media.attachments import AttachmentStore, StoredAttachment, UnknownAttachment
+from hub.store.store import AttachmentResult, Store
+
+log = logging.getLogger(__name__)
+
+HANDLER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
+MiB = 1024 * 1024
+
+
+class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """What a handler is told about the file it gets (its bytes come separately)."""
+
+    id: str
+    filename: str
+    media_type: str  # sniffed from the bytes by the hub
+    size: int
+    sha256: str
+    room: str
+
+
+class HandlerResult(msgspec.Struct, kw_only=True):
+    """What a handler returns: ``summary`` for people (one line or a few), ``markdown`` for
+    agents and "copy text", ``data`` anything structured (JSON types), ``warnings``."""
+
+    summary: str = ""
+    markdown: str = ""
+    data: dict[str, Any] = {}
+    warnings: list[str] = []
+
+
+class HandlerError(Exception):
+    """Raise it from a handler for a failure whose message is shown as it is (bad input)."""
+
+
+RunFunction = Callable[[bytes, AttachmentInfo], HandlerResult]
+
+
+@dataclass(frozen=True)
+class AttachmentHandler:
+    """One thing a plugin does with attachments of some media types.
+
+    ``run`` is called in a child process: it must be a top-level function of an importable
+    module (it is pickled by name). ``media_types`` are patterns: ``"application/pdf"``,
+    ``"image/*"``, ``"*/*"``. Limits: ``timeout`` seconds of wall time, ``memory_mb`` of
+    address space for the whole child process, ``max_bytes`` of input (larger files fail at
+    once, no process started).
+    """
+
+    name: str
+    media_types: tuple[str, ...]
+    run: RunFunction
+    timeout: float = 60.0
+    memory_mb: int = 1024
+    max_bytes: int = 50 * MiB
+    description: str = ""
+
+    def matches(self, media_type: str) -> bool:
+        media_type = media_type.split(";", 1)[0].strip().lower()
+        return any(fnmatch.fnmatchcase(media_type, p.lower()) for p in self.media_types)
+
+
+def check_handler(handler: Any) -> str | None:
+    """Why ``handler`` cannot be used (None if it can): type, name, patterns, limits."""
+    if not isinstance(handler, AttachmentHandler):
+        return f"expected AttachmentHandler items, got {handler!r:.100}"
+    if not HANDLER_NAME.match(handler.name):
+        return f"invalid handler name {handler.name!r:.50} (lowercase letters, digits, _ . -)"
+    if isinstance(handler.media_types, str) or not handler.media_types:
+        return f"handler {handler.name!r}: media_types must be a non-empty list of patterns"
+    if handler.timeout <= 0 or handler.memory_mb <= 0 or handler.max_bytes <= 0:
+        return f"handler {handler.name!r}: timeout, memory_mb and max_bytes must be positive"
+    if getattr(handler.run, "__qualname__", "<").count("<") or "." in handler.run.__qualname__:
+        return f"handler {handler.name!r}: run must be a top-level function (it is pickled)"
+    return None
+
+
+HandlersFor = Callable[[str], list[tuple[str, AttachmentHandler]]]
+"""``room -> [(plugin, handler)]``: the handlers that may run in a room."""
+Publish = Callable[[str, AttachmentEvent], Awaitable[None]]
+Spawn = Callable[..., Any]
+
+
+# ------------------------------------------------------------------ the child process
+
+
+def _child(conn: Connection, run: RunFunction, path: str, info: AttachmentInfo, mb: int) -> None:
+    """A job's child process: cap memory, read the file, run the handler, send the result."""
+    import resource
+
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (mb * MiB, mb * MiB))
+        data = Path(path).read_bytes()
+        result = run(data, info)
+        if not isinstance(result, HandlerResult):
+            raise TypeError(f"the handler returned {type(result).__name__}, not HandlerResult")
+        conn.send_bytes(b"+" + msgspec.json.encode(result))
+    except MemoryError:
+        conn.send_bytes(b"-" + f"exceeded its memory limit of {mb} MB".encode())
+    except HandlerError as exc:
+        conn.send_bytes(b"-" + str(exc).encode())
+    except BaseException as exc:  # anything a handler raises is its failure, reported
+        conn.send_bytes(b"-" + f"{type(exc).__name__}: {exc}"[:2000].encode())
+    finally:
+        conn.close()
+
+
+async def _readable(fd: int) -> None:
+    """Wait until ``fd`` can be read (data or end of file) without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+class JobFailed(Exception):
+    """A job that gave no result: timed out, over its memory, crashed, or raised."""
+
+
+# ------------------------------------------------------------------ the pipeline
+
+
+@dataclass
+class PipelineStats:
+    jobs: int = 0  # child processes started
+    done: int = 0
+    failed: int = 0
+    cached: int = 0  # results found stored for the same bytes
+    by_handler: dict[str, int] = field(default_factory=dict)  # jobs per handler
+
+
+class AttachmentPipeline:
+    """Jobs of attachment handlers on hub uploads, bounded and isolated (module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        attachments: AttachmentStore,
+        handlers_for: HandlersFor,
+        publish: Publish,
+        spawn: Spawn,
+        *,
+        max_jobs: int = 2,
+        start_method: str = "forkserver",
+    ) -> None:
+        self.store = store
+        self.attachments = attachments
+        self.handlers_for = handlers_for
+        self.publish = publish
+        self.spawn = spawn
+        self.slots = asyncio.Semaphore(max(1, max_jobs))
+        self.start_method = start_method
+        self.stats = PipelineStats()
+        self._context: Any = None
+        self._hashes: dict[str, str] = {}  # attachment id -> sha256 (uploads never change)
+        self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._children: set[multiprocessing.process.BaseProcess] = set()
+
+    def _ctx(self) -> Any:
+        if self._context is None:
+            ctx = multiprocessing.get_context(self.start_method)
+            if self.start_method == "forkserver":  # children start with the SDK imported
+                ctx.set_forkserver_preload(["hub.sdk"])
+            self._context = ctx
+        return self._context
+
+    async def describe(self, attachment_id: str) -> tuple[StoredAttachment, str]:
+        """An upload's sidecar and the sha256 of its bytes (hashed once, in a thread)."""
+        meta = await asyncio.to_thread(self.attachments.get, attachment_id)
+        digest = self._hashes.get(attachment_id)
+        if digest is None:
+            digest = await asyncio.to_thread(self._hash, attachment_id)
+            self._hashes[attachment_id] = digest
+        return meta, digest
+
+    def _hash(self, attachment_id: str) -> str:
+        sha = hashlib.sha256()
+        with self.attachments.blob_path(attachment_id).open("rb") as f:
+            while chunk := f.read(MiB):
+                sha.update(chunk)
+        return sha.hexdigest()
+
+    async def submit(
+        self,
+        room: str,
+        attachment_ids: list[str],
+        *,
+        force: bool = False,
+        only: set[str] | None = None,
+    ) -> list[str]:
+        """Start the jobs for these uploads in ``room``; the ``attachment:handler`` pairs
+        queued. Stored results of the same bytes are announced instead, unless ``force``
+        (re-processing on request). ``only`` restricts to handlers with these names."""
+        handlers = [(p, h) for p, h in self.handlers_for(room) if only is None or h.name in only]
+        if not handlers:
+            return []
+        queued: list[str] = []
+        for attachment_id in attachment_ids:
+            try:
+                meta, digest = await self.describe(attachment_id)
+            except (UnknownAttachment, FileNotFoundError):
+                continue
+            if meta.room != room:
+                continue
+            info = AttachmentInfo(
+                id=meta.id,
+                filename=meta.name,
+                media_type=meta.media_type,
+                size=meta.size,
+                sha256=digest,
+                room=room,
+            )
+            for plugin, handler in handlers:
+                if not handler.matches(meta.media_type):
+                    continue
+                key = (digest, handler.name)
+                if key in self._inflight:
+                    continue  # the same bytes are being processed right now
+                if not force:
+                    stored = await self.store.attachment_results(digest, handler.name)
+                    if stored:
+                        self.stats.cached += 1
+                        await self._announce(info, handler.name, stored[0], cached=True)
+                        continue
+                await self._event(info, handler.name, "queued")
+                task = self.spawn(self._job(plugin, handler, info), name=f"attachment:{key[1]}")
+                self._inflight[key] = task
+                task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
+                queued.append(f"{attachment_id}:{handler.name}")
+        return queued
+
+    async def results(self, attachment_id: str) -> tuple[StoredAttachment, list[AttachmentResult]]:
+        """An upload and every result stored for its bytes; :class:`UnknownAttachment`."""
+        try:
+            meta, digest = await self.describe(attachment_id)
+        except FileNotFoundError:
+            raise UnknownAttachment(attachment_id) from None
+        return meta, await self.store.attachment_results(digest)
+
+    async def _event(self, info: AttachmentInfo, handler: str, status: str, **fields: Any) -> None:
+        frame = AttachmentEvent(
+            room=info.room,
+            attachment=info.id,
+            handler=handler,
+            status=status,
+            filename=info.filename,
+            **fields,
+        )
+        try:
+            await self.publish(info.room, frame)
+        except Exception:  # a lost progress frame never fails the job
+            log.warning("could not publish %s/%s %s", info.id, handler, status, exc_info=True)
+
+    async def _announce(
+        self, info: AttachmentInfo, handler: str, result: AttachmentResult, cached: bool = False
+    ) -> None:
+        await self._event(
+            info,
+            handler,
+            result.status,
+            summary=result.summary,
+            error=result.error,
+            cached=cached,
+        )
+
+    async def _job(self, plugin: str, handler: AttachmentHandler, info: AttachmentInfo) -> None:
+        async with self.slots:
+            await self._event(info, handler.name, "running")
+            started = time.monotonic()
+            result = AttachmentResult(
+                handler=handler.name,
+                status="failed",
+                sha256=info.sha256,
+                plugin=plugin,
+                media_type=info.media_type,
+                attachment_id=info.id,
+            )
+            try:
+                out = await self._run(handler, info)
+            except JobFailed as exc:
+                result.error = str(exc)
+            except Exception as exc:  # the pipeline's own trouble: still a clear failure
+                log.exception("attachment job %s on %s failed", handler.name, info.id)
+                result.error = f"could not run the handler: {type(exc).__name__}: {exc}"
+            else:
+                result.status = "done"
+                result.summary, result.markdown = out.summary, out.markdown
+                result.data, result.warnings = out.data, list(out.warnings)
+            result.seconds = round(time.monotonic() - started, 3)
+            await self._finish(info, handler, result)
+
+    async def _finish(
+        self, info: AttachmentInfo, handler: AttachmentHandler, result: AttachmentResult
+    ) -> None:
+        """Count, store and announce a job's end (before its slot goes to the next job)."""
+        if result.status == "done":
+            self.stats.done += 1
+        else:
+            self.stats.failed += 1
+            log.info("attachment %s: handler %s failed: %s", info.id, handler.name, result.error)
+        try:
+            await self.store.save_attachment_result(result)
+        except Exception:
+            log.warning("could not store the result of %s on %s", handler.name, info.id)
+        await self._announce(info, handler.name, result)
+
+    async def _run(self, handler: AttachmentHandler, info: AttachmentInfo) -> HandlerResult:
+        """One child process: its result, or :class:`JobFailed` saying why there is none."""
+        if info.size > handler.max_bytes:
+            raise JobFailed(
+                f"the file has {info.size:,} bytes; {handler.name} takes at most "
+                f"{handler.max_bytes:,}"
+            )
+        ctx = self._ctx()
+        reader, writer = ctx.Pipe(duplex=False)
+        path = str(self.attachments.blob_path(info.id))
+        proc = ctx.Process(
+            target=_child,
+            args=(writer, handler.run, path, info, handler.memory_mb),
+            name=f"lydian-attachment-{handler.name}",
+            daemon=True,
+        )
+        self.stats.jobs += 1
+        self.stats.by_handler[handler.name] = self.stats.by_handler.get(handler.name, 0) + 1
+        try:
+            await asyncio.to_thread(proc.start)
+        except Exception as exc:  # e.g. ``run`` could not be pickled
+            reader.close()
+            writer.close()
+            raise JobFailed(f"could not start the handler: {type(exc).__name__}: {exc}") from None
+        writer.close()  # the child holds its end: EOF here once it exits
+        self._children.add(proc)
+        try:
+            try:
+                await asyncio.wait_for(_readable(reader.fileno()), handler.timeout)
+            except TimeoutError:
+                raise JobFailed(f"timed out after {handler.timeout:g} s") from None
+            try:
+                raw = reader.recv_bytes()
+            except (EOFError, OSError):
+                await self._reap(proc)
+                raise JobFailed(self._crash_reason(proc, handler)) from None
+        finally:
+            reader.close()
+            await self._reap(proc)
+            self._children.discard(proc)
+            with contextlib.suppress(Exception):
+                proc.close()
+        if raw[:1] == b"-":
+            raise JobFailed(raw[1:].decode(errors="replace"))
+        try:
+            return msgspec.json.decode(raw[1:], type=HandlerResult)
+        except msgspec.ValidationError as exc:
+            raise JobFailed(f"the handler's result is not valid: {exc}") from None
+
+    @staticmethod
+    def _crash_reason(proc: multiprocessing.process.BaseProcess, handler: AttachmentHandler) -> str:
+        code = proc.exitcode
+        if code is not None and code < 0:
+            return f"the handler crashed (signal {-code}; memory limit {handler.memory_mb} MB)"
+        return f"the handler exited without a result (exit code {code})"
+
+    async def _reap(self, proc: multiprocessing.process.BaseProcess) -> None:
+        """Kill ``proc`` if it still runs and wait for it to exit, off the event loop."""
+        if proc.exitcode is None:
+            try:
+                await asyncio.wait_for(_readable(proc.sentinel), 1.0)
+            except TimeoutError:
+                with contextlib.suppress(Exception):
+                    proc.kill()
+                await _readable(proc.sentinel)
+        proc.join(0)
+
+    def stop(self) -> None:
+        """Kill every running child (hub shutdown)."""
+        for proc in list(self._children):
+            with contextlib.suppress(Exception):
+                proc.kill()
+
+
+# ------------------------------------------------------------------ HTTP routes
+
+
+async def _visible_attachment(
+    request: Request[Identity, Any, Any], room_id: str, attachment_id: str
+) -> tuple[Any, str]:
+    hub = request.app.state.hub
+    room = await hub.visible_room(room_id, request.user)  # else 404/403 (app handler)
+    try:
+        meta = await asyncio.to_thread(hub.attachment_pipeline.attachments.get, attachment_id)
+    except UnknownAttachment:
+        meta = None
+    if meta is None or meta.room != room.id:
+        raise NotFoundException(f"no attachment {attachment_id!r} in {room.id!r}")
+    return hub, room.id
+
+
+@get("/api/rooms/{room_id:str}/attachments/{attachment_id:str}/results", tags=["attachments"])
+async def attachment_results(
+    request: Request[Identity, Any, Any], room_id: FromPath[str], attachment_id: FromPath[str]
+) -> dict[str, Any]:
+    """What the attachment handlers made of this upload (``done`` or ``failed`` each)."""
+    hub, _ = await _visible_attachment(request, room_id, attachment_id)
+    meta, results = await hub.attachment_pipeline.results(attachment_id)
+    return {
+        "attachment": meta.public(),
+        "results": [msgspec.to_builtins(r) for r in results],
+    }
+
+
+class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True):
+    handlers: list[str] | None = None  # only these (default: every handler enabled here)
+
+
+@post(
+    "/api/rooms/{room_id:str}/attachments/{attachment_id:str}/process",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["attachments"],
+)
+async def process_attachment(
+    request: Request[Identity, Any, Any],
+    room_id: FromPath[str],
+    attachment_id: FromPath[str],
+    data: JSONBody[ProcessRequest | None] = None,
+) -> dict[str, Any]:
+    """Run the handlers enabled in the room on this upload again (e.g. after enabling one);
+    progress arrives as ``attachment`` frames."""
+    hub, room = await _visible_attachment(request, room_id, attachment_id)
+    only = set(data.handlers) if data and data.handlers else None
+    queued = await hub.process_attachment(room, attachment_id, handlers=only)
+    if not queued:
+        raise HTTPException(
+            status_code=409,
+            detail="no attachment handler enabled in this room takes this file"
+            + (f" (asked for {sorted(only)})" if only else ""),
+        )
+    return {"queued": [q.split(":", 1)[1] for q in queued]}
+
+
+ROUTES = [attachment_results, process_attachment]
