@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from hub.store.store import AttachmentResult
 from tests.attachment_handlers import MEMORY_MB, TIMEOUT, BadHandlers, ProbePlugin
 from tests.plugin_support import add_plugin, command, frame_where
+from tests.procs import opened_store
 from tests.support import Client, HubServer, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -282,6 +284,12 @@ async def test_results_follow_room_visibility(server):
     await server.create_room("secret", private=True)
     await server.create_room("open")
     attachment = await upload(server, "secret", "s.txt", b"hidden words", user="owner")
+    mine = await upload(server, "open", "o.txt", b"open words", user="owner")
+    async with server.http("mallory") as http:  # sees the room, but is not the uploader
+        resp = await http.post(f"/api/rooms/open/attachments/{mine}/process")
+        assert resp.status_code == 403
+        assert "only the uploader or an admin" in resp.json()["detail"]
+        assert (await http.get(f"/api/rooms/open/attachments/{mine}/results")).status_code == 200
     async with server.http("mallory") as http:
         for verb in ("get", "post"):
             suffix = "results" if verb == "get" else "process"
@@ -297,3 +305,67 @@ async def test_a_handler_that_cannot_be_pickled_keeps_its_plugin_off(server):
     info = {i.name: i for i in server.hub.plugins.infos()}["badhandlers"]
     assert "run must be a top-level function" in (info.error or "")
     assert server.hub.plugins.items("lydian_attachment_handlers") == []
+
+
+async def test_spawn_start_method_works_too(make_server):
+    async with make_server(attachment_start_method="spawn") as server:
+        await add_plugin(server, ProbePlugin(), "probe")
+        owner, alice = await setup_room(server, "lab", "probe")
+        attachment = await upload(server, "lab", "a.txt", b"spawned child here")
+        await send(alice, "lab", attachment, "s")
+        done = await frame_where(alice, attachment_frame(attachment, "done"), timeout=60)
+        assert done["summary"] == "3 words"
+        await owner.close()
+        await alice.close()
+
+
+def test_fork_is_refused(tmp_path):
+    """A fork of the hub would copy its event loop and threads mid-use: refused at start."""
+    from hub.media.attachments import AttachmentStore
+    from hub.media.pipeline import AttachmentPipeline
+
+    with pytest.raises(ValueError, match="attachment_start_method must be one of"):
+        AttachmentPipeline(
+            None,  # type: ignore[arg-type]
+            AttachmentStore(tmp_path, 1000),
+            lambda room: [],
+            None,  # type: ignore[arg-type]
+            None,
+            start_method="fork",
+        )
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+async def test_store_keeps_one_result_per_hash_and_handler(kind, tmp_path):
+    async with opened_store(kind, tmp_path) as store:
+        sha = "ab" * 32
+        first = AttachmentResult(
+            handler="documents",
+            status="failed",
+            sha256=sha,
+            plugin="documents",
+            attachment_id="a" * 22,
+            error="timed out after 1 s",
+        )
+        await store.save_attachment_result(first)
+        other = AttachmentResult(handler="probe", status="done", sha256=sha, summary="x")
+        await store.save_attachment_result(other)
+        again = AttachmentResult(
+            handler="documents",
+            status="done",
+            sha256=sha,
+            summary="PDF, 1 page",
+            markdown="# Title",
+            data={"pages": 1, "outline": [{"title": "T", "level": 1}]},
+            warnings=["declared as text/plain"],
+            seconds=0.25,
+        )
+        await store.save_attachment_result(again)
+        got = await store.attachment_results(sha)
+        assert [r.handler for r in got] == ["documents", "probe"]
+        assert got[0].status == "done" and got[0].error == ""
+        assert got[0].data == {"pages": 1, "outline": [{"title": "T", "level": 1}]}
+        assert got[0].warnings == ["declared as text/plain"] and got[0].seconds == 0.25
+        assert got[0].created_at > 0
+        assert [r.summary for r in await store.attachment_results(sha, "probe")] == ["x"]
+        assert await store.attachment_results("cd" * 32) == []

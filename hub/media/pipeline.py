@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 
 HANDLER_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}$")
 MiB = 1024 * 1024
+START_METHODS = ("forkserver", "spawn")
+"""Never ``fork``: a fork of the hub copies its event loop, threads and sockets mid-use."""
+MAX_HASHES = 10_000
+"""Content hashes remembered per attachment id (the rest are hashed again when asked)."""
 
 
 class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -194,6 +198,10 @@ class AttachmentPipeline:
         max_jobs: int = 2,
         start_method: str = "forkserver",
     ) -> None:
+        if start_method not in START_METHODS:
+            raise ValueError(
+                f"attachment_start_method must be one of {START_METHODS}, not {start_method!r}"
+            )
         self.store = store
         self.attachments = attachments
         self.handlers_for = handlers_for
@@ -221,6 +229,8 @@ class AttachmentPipeline:
         digest = self._hashes.get(attachment_id)
         if digest is None:
             digest = await asyncio.to_thread(self._hash, attachment_id)
+            if len(self._hashes) >= MAX_HASHES:
+                self._hashes.clear()
             self._hashes[attachment_id] = digest
         return meta, digest
 
@@ -265,8 +275,9 @@ class AttachmentPipeline:
                 if not handler.matches(meta.media_type):
                     continue
                 key = (digest, handler.name)
-                if key in self._inflight:
-                    continue  # the same bytes are being processed right now
+                if key in self._inflight:  # the same bytes are being processed right now
+                    queued.append(f"{attachment_id}:{handler.name}")
+                    continue
                 if not force:
                     stored = await self.store.attachment_results(digest, handler.name)
                     if stored:
@@ -434,16 +445,17 @@ class AttachmentPipeline:
 
 async def _visible_attachment(
     request: Request[Identity, Any, Any], room_id: str, attachment_id: str
-) -> tuple[Any, str]:
+) -> tuple[Any, str, StoredAttachment]:
     hub = request.app.state.hub
     room = await hub.visible_room(room_id, request.user)  # else 404/403 (app handler)
+    missing = NotFoundException(f"no attachment {attachment_id!r} in {room.id!r}")
     try:
         meta = await asyncio.to_thread(hub.attachment_pipeline.attachments.get, attachment_id)
     except UnknownAttachment:
-        meta = None
-    if meta is None or meta.room != room.id:
-        raise NotFoundException(f"no attachment {attachment_id!r} in {room.id!r}")
-    return hub, room.id
+        raise missing from None
+    if meta.room != room.id:
+        raise missing
+    return hub, room.id, meta
 
 
 @get("/api/rooms/{room_id:str}/attachments/{attachment_id:str}/results", tags=["attachments"])
@@ -451,7 +463,7 @@ async def attachment_results(
     request: Request[Identity, Any, Any], room_id: FromPath[str], attachment_id: FromPath[str]
 ) -> dict[str, Any]:
     """What the attachment handlers made of this upload (``done`` or ``failed`` each)."""
-    hub, _ = await _visible_attachment(request, room_id, attachment_id)
+    hub, _, _ = await _visible_attachment(request, room_id, attachment_id)
     meta, results = await hub.attachment_pipeline.results(attachment_id)
     return {
         "attachment": meta.public(),
@@ -475,8 +487,12 @@ async def process_attachment(
     data: JSONBody[ProcessRequest | None] = None,
 ) -> dict[str, Any]:
     """Run the handlers enabled in the room on this upload again (e.g. after enabling one);
-    progress arrives as ``attachment`` frames."""
-    hub, room = await _visible_attachment(request, room_id, attachment_id)
+    progress arrives as ``attachment`` frames. For its uploader and admins (it costs CPU)."""
+    hub, room, meta = await _visible_attachment(request, room_id, attachment_id)
+    if meta.uploaded_by != request.user.id and not request.user.is_admin:
+        raise HTTPException(
+            status_code=403, detail="only the uploader or an admin may process this file again"
+        )
     only = set(data.handlers) if data and data.handlers else None
     queued = await hub.process_attachment(room, attachment_id, handlers=only)
     if not queued:
