@@ -369,3 +369,27 @@ async def test_store_keeps_one_result_per_hash_and_handler(kind, tmp_path):
         assert got[0].created_at > 0
         assert [r.summary for r in await store.attachment_results(sha, "probe")] == ["x"]
         assert await store.attachment_results("cd" * 32) == []
+
+
+async def test_two_plugins_may_not_share_a_handler_name(server):
+    await add_plugin(server, ProbePlugin(), "probe")
+    await add_plugin(server, ProbePlugin(), "probe2")
+    info = {i.name: i for i in server.hub.plugins.infos()}
+    assert info["probe"].error is None
+    assert "attachment handler 'probe' is taken by 'probe'" in (info["probe2"].error or "")
+
+
+async def test_shutdown_kills_running_jobs_and_keeps_no_result(make_server):
+    async with make_server() as server:
+        await add_plugin(server, ProbePlugin(), "probe")
+        owner, alice = await setup_room(server, "lab", "probe")
+        attachment = await upload(server, "lab", "hang.txt", b"hang until shutdown")
+        await send(alice, "lab", attachment, "h")
+        await frame_where(alice, attachment_frame(attachment, "running"))
+        pipeline = server.hub.attachment_pipeline
+        children = await eventually(lambda: list(pipeline._children), what="the child")
+        pid = children[0].pid
+        await owner.close()
+        await alice.close()
+    await eventually(lambda: not Path(f"/proc/{pid}").exists(), what="the child to be gone")
+    assert (pipeline.stats.done, pipeline.stats.failed) == (0, 0)  # nothing stored as failed

@@ -214,6 +214,7 @@ class AttachmentPipeline:
         self._hashes: dict[str, str] = {}  # attachment id -> sha256 (uploads never change)
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._children: set[multiprocessing.process.BaseProcess] = set()
+        self._stopping = False
 
     def _ctx(self) -> Any:
         if self._context is None:
@@ -355,6 +356,8 @@ class AttachmentPipeline:
         self, info: AttachmentInfo, handler: AttachmentHandler, result: AttachmentResult
     ) -> None:
         """Count, store and announce a job's end (before its slot goes to the next job)."""
+        if self._stopping:  # killed by the shutdown: not the file's fault, nothing to keep
+            return
         if result.status == "done":
             self.stats.done += 1
         else:
@@ -434,7 +437,8 @@ class AttachmentPipeline:
         proc.join(0)
 
     def stop(self) -> None:
-        """Kill every running child (hub shutdown)."""
+        """Kill every running child (hub shutdown); their jobs store nothing."""
+        self._stopping = True
         for proc in list(self._children):
             with contextlib.suppress(Exception):
                 proc.kill()

@@ -535,9 +535,16 @@ class PluginHost:
             for agent in items["lydian_agents"]:
                 if not isinstance(getattr(agent, "name", None), str):
                     raise PluginFailure(name, "lydian_agents", f"agent without a name: {agent!r}")
+            taken = {h.name: p for p, h in self.items("lydian_attachment_handlers") if p != name}
             for handler in items["lydian_attachment_handlers"]:
                 if (problem := check_handler(handler)) is not None:
                     raise PluginFailure(name, "lydian_attachment_handlers", problem)
+                if handler.name in taken:  # results are stored by handler name
+                    raise PluginFailure(
+                        name,
+                        "lydian_attachment_handlers",
+                        f"attachment handler {handler.name!r} is taken by {taken[handler.name]!r}",
+                    )
         except (PluginConfigError, PluginFailure) as exc:
             record.error = str(exc)
             log.error("%s; the plugin stays off", exc)
