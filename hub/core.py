@@ -10,10 +10,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
+from piccolo.table import Table
 
 from hub.access.identity import KnownUsers, Revocations
 from hub.access.limits import Limits
@@ -27,10 +28,14 @@ from hub.base.protocol import (
     ChatMessage,
     CloseCode,
     ErrorCode,
+    Frame,
     MessageFrame,
     Ping,
     Reconnect,
+    RoomEvent,
+    ServerFrame,
     UserRef,
+    decode_server,
     encode,
 )
 from hub.cache.http import HttpCache
@@ -43,6 +48,7 @@ from hub.realtime.connection import Connection
 from hub.realtime.presence import MemoryPresence, Presence
 from hub.realtime.presence_redis import RedisPresence
 from hub.realtime.rooms import RoomRegistry
+from hub.realtime.shared import MemorySharedState, RedisSharedState, SharedState
 from hub.store.store import RoomInfo, Store
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,9 @@ class DirectEnvelope(msgspec.Struct):
 
 _direct_encoder = msgspec.json.Encoder()
 _direct_decoder = msgspec.json.Decoder(DirectEnvelope)
+
+FrameConsumer = Callable[[int, ServerFrame], Awaitable[None]]
+"""An in-process follower of a room (:meth:`Hub.subscribe`): ``(offset, frame)``."""
 
 MACHINE_KINDS = frozenset({"agent", "system"})
 """Message kinds the hub's own code writes (answers, notices): not held to the blank and
@@ -91,6 +100,11 @@ class Hub:
             self.presence,
             max_replay=settings.max_replay,
             typing_ttl=settings.typing_ttl,
+        )
+        self.shared: SharedState = (  # keys, leases and channels for plugins
+            RedisSharedState(broker.redis, settings.redis_prefix, broker)
+            if broker.redis is not None
+            else MemorySharedState(broker)
         )
         self.connections: dict[str, Connection] = {}
         self._drained: asyncio.Event | None = None  # while saying goodbye (shutdown)
@@ -389,6 +403,97 @@ class Hub:
             for user_id in {sender.id, recipient.id}:
                 await self.broker.publish(user_channel(user_id), data)
         return message, duplicate
+
+    async def create_room(
+        self,
+        room_id: str,
+        *,
+        name: str | None = None,
+        topic: str = "",
+        kind: str = "public",
+        created_by: str,
+    ) -> RoomInfo:
+        """Create a room; :class:`hub.store.store.RoomExists` if the id is taken."""
+        return await self.store.create_room(
+            room_id, name=name, topic=topic, kind=kind, created_by=created_by
+        )
+
+    async def history(
+        self, room_id: str, *, before: int | None = None, limit: int = 50
+    ) -> list[ChatMessage]:
+        """Up to ``limit`` stored messages of the room with an offset below ``before`` (the
+        newest if None), oldest first. No access check: the caller decides who sees it."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit!r}")
+        return await self.queries.messages_before(room_id, before, limit)
+
+    async def publish_event(
+        self, room_id: str, event: str, detail: str, data: dict[str, Any] | None = None
+    ) -> None:
+        """Announce an event (not stored) to everyone in the room, on every replica."""
+        frame = RoomEvent(room=room_id, event=event, detail=detail, data=data or {})
+        await self.rooms.publish_event(room_id, encode(frame))
+
+    async def subscribe(
+        self, room_id: str, on_frame: FrameConsumer
+    ) -> Callable[[], Awaitable[None]]:
+        """Follow the room's server frames from now on, for in-process consumers (bridges).
+
+        ``on_frame(offset, frame)`` gets what a socket in the room gets, in the same order:
+        messages in offset order, each once, gaps filled from the store (``offset`` is 0
+        for events: presence, typing, streams). Frames queue for the consumer, so a slow
+        one never holds up the room's sockets; an exception it raises is logged and the
+        next frame still comes. Returns the coroutine function that ends the subscription.
+        """
+        queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                offset, text = await queue.get()
+                try:
+                    await on_frame(offset, decode_server(text))
+                except Exception:
+                    log.exception("room subscriber of %s failed on offset %d", room_id, offset)
+
+        task = self.spawn(deliver(), name=f"subscriber:{room_id}")
+        try:
+            stop_following = await self.rooms.follow(
+                room_id, lambda offset, text: queue.put_nowait((offset, text))
+            )
+        except BaseException:
+            task.cancel()
+            raise
+
+        async def unsubscribe() -> None:
+            task.cancel()
+            await stop_following()
+
+        return unsubscribe
+
+    # ------------------------------------------------------------ plugins' other operations
+
+    def bind_tables(self, tables: Iterable[type[Table]]) -> None:
+        """Put a plugin's own Piccolo tables on the hub's database (its engine, pool and
+        transactions), so the plugin queries them with Piccolo and never holds the engine.
+        The plugin's migrations create the tables (``lydian migrate``)."""
+        for table in tables:
+            if not (isinstance(table, type) and issubclass(table, Table)):
+                raise TypeError(f"{table!r} is not a Piccolo Table class")
+            table._meta.db = self.store.engine
+
+    def plugin_settings(self, name: str, room: str | None = None) -> Any:
+        """The validated settings of plugin ``name`` (room overrides applied), or None."""
+        return self.plugins.settings_for(name, room)
+
+    async def run_command(self, identity: Identity, room: str, text: str) -> Frame:
+        """Run a ``/command`` in ``room`` as ``identity``; the reply frame
+        (:class:`CommandResult`, or :class:`Error` for an unknown or refused command)."""
+        return await self.plugins.run_command(self, identity, room, text)
+
+    async def cancel_stream(self, room: str, stream_id: str, identity: Identity) -> None:
+        """Stop a streamed answer wherever it runs; :class:`hub.ai.streams.CancelRefused`
+        if it is not running in ``room`` or ``identity`` may not stop it."""
+        await self.streams.cancel(room, stream_id, identity)
 
 
 @contextlib.asynccontextmanager

@@ -14,10 +14,16 @@ from litestar import Request, delete, get, post
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
+from hub.sdk import (
+    Arg,
+    CommandContext,
+    CommandForbidden,
+    CommandSpec,
+    Identity,
+    UsageError,
+    hookimpl,
+)
 from lydian_adapters.bridge.service import bridge_for
-from hub.base.auth import Identity
-from hub.plugin_host.commands import Arg, CommandContext, CommandForbidden, CommandSpec, UsageError
-from hub.plugin_host.hookspecs import hookimpl
 
 LYDIAN_DEFAULT_ENABLED = True
 """``/bridge`` answers in every room (its mutations are for admins only)."""

@@ -10,9 +10,9 @@ from typing import Any
 from litestar import Request, Response, post
 from slack_bolt.async_app import AsyncBoltRequest
 
+from hub.sdk import hookimpl
 from lydian_adapters.slack.adapter import SlackAdapter
 from lydian_adapters.slack.settings import SlackSettings
-from hub.plugin_host.hookspecs import hookimpl
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def lydian_routes() -> list[Any]:
 
 @hookimpl
 async def lydian_startup(hub: Any) -> None:
-    settings: SlackSettings | None = hub.plugins.settings_for("slack")
+    settings: SlackSettings | None = hub.plugin_settings("slack")
     if settings is None or not settings.bot_token:
         log.info("plugin 'slack' idle: LYDIAN_PLUGIN_SLACK_BOT_TOKEN is not set")
         return  # not configured: stay idle
