@@ -21,7 +21,7 @@ from tests.support import eventually, free_port
 from tests.test_attachments import PDF
 from tests.test_widget_browser import WidgetPage, browser  # noqa: F401  (fixture)
 
-STATIC = Path(__file__).resolve().parent.parent / "adapters" / "web" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "adapters" / "lydian_adapters" / "web" / "static"
 ROOM = "lobby"
 USER = {"id": "una", "name": "Una"}
 
