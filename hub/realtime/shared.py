@@ -182,7 +182,9 @@ class RedisSharedState(_BrokerChannels):
 
     async def get(self, key: str) -> bytes | None:
         value = await self._redis.get(self._key(key))
-        return None if value is None else bytes(value)
+        if value is None or isinstance(value, bytes):
+            return value
+        return str(value).encode()  # a client made with decode_responses
 
     async def set(
         self, key: str, value: bytes, *, ttl: float | None = None, only_if_absent: bool = False
