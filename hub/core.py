@@ -443,7 +443,8 @@ class Hub:
         messages in offset order, each once, gaps filled from the store (``offset`` is 0
         for events: presence, typing, streams). Frames queue for the consumer, so a slow
         one never holds up the room's sockets; an exception it raises is logged and the
-        next frame still comes. Returns the coroutine function that ends the subscription.
+        next frame still comes. No access check: the caller decides who may follow a room.
+        Returns the coroutine function that ends the subscription.
         """
         queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
 
