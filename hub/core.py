@@ -1,37 +1,38 @@
-"""The :class:`Hub`: one object per process holding the store, broker, presence and rooms.
+"""The :class:`Hub`: one object per process that wires the services together.
 
-It is the public API that the gateway, the REST API, plugins and adapters all use to
-post into rooms, so every door follows the same path: persist, then publish.
+It builds each service with the collaborators it needs (no service holds the hub) and
+implements what the doors and plugins call (``HubAPI``): above all :meth:`Hub.post_message`,
+the one way in for every message, so every door follows the same path: validate, persist,
+publish, then the plugins' observers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-import msgspec
+from litestar.exceptions import NotAuthorizedException
 from piccolo.table import Table
 
 from hub.access.identity import KnownUsers, Revocations
 from hub.access.limits import Limits
-from hub.ai.agents import Agents
-from hub.ai.streams import StreamRegistry
-from hub.base.auth import Identity, issue_token
+from hub.ai.agents import Agent, Agents
+from hub.ai.llm import ChatTurn
+from hub.ai.streams import StreamMetrics, StreamRegistry
+from hub.base.auth import Identity, issue_token, verify_token
 from hub.base.config import Settings
 from hub.base.errors import MessageRefused, Refusal, RoomNotVisible
 from hub.base.protocol import (
     Attachment,
     ChatMessage,
-    CloseCode,
+    CommandResult,
+    Error,
     ErrorCode,
-    Frame,
     MessageFrame,
-    Ping,
-    Reconnect,
     RoomEvent,
     ServerFrame,
     UserRef,
@@ -43,26 +44,17 @@ from hub.cache.queries import QueryCache
 from hub.cache.setup import build_cache, start_cache
 from hub.media.attachments import AttachmentStore, UnknownAttachment, sweep_orphans_forever
 from hub.plugin_host.host import PluginHost
-from hub.realtime.broker import Broker, user_channel
+from hub.realtime.broker import Broker
 from hub.realtime.connection import Connection
 from hub.realtime.presence import MemoryPresence, Presence
 from hub.realtime.presence_redis import RedisPresence
 from hub.realtime.rooms import RoomRegistry
 from hub.realtime.shared import MemorySharedState, RedisSharedState, SharedState
+from hub.realtime.sockets import Sockets
 from hub.store.store import RoomInfo, Store
 
 log = logging.getLogger(__name__)
 
-
-class DirectEnvelope(msgspec.Struct):
-    """A DM on a user channel: the encoded message frame and the DM room it belongs to."""
-
-    room: str
-    frame: msgspec.Raw
-
-
-_direct_encoder = msgspec.json.Encoder()
-_direct_decoder = msgspec.json.Decoder(DirectEnvelope)
 
 FrameConsumer = Callable[[int, ServerFrame], Awaitable[None]]
 """An in-process follower of a room (:meth:`Hub.subscribe`): ``(offset, frame)``."""
@@ -106,16 +98,41 @@ class Hub:
             if broker.redis is not None
             else MemorySharedState(broker)
         )
-        self.connections: dict[str, Connection] = {}
-        self._drained: asyncio.Event | None = None  # while saying goodbye (shutdown)
-        self._by_user: dict[str, set[Connection]] = {}
-        self._user_unsub: dict[str, Callable[[], Awaitable[None]]] = {}
+        self.sockets = Sockets(  # this process's sockets: DMs on user channels, heartbeats
+            broker,
+            self.rooms,
+            heartbeat_interval=settings.heartbeat_interval,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            retry_after=settings.shutdown_retry_after,
+        )
+        self.connections: dict[str, Connection] = self.sockets.connections
         self._tasks: set[asyncio.Task[Any]] = set()
         self._heartbeat: asyncio.Task[None] | None = None
-        self.streams = StreamRegistry(self)  # streamed answers, cancellable from any replica
-        self.agents = Agents(self)  # agents and LLM providers from plugins
-        self.users = KnownUsers(self)  # who exists (DMs go only to known users)
-        self.revocations = Revocations(self)  # revoked token ids, the same on every replica
+        # streamed answers, cancellable from any replica; stored through the one way in
+        self.streams = StreamRegistry(
+            settings,
+            store=store,
+            broker=broker,
+            rooms=self.rooms,
+            spawn=self.spawn,
+            post=self.post_message,
+        )
+        # agents and LLM providers from plugins; providers are handed this hub (HubAPI)
+        self.agents = Agents(
+            store=store,
+            limits=self.limits,
+            streams=self.streams,
+            items=self.plugins.items,
+            api=self,
+        )
+        self.users = KnownUsers(store, self.spawn)  # who exists (DMs go only to known users)
+        self.revocations = Revocations(  # revoked token ids, the same on every replica
+            store,
+            broker,
+            self.spawn,
+            connections=self.connections,
+            reload_interval=settings.revocation_reload_interval,
+        )
 
     @classmethod
     async def create(cls, settings: Settings, plugins: PluginHost | None = None) -> Hub:
@@ -131,6 +148,7 @@ class Hub:
         )
         if settings.redis_url:
             broker = Broker.from_redis_url(settings.redis_url, settings.redis_prefix)
+            assert broker.redis is not None  # a broker made from a Redis URL holds its client
             presence: Presence = RedisPresence(
                 broker.redis, settings.redis_prefix, settings.presence_ttl
             )
@@ -144,36 +162,32 @@ class Hub:
         await self.broker.start()
         self.broker.on_reconnect(self.rooms.resync)
         await self.revocations.setup()
-        self._heartbeat = asyncio.create_task(self._sweep(), name="heartbeat")
+        self._heartbeat = asyncio.create_task(self.sockets.sweep(), name="heartbeat")
         if isinstance(self.presence, RedisPresence):
-            self.spawn(self._keep_presence(self.presence), name="presence")
+            offline = functools.partial(self.rooms.publish_presence, status="offline")
+            self.spawn(self.presence.keep(offline), name="presence")  # dead replicas' users
         if self.settings.upload_sweep_interval > 0:
             self.spawn(sweep_orphans_forever(self.settings), name="upload-sweep")
         if self.limits.redis is not None:
-            self.spawn(self._keep_socket_counts(), name="socket-counts")
+            self.spawn(self.limits.keep_socket_counts(), name="socket-counts")
         await self.streams.setup()
-        await self.plugins.start(self)
-        await start_cache(self)  # strategies from plugins, warming before ready
+        await self.plugins.start(
+            self, store=self.store, broker=self.broker, rooms=self.rooms, spawn=self.spawn
+        )
+        # strategies from plugins, warming before ready
+        await start_cache(
+            self.cache, self.settings, lambda: self.plugins.items("lydian_cache_strategies")
+        )
 
     async def goodbye(self, grace: float = 0.0) -> int:
         """Tell every socket to reconnect elsewhere (``reconnect``, then close 1001) and wait
         up to ``grace`` seconds for the frames to flush; return how many sockets were told.
         Runs before the server tears the sockets down (``hub.cli``'s uvicorn server)."""
-        conns = list(self.connections.values())
-        hint = Reconnect(reason="shutdown", retry_after=self.settings.shutdown_retry_after)
-        for conn in conns:
-            if conn.close_code is None:
-                conn.send(hint)
-                conn.close(CloseCode.GOING_AWAY)
-        if self.connections and grace > 0:
-            self._drained = asyncio.Event()  # set by unregister once none is left
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), grace)
-        return len(conns)
+        return await self.sockets.goodbye(grace)
 
     async def stop(self) -> None:
         await self.streams.stop()
-        await self.plugins.stop(self)
+        await self.plugins.stop()
         await self.goodbye()
         tasks = [t for t in (self._heartbeat, *self._tasks) if t is not None]
         for task in tasks:
@@ -203,79 +217,13 @@ class Hub:
     def token_for(self, identity: Identity, ttl_seconds: int | None = None) -> str:
         return issue_token(identity, self.secret, ttl_seconds or self.settings.token_ttl_seconds)
 
-    # ------------------------------------------------------------ connections
-
-    async def register(self, conn: Connection) -> None:
-        """Track an authenticated connection and subscribe its user channel (DMs)."""
-        assert conn.user is not None
-        self.connections[conn.id] = conn
-        user_id = conn.user.id
-        conns = self._by_user.setdefault(user_id, set())
-        conns.add(conn)
-        if user_id not in self._user_unsub:
-            self._user_unsub[user_id] = await self.broker.subscribe(
-                user_channel(user_id), lambda data, uid=user_id: self._to_user(uid, data)
-            )
-
-    async def unregister(self, conn: Connection) -> None:
-        self.connections.pop(conn.id, None)
-        if not self.connections and self._drained is not None:
-            self._drained.set()
-        if conn.user is None:
-            return
-        await self.rooms.leave_all(conn)
-        conns = self._by_user.get(conn.user.id)
-        if conns is not None:
-            conns.discard(conn)
-            if not conns:
-                del self._by_user[conn.user.id]
-                unsub = self._user_unsub.pop(conn.user.id, None)
-                if unsub is not None:
-                    await unsub()
-
-    async def _keep_presence(self, presence: RedisPresence) -> None:
-        """Refresh this replica's presence entries; announce users of dead replicas offline."""
-        while True:
-            await asyncio.sleep(presence.ttl / 3)
-            try:
-                await presence.refresh()
-                for room_id, user in await presence.reap():
-                    await self.rooms.publish_presence(room_id, user, "offline")
-            except Exception as exc:  # Redis away: entries expire; rebuilt on the next refresh
-                log.debug("presence refresh failed: %s", exc)
-
-    async def _keep_socket_counts(self) -> None:
-        """Refresh this replica's entries in the shared sockets-per-user counts."""
-        while True:
-            await asyncio.sleep(self.limits.socket_ttl_ms / 3000)
-            try:
-                await self.limits.refresh_sockets()
-            except Exception as exc:  # Redis away: entries expire, counted again when back
-                log.debug("socket count refresh failed: %s", exc)
-
-    def _to_user(self, user_id: str, data: bytes) -> None:
-        """A DM for ``user_id``: to each of their sockets not in the DM room (it has it)."""
-        env = _direct_decoder.decode(data)
-        text = bytes(env.frame).decode()
-        for conn in tuple(self._by_user.get(user_id, ())):
-            if env.room not in conn.rooms:
-                conn.push(text)
-
-    async def _sweep(self) -> None:
-        """Ping every connection each interval; close those silent for ``heartbeat_timeout``.
-
-        (Sockets that never say hello are closed by their own auth timer in the gateway.)"""
-        interval = self.settings.heartbeat_interval
-        ping = encode(Ping()).decode()
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for conn in tuple(self.connections.values()):
-                if now - conn.last_seen > self.settings.heartbeat_timeout:
-                    log.info("dropping %s: silent for %.1f s", conn.id, now - conn.last_seen)
-                    conn.close(CloseCode.HEARTBEAT_TIMEOUT)
-                else:
-                    conn.push(ping)
+    def authenticate(self, token: str) -> Identity | None:
+        """The identity of a valid, unexpired, unrevoked hub token; else None."""
+        try:
+            identity = verify_token(token, self.secret)
+        except NotAuthorizedException:  # bad signature, expired (TokenExpired), malformed
+            return None
+        return None if self.revocations.is_revoked(identity.jti) else identity
 
     # ------------------------------------------------------------ rooms and messages
 
@@ -397,12 +345,16 @@ class Hub:
         room = await self.store.ensure_dm_room(sender, recipient)
         message, duplicate = await self.post_message(room.id, sender, text, client_id=client_id)
         if not duplicate:  # also to their sockets that have not joined the DM room
-            data = _direct_encoder.encode(
-                DirectEnvelope(room=room.id, frame=msgspec.Raw(encode(MessageFrame(message))))
-            )
-            for user_id in {sender.id, recipient.id}:
-                await self.broker.publish(user_channel(user_id), data)
+            frame = encode(MessageFrame(message))
+            await self.sockets.publish_direct(room.id, frame, {sender.id, recipient.id})
         return message, duplicate
+
+    # ------------------------------------------------------------ the rest of HubAPI
+    # (hub.plugin_host.api.HubAPI: what plugins may call; each delegates to a service)
+
+    def plugin_settings(self, name: str, room: str | None = None) -> Any:
+        """Plugin ``name``'s settings struct for ``room`` (None if it declares none)."""
+        return self.plugins.settings_for(name, room)
 
     async def create_room(
         self,
@@ -419,20 +371,14 @@ class Hub:
         )
 
     async def history(
-        self, room_id: str, *, before: int | None = None, limit: int = 50
+        self, room_id: str, before: int | None = None, limit: int = 50
     ) -> list[ChatMessage]:
-        """Up to ``limit`` stored messages of the room with an offset below ``before`` (the
-        newest if None), oldest first. No access check: the caller decides who sees it."""
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit!r}")
-        return await self.queries.messages_before(room_id, before, limit)
+        """Up to ``limit`` messages below offset ``before`` (the newest if None), oldest first."""
+        return await self.store.messages_before(room_id, before, limit)
 
-    async def publish_event(
-        self, room_id: str, event: str, detail: str, data: dict[str, Any] | None = None
-    ) -> None:
-        """Announce an event (not stored) to everyone in the room, on every replica."""
-        frame = RoomEvent(room=room_id, event=event, detail=detail, data=data or {})
-        await self.rooms.publish_event(room_id, encode(frame))
+    async def publish_event(self, room_id: str, event: RoomEvent) -> None:
+        """Send an ``event`` frame to the room's sockets on every replica."""
+        await self.rooms.publish_event(room_id, encode(event))
 
     async def subscribe(
         self, room_id: str, on_frame: FrameConsumer
@@ -471,8 +417,6 @@ class Hub:
 
         return unsubscribe
 
-    # ------------------------------------------------------------ plugins' other operations
-
     def bind_tables(self, tables: Iterable[type[Table]]) -> None:
         """Put a plugin's own Piccolo tables on the hub's database (its engine, pool and
         transactions), so the plugin queries them with Piccolo and never holds the engine.
@@ -482,19 +426,85 @@ class Hub:
                 raise TypeError(f"{table!r} is not a Piccolo Table class")
             table._meta.db = self.store.engine
 
-    def plugin_settings(self, name: str, room: str | None = None) -> Any:
-        """The validated settings of plugin ``name`` (room overrides applied), or None."""
-        return self.plugins.settings_for(name, room)
+    async def run_command(
+        self, identity: Identity, room: str, text: str, ref: str | None = None
+    ) -> CommandResult | Error:
+        """Run a ``/command`` in ``room`` as ``identity``; the reply frame."""
+        reply = await self.plugins.run_command(self, identity, room, text, ref)
+        assert isinstance(reply, CommandResult | Error)
+        return reply
 
-    async def run_command(self, identity: Identity, room: str, text: str) -> Frame:
-        """Run a ``/command`` in ``room`` as ``identity``; the reply frame
-        (:class:`CommandResult`, or :class:`Error` for an unknown or refused command)."""
-        return await self.plugins.run_command(self, identity, room, text)
+    def list_agents(self) -> dict[str, Agent]:
+        return self.agents.agents()
+
+    def agent(self, name: str) -> Agent | None:
+        return self.agents.agent(name)
+
+    async def answer(
+        self,
+        agent: Agent | str,
+        room: str,
+        question: str,
+        *,
+        reply_to: ChatMessage | None = None,
+        requested_by: str | None = None,
+        provider: str | None = None,
+        model: str | None = None,
+        limited: bool = True,
+    ) -> str:
+        """Stream ``agent``'s answer into ``room``; the stream id, once started."""
+        stream = await self.agents.answer(
+            agent,
+            room,
+            question,
+            reply_to=reply_to,
+            requested_by=requested_by,
+            provider=provider,
+            model=model,
+            limited=limited,
+        )
+        return stream.id
+
+    def complete(
+        self,
+        agent: Agent,
+        turns: list[ChatTurn],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> AsyncIterator[str]:
+        return self.agents.complete(agent, turns, max_tokens=max_tokens, temperature=temperature)
+
+    async def check_model(self, role: str, user_id: str) -> None:
+        await self.limits.check_model(role, user_id)
+
+    async def charge_model_tokens(self, role: str, user_id: str, tokens: int) -> None:
+        await self.limits.charge_model_tokens(role, user_id, tokens)
+
+    async def start_stream(
+        self,
+        room: str,
+        author: UserRef,
+        pieces: AsyncIterator[str],
+        *,
+        reply_to: str | None = None,
+        requested_by: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> str:
+        """Stream ``pieces`` into ``room`` in the background; the stream id, once started."""
+        stream = await self.streams.launch(
+            room, author, pieces, reply_to=reply_to, requested_by=requested_by, meta=meta
+        )
+        return stream.id
 
     async def cancel_stream(self, room: str, stream_id: str, identity: Identity) -> None:
-        """Stop a streamed answer wherever it runs; :class:`hub.ai.streams.CancelRefused`
-        if it is not running in ``room`` or ``identity`` may not stop it."""
         await self.streams.cancel(room, stream_id, identity)
+
+    def record_stream(self, metrics: StreamMetrics) -> None:
+        self.streams.record(metrics)
+
+    def cache_stats(self) -> dict[str, Any]:
+        return self.cache.stats()
 
 
 @contextlib.asynccontextmanager

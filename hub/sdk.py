@@ -1,61 +1,169 @@
-"""The public plugin API: everything a plugin or adapter may import from the hub.
+"""The Lydian SDK: the whole public surface for plugin and adapter authors.
 
-(Minimal version from the ``adapters-sdk`` branch: the names the built-in adapters need;
-to be merged with the full SDK module.)
+A plugin imports ``hub.sdk`` and nothing else from ``hub``::
+
+    from hub.sdk import Arg, CommandContext, CommandSpec, HubAPI, hookimpl
+
+What is here: :data:`hookimpl`; the types hooks receive and return (messages, users,
+attachments, commands, agents, LLM providers, cache strategies, dashboard pages, settings
+markers); the wire frames a room subscription delivers; the errors the hub raises; and
+:class:`HubAPI`, every operation a plugin may call on the ``hub`` it is given (a route
+handler gets it with :func:`hub_of`). ``docs/plugins.md`` documents it.
+
+Stability promise (semantic versioning of the ``lydian-hub`` distribution): the names in
+``__all__`` and the operations of :class:`HubAPI` are only removed or changed
+incompatibly in a major version; minor versions only add (new names, new operations, new
+optional arguments). Anything not exported here (every other ``hub.*`` module, every
+attribute of the hub object that :class:`HubAPI` does not name) is internal and may change
+in any release. A plugin that needs something missing here should ask for it to be added.
 """
 
 from __future__ import annotations
 
-from hub.ai.streams import CancelRefused
+from typing import Any
+
+from litestar.connection import ASGIConnection
+
+from hub import __version__
+from hub.access.limits import ModelRefused, retry_header, role_of
+from hub.ai.agents import OFFLINE, Agent
+from hub.ai.llm import (
+    BAD_RESPONSE,
+    NO_PROVIDER,
+    UPSTREAM_ERROR,
+    UPSTREAM_TIMEOUT,
+    ChatTurn,
+    CompletionRequest,
+    LLMError,
+    estimate_tokens,
+)
+from hub.ai.streams import CancelRefused, StreamMetrics
 from hub.base.auth import Identity
+from hub.base.config import Settings
 from hub.base.errors import MessageRefused, Refusal, RoomNotVisible
 from hub.base.protocol import (
+    INT64_MAX,
+    Ack,
     Attachment,
     ChatMessage,
     CommandResult,
+    ErrorCode,
+    Frame,
+    FrameError,
+    History,
+    Joined,
+    Left,
     MessageFrame,
+    Ping,
+    PresenceEntry,
+    PresenceFrame,
+    Reconnect,
     RoomEvent,
     ServerFrame,
     StreamDelta,
     StreamEnd,
     StreamError,
+    StreamSnapshot,
     StreamStart,
+    TypingFrame,
     UserRef,
+    Welcome,
+    decode_server,
+    encode,
 )
-from hub.plugin_host.api import HubAPI
-from hub.plugin_host.commands import Arg, CommandContext, CommandForbidden, CommandSpec, UsageError
+from hub.base.protocol import Error as ErrorFrame
+from hub.cache.strategy import CacheStrategy
+from hub.plugin_host.api import FrameHandler, HubAPI, LLMProvider, Unsubscribe
+from hub.plugin_host.commands import (
+    Arg,
+    CommandContext,
+    CommandError,
+    CommandForbidden,
+    CommandSpec,
+    UsageError,
+)
+from hub.plugin_host.dashboard import DashboardPage, RouteHandler
 from hub.plugin_host.hookspecs import hookimpl
-from hub.plugin_host.settings import Secret
-from hub.realtime.shared import SharedState, Unsubscribe
+from hub.plugin_host.settings import PerRoom, Secret
+from hub.realtime.shared import SharedState
 from hub.store.store import RoomExists, RoomInfo
 
+
+def hub_of(connection: ASGIConnection[Any, Any, Any, Any]) -> HubAPI:
+    """The hub serving a request or WebSocket, in a ``lydian_routes`` handler."""
+    hub: HubAPI = connection.app.state.hub
+    return hub
+
+
 __all__ = [
+    "BAD_RESPONSE",
+    "INT64_MAX",
+    "NO_PROVIDER",
+    "OFFLINE",
+    "UPSTREAM_ERROR",
+    "UPSTREAM_TIMEOUT",
+    "Ack",
+    "Agent",
     "Arg",
     "Attachment",
+    "CacheStrategy",
     "CancelRefused",
     "ChatMessage",
+    "ChatTurn",
     "CommandContext",
+    "CommandError",
     "CommandForbidden",
     "CommandResult",
     "CommandSpec",
+    "CompletionRequest",
+    "DashboardPage",
+    "ErrorCode",
+    "ErrorFrame",
+    "Frame",
+    "FrameError",
+    "FrameHandler",
+    "History",
     "HubAPI",
     "Identity",
+    "Joined",
+    "LLMError",
+    "LLMProvider",
+    "Left",
     "MessageFrame",
     "MessageRefused",
+    "ModelRefused",
+    "PerRoom",
+    "Ping",
+    "PresenceEntry",
+    "PresenceFrame",
+    "Reconnect",
     "Refusal",
     "RoomEvent",
     "RoomExists",
     "RoomInfo",
     "RoomNotVisible",
+    "RouteHandler",
     "Secret",
     "ServerFrame",
+    "Settings",
     "SharedState",
     "StreamDelta",
     "StreamEnd",
     "StreamError",
+    "StreamMetrics",
+    "StreamSnapshot",
     "StreamStart",
+    "TypingFrame",
     "Unsubscribe",
     "UsageError",
     "UserRef",
+    "Welcome",
+    "__version__",
+    "decode_server",
+    "encode",
+    "estimate_tokens",
     "hookimpl",
+    "hub_of",
+    "retry_header",
+    "role_of",
 ]

@@ -49,4 +49,4 @@ async def add_plugin(server: HubServer, plugin: Any, name: str) -> None:
     """Register a plugin object into the running hub and start it, as a rescan would."""
     host = server.hub.plugins
     host.register(plugin, name)
-    await host.reload(server.hub)
+    await host.reload()

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from lydian_adapters.bridge.service import bridge_for
-from lydian_adapters.bridge.store import PlatformUser
 from hub.base import errors
 from hub.base.protocol import Attachment, UserRef
 from hub.media.attachments import AttachmentStore
 from hub.plugin_host.hookspecs import hookimpl
+from lydian_adapters.bridge.service import bridge_for
+from lydian_adapters.bridge.store import PlatformUser
 from tests.adapter_support import eventually
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.plugin_support import add_plugin

@@ -32,7 +32,8 @@ class _Collect(logging.Handler):
 
 @pytest.fixture
 def plugin_log():
-    """Error lines of ``hub.plugins`` (the app's logging setup replaces caplog's handler)."""
+    """Error lines of the plugin host's logger (the app's logging setup replaces caplog's
+    handler)."""
     handler = _Collect()
     logger = logging.getLogger("hub.plugin_host.host")
     logger.addHandler(handler)

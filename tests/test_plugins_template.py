@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from hub.cli.scaffold import placeholders, render_plugin
+import hub
+from hub.cli.scaffold import hub_requirement, placeholders, render_plugin
 from tests.plugin_support import command, frame_where, room_event
 
 # unique per process: several developers' test runs share this Python environment, and
@@ -51,7 +52,10 @@ async def test_generated_plugin_is_installed_discovered_enabled_and_disabled_liv
         "pyproject.toml",
         f"tests/test_{NAME}.py",
     ]
-    assert f'{NAME} = "lydian_{NAME}"' in (package / "pyproject.toml").read_text()
+    pyproject = (package / "pyproject.toml").read_text()
+    assert f'{NAME} = "lydian_{NAME}"' in pyproject
+    major, minor = (int(p) for p in hub.__version__.split(".")[:2])
+    assert f'dependencies = ["lydian-hub>={major}.{minor},<{major + 1}"]' in pyproject
 
     async with make_server() as server:
         await server.create_room("ops")
@@ -120,3 +124,22 @@ def test_plugin_new_rejects_bad_names_and_existing_folders(tmp_path):
     render_plugin("greet", tmp_path)
     with pytest.raises(FileExistsError):
         render_plugin("greet", tmp_path)
+
+
+def test_the_template_depends_on_this_major_version_of_the_hub():
+    assert hub_requirement("0.1.0") == "lydian-hub>=0.1,<1"
+    assert hub_requirement("2.3.4") == "lydian-hub>=2.3,<3"
+    assert hub_requirement("10.0rc1") == "lydian-hub>=10.0,<11"
+    with pytest.raises(ValueError, match=r"MAJOR\.MINOR"):
+        hub_requirement("dev")
+
+
+def test_the_template_imports_only_the_sdk(tmp_path):
+    package = render_plugin("greet", tmp_path)
+    imports = sorted(
+        line.strip()
+        for path in package.rglob("*.py")
+        for line in path.read_text().splitlines()
+        if line.strip().startswith(("import hub", "from hub"))
+    )
+    assert imports and all(line.startswith("from hub.sdk import ") for line in imports), imports

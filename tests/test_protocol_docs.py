@@ -1,4 +1,4 @@
-"""docs/protocol.md stays true to hub/protocol.py, and ``decode_client`` reports the right codes.
+"""docs/protocol.md stays true to hub/base/protocol.py; ``decode_client`` reports the right codes.
 
 Every ```json block in the document is marked ``client`` or ``server`` and must decode as a
 frame of that direction, use only fields the frame defines, and together the blocks must show

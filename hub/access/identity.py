@@ -14,19 +14,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
 from hub.base.auth import Identity
 from hub.base.protocol import CloseCode, Error, ErrorCode
-from hub.realtime.connection import Outbox
-from hub.store.store import dm_room_id
-
-if TYPE_CHECKING:
-    from hub.core import Hub
+from hub.realtime.broker import Broker
+from hub.realtime.connection import Connection, Outbox
+from hub.store.store import RoomInfo, Store, dm_room_id
 
 log = logging.getLogger(__name__)
+
+Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
+"""Runs a background task owned by the hub: ``spawn(coro, name)`` (``Hub.spawn``)."""
 
 REVOKE_CHANNEL = "hub:revoked"
 TOUCH_INTERVAL = 3600.0
@@ -44,8 +45,9 @@ def user_kind(identity: Identity) -> str:
 class KnownUsers:
     """The users this hub has seen; cached in-process, persisted in ``lydian_user``."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(self, store: Store, spawn: Spawn) -> None:
+        self.store = store
+        self.spawn = spawn
         self._touched: dict[str, float] = {}  # user id -> monotonic time of the last write
         self._kinds: dict[str, str] = {}  # known users' kinds (positive answers only)
 
@@ -70,11 +72,11 @@ class KnownUsers:
     def seen_soon(self, identity: Identity) -> None:
         """:meth:`seen` in the background (REST requests do not wait for it)."""
         if self._due(identity):
-            self.hub.spawn(self._record(identity), name="users:seen")
+            self.spawn(self._record(identity), "users:seen")
 
     async def _record(self, identity: Identity) -> None:
         try:
-            await self.hub.store.touch_user(identity.id, identity.name, user_kind(identity))
+            await self.store.touch_user(identity.id, identity.name, user_kind(identity))
         except Exception as exc:  # not fatal: the user is known in this process; retried later
             self._touched.pop(identity.id, None)
             log.warning("could not record user %s: %s", identity.id, exc)
@@ -84,21 +86,28 @@ class KnownUsers:
         the hub has never seen ``user_id``. Unknown answers are not cached."""
         kind = self._kinds.get(user_id)
         if kind is None:
-            kind = await self.hub.store.user_kind(user_id)
+            kind = await self.store.user_kind(user_id)
             if kind is not None:
                 self._kinds[user_id] = kind
         return kind
 
 
-async def dm_refusal(hub: Hub, sender: Identity, to: str) -> tuple[ErrorCode, str] | None:
+async def dm_refusal(
+    users: KnownUsers,
+    sender: Identity,
+    to: str,
+    *,
+    guest_dm_targets: str,
+    room: Callable[[str], Awaitable[RoomInfo | None]],
+) -> tuple[ErrorCode, str] | None:
     """Why ``sender`` may not DM ``to`` (code and detail), or None if they may.
 
     Members and admins may DM any known user, and reply to whoever has a DM room with them
-    (a guest who wrote first). Guests may DM whom ``guest_dm_targets`` allows: ``none``,
-    ``admins``, ``any`` (any known user) or a comma-separated list of user ids.
+    (a guest who wrote first; ``room`` looks it up). Guests may DM whom ``guest_dm_targets``
+    allows: ``none``, ``admins``, ``any`` (any known user) or a comma-separated list of ids.
     """
     if sender.is_guest:
-        policy = hub.settings.guest_dm_targets.strip()
+        policy = guest_dm_targets.strip()
         if policy == "none" or not policy:
             return ErrorCode.FORBIDDEN, "guests cannot send direct messages on this hub"
         if policy not in ("admins", "any"):
@@ -106,16 +115,16 @@ async def dm_refusal(hub: Hub, sender: Identity, to: str) -> tuple[ErrorCode, st
             if to not in allowed:
                 return ErrorCode.FORBIDDEN, f"guests cannot send direct messages to {to!r}"
             return None
-        kind = await hub.users.kind(to)
+        kind = await users.kind(to)
         if kind is None:
             return ErrorCode.UNKNOWN_USER, f"no user {to!r} on this hub"
         if policy == "admins" and kind != "admin":
             return ErrorCode.FORBIDDEN, "guests can send direct messages to admins only"
         return None
-    if await hub.users.kind(to) is not None:
+    if await users.kind(to) is not None:
         return None
-    room = await hub.room(dm_room_id(sender.id, to))
-    if room is not None and room.kind == "dm":  # a reply: they wrote first
+    found = await room(dm_room_id(sender.id, to))
+    if found is not None and found.kind == "dm":  # a reply: they wrote first
         return None
     return ErrorCode.UNKNOWN_USER, f"no user {to!r} on this hub"
 
@@ -123,10 +132,23 @@ async def dm_refusal(hub: Hub, sender: Identity, to: str) -> tuple[ErrorCode, st
 class Revocations:
     """Revoked token ids, the same on every replica."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        spawn: Spawn,
+        *,
+        connections: Mapping[str, Connection],
+        reload_interval: float,
+    ) -> None:
+        """``connections``: this process's sockets (closed when their token is revoked)."""
+        self.store = store
+        self.broker = broker
+        self.spawn = spawn
+        self.connections = connections
+        self.reload_interval = reload_interval
         self.revoked: set[str] = set()
-        self._unsubscribe = None
+        self._unsubscribe: Callable[[], Awaitable[None]] | None = None
         self._feeds: set[Outbox] = set()  # REST feeds (SSE) that end with their token
 
     def is_revoked(self, jti: str | None) -> bool:
@@ -134,22 +156,22 @@ class Revocations:
         return jti is not None and jti in self.revoked
 
     async def setup(self) -> None:
-        self.revoked = await self.hub.store.revoked_tokens()
-        self._unsubscribe = await self.hub.broker.subscribe(REVOKE_CHANNEL, self._on_publish)
-        self.hub.broker.on_reconnect(self.reload)
-        interval = self.hub.settings.revocation_reload_interval
+        self.revoked = await self.store.revoked_tokens()
+        self._unsubscribe = await self.broker.subscribe(REVOKE_CHANNEL, self._on_publish)
+        self.broker.on_reconnect(self.reload)
+        interval = self.reload_interval
         if interval > 0:
-            self.hub.spawn(self._reload_every(interval), name="revocations")
+            self.spawn(self._reload_every(interval), "revocations")
 
     async def revoke(
         self, jti: str, *, user_id: str | None, expires_at: float | None, by: str
     ) -> bool:
         """Persist a revocation, apply it here and tell every replica; False if known."""
         expires = datetime.fromtimestamp(expires_at, UTC) if expires_at is not None else None
-        new = await self.hub.store.revoke_token(jti, user_id=user_id, expires_at=expires, by=by)
+        new = await self.store.revoke_token(jti, user_id=user_id, expires_at=expires, by=by)
         self.apply(jti)
         try:
-            await self.hub.broker.publish(REVOKE_CHANNEL, jti.encode())
+            await self.broker.publish(REVOKE_CHANNEL, jti.encode())
         except Exception:  # the others catch up on their next reload
             log.warning("could not announce the revocation of %s; replicas reload it", jti)
         return new
@@ -179,7 +201,7 @@ class Revocations:
     def apply(self, jti: str) -> None:
         """Refuse ``jti`` from now on and close this process's sockets using it."""
         self.revoked.add(jti)
-        for conn in tuple(self.hub.connections.values()):
+        for conn in tuple(self.connections.values()):
             if conn.identity is not None and conn.identity.jti == jti:
                 log.info("closing %s (%s): its token was revoked", conn.id, conn.identity.id)
                 conn.send(Error(code=ErrorCode.TOKEN_REVOKED, detail="the token was revoked"))
@@ -190,7 +212,7 @@ class Revocations:
 
     async def reload(self) -> None:
         """Read the revocations from the database (missed announcements, expired rows)."""
-        current = await self.hub.store.revoked_tokens()
+        current = await self.store.revoked_tokens()
         for jti in current - self.revoked:
             self.apply(jti)
         self.revoked = current
@@ -212,10 +234,10 @@ class Revocations:
 # ---------------------------------------------------------------------- guest names
 
 
-async def guest_name(hub: Hub, name: str) -> str:
+async def guest_name(store: Store, name: str) -> str:
     """A guest's name at hello: ``Alice (guest)`` if a known user is named ``Alice``."""
     try:
-        taken = await hub.store.user_name_taken(name)
+        taken = await store.user_name_taken(name)
     except Exception as exc:  # the database away: rooms still make names unique on join
         log.warning("could not check guest name %r: %s", name, exc)
         return name

@@ -23,6 +23,7 @@ blocking chat; Redis is used again once it answers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hub.plugin_host.commands import CommandError
+from hub.base.errors import CommandError
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -467,6 +468,15 @@ class Limits:
                 keys=[f"{self.prefix}:sockets:{user}" for _, user in chunk],
                 args=[self.socket_ttl_ms, *(conn for conn, _ in chunk)],
             )
+
+    async def keep_socket_counts(self) -> None:
+        """Forever: :meth:`refresh_sockets` every third of the entries' lifetime."""
+        while True:
+            await asyncio.sleep(self.socket_ttl_ms / 3000)
+            try:
+                await self.refresh_sockets()
+            except Exception as exc:  # Redis away: entries expire, counted again when back
+                log.debug("socket count refresh failed: %s", exc)
 
 
 def retry_header(wait: float) -> str:

@@ -1,20 +1,22 @@
 """Agents: named participants that answer in rooms through an LLM provider, streaming.
 
 Plugins register :class:`Agent` objects (``lydian_agents``) and providers
-(``lydian_llm_providers``). :class:`Agents` (``hub.agents``) finds them, picks the provider
-(the agent's own, else the first configured one that is not the offline default, else the
-offline default), builds the prompt from the room's recent history within a token budget,
-and streams the answer into the room through ``hub.streams``.
+(``lydian_llm_providers``). :class:`Agents` (``hub.agents``) finds them through the ``items``
+it is given (the plugin host's), picks the provider (the agent's own, else the first
+configured one that is not the offline default, else the offline default), builds the
+prompt from the room's recent history (``store``) within a token budget, checks and counts
+the asker's model use (``limits``) and streams the answer into the room (``streams``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import msgspec
 
+from hub.access.limits import Limits
 from hub.ai.llm import (
     NO_PROVIDER,
     ChatTurn,
@@ -24,11 +26,12 @@ from hub.ai.llm import (
     estimate_tokens,
     fit_to_budget,
 )
+from hub.ai.streams import Stream, StreamRegistry
 from hub.base.protocol import ChatMessage, UserRef
+from hub.store.store import Store
 
-if TYPE_CHECKING:
-    from hub.ai.streams import Stream
-    from hub.core import Hub
+PluginItems = Callable[[str], list[tuple[str, Any]]]
+"""``(plugin, object)`` pairs a list hook returned (``PluginHost.items``)."""
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +61,22 @@ class Agent(msgspec.Struct, kw_only=True):
 class Agents:
     """The agents and providers of one hub, and the way an agent answers."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
+    def __init__(
+        self,
+        *,
+        store: Store,
+        limits: Limits,
+        streams: StreamRegistry,
+        items: PluginItems,
+        api: Any,
+    ) -> None:
+        """``items`` finds what plugins registered; ``api`` is what providers are handed (the
+        hub as plugins see it, ``HubAPI``)."""
+        self.store = store
+        self.limits = limits
+        self.streams = streams
+        self.items = items
+        self.api = api
         self._providers: dict[str, Provider] = {}
 
     # ------------------------------------------------------------ registry
@@ -69,7 +86,7 @@ class Agents:
 
     def agents(self) -> dict[str, Agent]:
         found: dict[str, Agent] = {}
-        for _, item in self.hub.plugins.items("lydian_agents"):
+        for _, item in self.items("lydian_agents"):
             if isinstance(item, Agent):
                 found.setdefault(item.name, item)
         return found
@@ -79,7 +96,7 @@ class Agents:
 
     def providers(self) -> dict[str, Provider]:
         found: dict[str, Provider] = {}
-        for plugin, item in self.hub.plugins.items("lydian_llm_providers"):
+        for plugin, item in self.items("lydian_llm_providers"):
             if isinstance(item, Provider):
                 found.setdefault(item.name, item)
             else:
@@ -95,7 +112,7 @@ class Agents:
                 known = ", ".join(sorted(providers)) or "none"
                 raise LLMError(NO_PROVIDER, f"no LLM provider {name!r}; installed: {known}")
             return found
-        ready = [p for p in providers.values() if p.configured(self.hub)]
+        ready = [p for p in providers.values() if p.configured(self.api)]
         for provider in ready:
             if provider.name != OFFLINE:
                 return provider
@@ -111,7 +128,7 @@ class Agents:
         """System prompt, the room's recent messages (within the token budget), the question."""
         history = []
         if agent.history_messages > 0:
-            history = await self.hub.store.messages_before(room, before, agent.history_messages)
+            history = await self.store.messages_before(room, before, agent.history_messages)
         turns = [_turn(agent, message) for message in history if message.text.strip()]
         system = ChatTurn(role="system", content=agent.system_prompt)
         ask = ChatTurn(role="user", content=question)
@@ -134,15 +151,15 @@ class Agents:
     ) -> Stream:
         """Stream ``agent``'s answer to ``question`` into ``room``; returns once started.
 
-        The answer counts towards ``requested_by``'s model use (``hub.limits``): over it,
-        :class:`hub.limits.ModelRefused` is raised before anything runs. ``limited=False``
+        The answer counts towards ``requested_by``'s model use (``limits``): over it,
+        :class:`hub.access.limits.ModelRefused` is raised before anything runs. ``limited=False``
         when the caller has checked already (``check_model``); tokens are counted anyway."""
         found = self.agent(agent) if isinstance(agent, str) else agent
         if found is None:
             raise LLMError(NO_PROVIDER, f"no agent {agent!r}")
-        role = self.hub.limits.role_for(requested_by) if requested_by else "user"
+        role = self.limits.role_for(requested_by) if requested_by else "user"
         if requested_by and limited:
-            await self.hub.limits.check_model(role, requested_by)
+            await self.limits.check_model(role, requested_by)
         turns = await self.context(found, room, reply_to.offset if reply_to else None, question)
         request = CompletionRequest(
             messages=turns, model=model or found.model, max_tokens=found.max_tokens
@@ -151,7 +168,7 @@ class Agents:
         if requested_by:
             prompt = sum(estimate_tokens(t.content) for t in turns)
             pieces = self._counted(pieces, role, requested_by, prompt)
-        return await self.hub.streams.launch(
+        return await self.streams.launch(
             room,
             found.user,
             pieces,
@@ -173,7 +190,7 @@ class Agents:
             if close is not None:
                 await close()
             try:
-                await self.hub.limits.charge_model_tokens(role, user_id, tokens)
+                await self.limits.charge_model_tokens(role, user_id, tokens)
             except Exception:
                 log.exception("counting %d model tokens of %s failed", tokens, user_id)
 
@@ -200,7 +217,7 @@ class Agents:
     async def _pieces(self, request: CompletionRequest, provider: str | None) -> AsyncIterator[str]:
         """Resolve the provider lazily, so that a missing one ends the stream with an error."""
         chosen = self.provider_for(provider)
-        source = chosen.stream(request, self.hub)
+        source = chosen.stream(request, self.api)
         try:
             async for piece in source:
                 yield piece

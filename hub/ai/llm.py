@@ -1,20 +1,18 @@
 """LLM providers as the hub sees them: a chat request in, a stream of text pieces out.
 
 A provider is any object with a ``name``, ``configured(hub)``, ``models(hub)`` and
-``stream(request, hub)`` (an async iterator of text pieces). Plugins register them with
-``lydian_llm_providers``. Closing the iterator (or cancelling the task that reads it) must
-close the upstream request: that is how a cancelled answer stops costing tokens.
+``stream(request, hub)`` (an async iterator of text pieces); ``hub`` is the hub as plugins
+see it (``HubAPI``, defined on a higher floor, hence typed ``Any`` here). Plugins register
+them with ``lydian_llm_providers``. Closing the iterator (or cancelling the task that reads
+it) must close the upstream request: that is how a cancelled answer stops costing tokens.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import msgspec
-
-if TYPE_CHECKING:
-    from hub.core import Hub
 
 CHARS_PER_TOKEN = 4
 """Rough size of a token for budgets: English text averages about four characters."""
@@ -55,13 +53,13 @@ class Provider(Protocol):
 
     name: str
 
-    def configured(self, hub: Hub) -> bool:
+    def configured(self, hub: Any) -> bool:
         """Whether the provider has what it needs (URL, key, model) on this hub."""
         ...
 
-    def models(self, hub: Hub) -> list[str]: ...
+    def models(self, hub: Any) -> list[str]: ...
 
-    def stream(self, request: CompletionRequest, hub: Hub) -> AsyncIterator[str]:
+    def stream(self, request: CompletionRequest, hub: Any) -> AsyncIterator[str]:
         """Yield the answer piece by piece; raise :class:`LLMError` on upstream trouble."""
         ...
 

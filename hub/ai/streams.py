@@ -1,11 +1,12 @@
 """Streamed answers: one :class:`Stream` per answer, fanned out to the room as it arrives.
 
-``hub.streams.start(room, agent, ...)`` publishes ``stream_start`` and returns a
+``StreamRegistry.start(room, agent, ...)`` publishes ``stream_start`` and returns a
 :class:`Stream`; ``stream.run(pieces)`` reads an async iterator of text pieces (usually a
 provider's) and publishes them as coalesced ``stream_delta`` frames: the first piece at
 once (time to first token), then at most one delta per ``stream_flush_interval`` or when
 ``stream_flush_chars`` have piled up, ``seq`` increasing. The end persists the text
-through ``hub.post_message(kind="agent")`` with the stream id, metrics and whether it was
+through the ``post`` it was given (``Hub.post_message(kind="agent")``, the one way in) with
+the stream id, metrics and whether it was
 cancelled, then publishes ``stream_end`` (or ``stream_error`` with the partial text kept).
 
 Cancelling: whichever connection or replica receives the cancel, the process that runs the
@@ -25,12 +26,13 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from hub.ai.llm import BAD_RESPONSE, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, LLMError
 from hub.base.auth import Identity
+from hub.base.config import Settings
 from hub.base.protocol import (
     ChatMessage,
     ErrorCode,
@@ -43,14 +45,14 @@ from hub.base.protocol import (
     UserRef,
     encode,
 )
+from hub.realtime.broker import Broker
 from hub.realtime.connection import NODE
-from hub.realtime.rooms import envelope
+from hub.realtime.rooms import RoomRegistry, envelope
 from hub.realtime.stream_state import StreamSeed
-
-if TYPE_CHECKING:
-    from hub.core import Hub
+from hub.store.store import Store
 
 log = logging.getLogger(__name__)
+_event_encoder = msgspec.json.Encoder()  # room events: frames and internal seeds alike
 
 STREAMS_CHANNEL = "hub:streams"
 ORPHAN_GRACE = 2.0
@@ -70,6 +72,29 @@ CANCEL_REPLY_TIMEOUT = 2.0
 def reply_channel(node: str) -> str:
     """The channel on which process ``node`` hears answers to its cancel requests."""
     return f"{STREAMS_CHANNEL}:{node}"
+
+
+class PostMessage(Protocol):
+    """How a finished answer is stored and announced: ``Hub.post_message``, the one way in
+    for every message (persist, publish to the room, then the plugins' observers)."""
+
+    async def __call__(
+        self,
+        room_id: str,
+        author: UserRef,
+        text: str,
+        *,
+        kind: str = ...,
+        client_id: str | None = ...,
+        reply_to: str | None = ...,
+        meta: dict[str, Any] | None = ...,
+    ) -> tuple[ChatMessage, bool]: ...
+
+
+class Spawn(Protocol):
+    """Runs a background task owned by the hub (cancelled on shutdown, errors logged)."""
+
+    def __call__(self, coro: Awaitable[Any], name: str | None = None) -> Any: ...
 
 
 class CancelRequest(msgspec.Struct, tag_field="type", tag="stream_cancel"):
@@ -140,7 +165,6 @@ class Stream:
         meta: dict[str, Any] | None = None,
     ) -> None:
         self.registry = registry
-        self.hub = registry.hub
         self.id = uuid.uuid4().hex
         self.room = room
         self.agent = agent
@@ -336,7 +360,7 @@ class Stream:
         message: ChatMessage | None = None
         if error is None or text:
             try:
-                message, _ = await self.hub.post_message(
+                message, _ = await self.registry.post(
                     self.room,
                     self.agent,
                     text,
@@ -413,9 +437,21 @@ class _Deadline:
 class StreamRegistry:
     """The streams this process runs, their cancel channel, and recent metrics."""
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        settings = hub.settings
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store,
+        broker: Broker,
+        rooms: RoomRegistry,
+        spawn: Spawn,
+        post: PostMessage,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.rooms = rooms
+        self.spawn = spawn
+        self.post = post
         self.flush_interval = settings.stream_flush_interval
         self.flush_chars = settings.stream_flush_chars
         self.first_token_timeout = settings.stream_first_token_timeout
@@ -428,18 +464,18 @@ class StreamRegistry:
     @property
     def shared(self) -> bool:
         """Whether other replicas may run streams too (the broker is Redis)."""
-        return getattr(self.hub.broker, "redis", None) is not None
+        return getattr(self.broker, "redis", None) is not None
 
     async def setup(self) -> None:
         """Follow the control channel and this process's reply channel; seed new live rooms
         with the streams running here."""
-        self.hub.rooms.stream_source = self.snapshots
-        broker = self.hub.broker
+        self.rooms.stream_source = self.snapshots
+        broker = self.broker
         self._unsubscribe = [
             await broker.subscribe(STREAMS_CHANNEL, self._on_control),
             await broker.subscribe(reply_channel(NODE), self._on_reply),
         ]
-        self.hub.spawn(self._reap_loop(), name="stream-orphans")
+        self.spawn(self._reap_loop(), name="stream-orphans")
 
     async def stop(self) -> None:
         """Cancel running streams and give them a moment to persist their partial answers."""
@@ -452,8 +488,8 @@ class StreamRegistry:
             await unsubscribe()
         self._unsubscribe.clear()
 
-    async def publish(self, room: str, frame: Frame) -> None:
-        await self.hub.rooms.publish_event(room, encode(frame))
+    async def publish(self, room: str, frame: Frame | StreamSeed) -> None:
+        await self.rooms.publish_event(room, _event_encoder.encode(frame))
 
     # ------------------------------------------------------------ streams
 
@@ -495,7 +531,7 @@ class StreamRegistry:
         stream = await self.start(
             room, agent, reply_to=reply_to, requested_by=requested_by, meta=meta
         )
-        self.hub.spawn(stream.run(pieces), name=f"stream:{stream.id}")
+        self.spawn(stream.run(pieces), name=f"stream:{stream.id}")
         return stream
 
     def _forget(self, stream: Stream) -> None:
@@ -510,7 +546,7 @@ class StreamRegistry:
         ``stream_error{replica_lost}``; the others only end it for their local sockets.
         """
         reaped = 0
-        for live in list(self.hub.rooms.live.values()):
+        for live in list(self.rooms.live.values()):
             for snap in live.streams.silent(
                 self.first_token_timeout + ORPHAN_GRACE, self.idle_timeout + ORPHAN_GRACE
             ):
@@ -523,7 +559,7 @@ class StreamRegistry:
 
     async def _end_orphan(self, room: str, snap: StreamSnapshot) -> None:
         detail = "the replica running this answer stopped; the part streamed so far is kept"
-        message, duplicate = await self.hub.post_message(
+        message, duplicate = await self.post(
             room,
             snap.agent,
             snap.text or "(no answer: the replica running it stopped)",
@@ -547,11 +583,11 @@ class StreamRegistry:
             )
         )
         if duplicate:  # another replica (or the owner) stored it: end it for our sockets only
-            live = self.hub.rooms.live.get(room)
+            live = self.rooms.live.get(room)
             if live is not None:
                 live.on_event(envelope(frame))
         else:
-            await self.hub.rooms.publish_event(room, frame)
+            await self.rooms.publish_event(room, frame)
 
     async def _reap_loop(self) -> None:
         while True:
@@ -566,7 +602,7 @@ class StreamRegistry:
         other replicas' through a :class:`SeedRequest` (answered with ``stream_seed``)."""
         if self.shared:  # other replicas may run streams in this room
             request = msgspec.json.encode(SeedRequest(room=room))
-            self.hub.spawn(self.hub.broker.publish(STREAMS_CHANNEL, request), name="stream-seed")
+            self.spawn(self.broker.publish(STREAMS_CHANNEL, request), name="stream-seed")
         return [s.snapshot() for s in self.local.values() if s.room == room]
 
     def record(self, metrics: StreamMetrics) -> None:
@@ -591,7 +627,7 @@ class StreamRegistry:
             raise CancelRefused(ErrorCode.UNKNOWN_STREAM, f"no active stream in {room!r}")
         if admin or (stream.requested_by is not None and who == stream.requested_by):
             return
-        info = await self.hub.store.get_room(room)
+        info = await self.store.get_room(room)
         if info is None or info.created_by != who:
             raise CancelRefused(
                 ErrorCode.FORBIDDEN,
@@ -622,7 +658,7 @@ class StreamRegistry:
         answer = asyncio.get_running_loop().create_future()
         self._replies[request.request] = answer
         try:
-            await self.hub.broker.publish(STREAMS_CHANNEL, msgspec.json.encode(request))
+            await self.broker.publish(STREAMS_CHANNEL, msgspec.json.encode(request))
             reply = await asyncio.wait_for(answer, CANCEL_REPLY_TIMEOUT)
         except TimeoutError:
             raise unknown from None
@@ -650,13 +686,13 @@ class StreamRegistry:
             log.warning("undecodable stream control message: %r", data[:200])
             return
         if isinstance(request, SeedRequest):
-            for stream in list(self.local.values()):
-                if stream.room == request.room:
-                    stream.request_seed()
+            for running in list(self.local.values()):
+                if running.room == request.room:
+                    running.request_seed()
             return
         stream = self.local.get(request.stream_id)
         if stream is not None:  # only the process running it answers
-            self.hub.spawn(self._answer(stream, request), name=f"stream-cancel:{stream.id}")
+            self.spawn(self._answer(stream, request), name=f"stream-cancel:{stream.id}")
 
     async def _answer(self, stream: Stream, request: CancelRequest) -> None:
         reply = CancelReply(request=request.request)
@@ -667,6 +703,4 @@ class StreamRegistry:
             log.info("refused cancel of %s by %s: %s", stream.id, request.by, exc.code)
             reply = CancelReply(request=request.request, code=exc.code, detail=exc.detail)
         if request.reply_to:
-            await self.hub.broker.publish(
-                reply_channel(request.reply_to), msgspec.json.encode(reply)
-            )
+            await self.broker.publish(reply_channel(request.reply_to), msgspec.json.encode(reply))

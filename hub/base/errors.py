@@ -1,5 +1,5 @@
 """Refusals every door reports the same way: a message the hub will not store, a room an
-identity may not see."""
+identity may not see, a command that failed in an expected way."""
 
 from __future__ import annotations
 
@@ -44,3 +44,16 @@ class RoomNotVisible(Exception):
     @property
     def missing(self) -> bool:
         return self.code == ErrorCode.UNKNOWN_ROOM
+
+
+class CommandError(Exception):
+    """A command failed in an expected way; ``detail`` goes back to the caller.
+
+    Defined here, at the ground floor, so that services below the plugin host (model limits:
+    :class:`hub.access.limits.ModelRefused`) can refuse a command without importing it."""
+
+    code = "usage"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail

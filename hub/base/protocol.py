@@ -8,6 +8,7 @@ frames :data:`ServerFrame`; both are tagged unions that msgspec decodes in one p
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -457,6 +458,7 @@ def json_too_deep(data: bytes | str, limit: int) -> bool:
     """Whether JSON ``data`` nests arrays/objects deeper than ``limit``, brackets inside strings
     not counted. Cheap: when there are no more than ``limit`` opening brackets in all (every
     ordinary frame), nothing is scanned; else one regex pass drops the strings."""
+    brackets: Iterator[re.Match[str]] | Iterator[re.Match[bytes]]
     if isinstance(data, str):
         if data.count("[") + data.count("{") <= limit:
             return False

@@ -15,10 +15,19 @@ import hashlib
 import logging
 import re
 from collections.abc import Iterable
-from typing import Any
 
 import msgspec
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    HTTPScope,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 
 from hub.cache.errors import CacheError
 from hub.cache.manager import CacheManager
@@ -118,6 +127,14 @@ def _with(headers: list[tuple[bytes, bytes]], **extra: str) -> list[tuple[bytes,
     return out
 
 
+def _start(status: int, headers: list[tuple[bytes, bytes]]) -> HTTPResponseStartEvent:
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
+def _body(body: bytes, more: bool = False) -> HTTPResponseBodyEvent:
+    return {"type": "http.response.body", "body": body, "more_body": more}
+
+
 def _cache_control(rule: HttpCacheRule) -> str:
     scope = "private" if rule.private else "public"
     return f"{scope}, max-age={rule.max_age}" if rule.max_age else f"{scope}, no-cache"
@@ -137,19 +154,19 @@ async def _send_response(
     headers.update(_vary(rule, resp.headers))
     if inm is not None and etag_matches(inm, resp.etag):
         start = _with([h for h in resp.headers if h[0].lower() != b"content-type"], **headers)
-        await send({"type": "http.response.start", "status": 304, "headers": start})
-        await send({"type": "http.response.body", "body": b""})
+        await send(_start(304, start))
+        await send(_body(b""))
         return
     start = _with(resp.headers, content_length=str(len(resp.body)), **headers)
-    await send({"type": "http.response.start", "status": resp.status, "headers": start})
-    await send({"type": "http.response.body", "body": b"" if head else resp.body})
+    await send(_start(resp.status, start))
+    await send(_body(b"" if head else resp.body))
 
 
 def http_cache_middleware(app: ASGIApp) -> ASGIApp:
     """Litestar middleware factory (listed after the JWT middleware, so the user is known)."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         hub = getattr(scope["app"].state, "hub", None)
@@ -192,7 +209,7 @@ async def _cached(
     groups: dict[str, str],
     user: str | None,
     app: ASGIApp,
-    scope: Scope,
+    scope: HTTPScope,
     receive: Receive,
     send: Send,
 ) -> None:
@@ -216,23 +233,22 @@ async def _cached(
         return
 
     epoch = cache.epoch
-    start: dict[str, Any] = {}
+    start = _start(500, [])  # replaced by the app's own
     chunks: list[bytes] = []
     passthrough = False
 
     async def capture(message: Message) -> None:
-        nonlocal passthrough
+        nonlocal passthrough, start
         if passthrough:
             await send(message)
         elif message["type"] == "http.response.start":
-            start.update(message)
+            start = message
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
             if message.get("more_body") and sum(map(len, chunks)) > cache.max_value_bytes:
                 passthrough = True  # too big to cache: stream the rest through
-                await send({**start, "headers": _with(start.get("headers", []))})
-                body = b"".join(chunks)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await send({**start, "headers": _with(list(start["headers"]))})
+                await send(_body(b"".join(chunks), more=True))
         else:
             await send(message)
 
@@ -240,8 +256,8 @@ async def _cached(
     if passthrough:
         return
     body = b"".join(chunks)
-    headers = list(start.get("headers", []))
-    resp = CachedResponse(start.get("status", 500), headers, body, strong_etag(body))
+    headers = list(start["headers"])
+    resp = CachedResponse(start["status"], headers, body, strong_etag(body))
     cacheable = (
         resp.status == 200
         and not head
@@ -250,7 +266,7 @@ async def _cached(
     )
     if not cacheable:
         await send(start)
-        await send({"type": "http.response.body", "body": body})
+        await send(_body(body))
         return
     events = [e.format(**groups) for e in rule.events]
     if user:

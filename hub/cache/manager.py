@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -239,7 +240,7 @@ class CacheManager:
                 self._fill(full, ns, strategy, loader, entry_ttl, entry_tags, epoch)
             )
             self._inflight[full] = (epoch, task)
-            task.add_done_callback(lambda t, k=full: self._fill_done(k, t))
+            task.add_done_callback(functools.partial(self._fill_done, full))
         else:
             task = inflight[1]
         data = await asyncio.shield(task)

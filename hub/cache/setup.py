@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import Any
 
 from hub.base.config import Settings
 from hub.cache.manager import CacheManager
-
-if TYPE_CHECKING:
-    from hub.core import Hub
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +35,18 @@ def build_cache(settings: Settings) -> CacheManager:
     )
 
 
-async def start_cache(hub: Hub) -> None:
-    """After the plugins started: register their strategies, then warm (before ready)."""
-    for plugin, strategy in hub.plugins.items("lydian_cache_strategies"):
+async def start_cache(
+    cache: CacheManager, settings: Settings, strategies: Callable[[], list[tuple[str, Any]]]
+) -> None:
+    """After the plugins started: register their strategies (``strategies()`` gives the
+    ``(plugin, strategy)`` pairs of ``lydian_cache_strategies``), then warm (before ready)."""
+    for plugin, strategy in strategies():
         try:
-            hub.cache.register_strategy(strategy)
+            cache.register_strategy(strategy)
         except TypeError as exc:
             log.error("plugin %r: invalid cache strategy: %s", plugin, exc)
-    hub.cache.strategy_source = lambda: [
-        s for _, s in hub.plugins.items("lydian_cache_strategies") if hasattr(s, "name")
-    ]
-    await hub.cache.start()
-    loaded = await hub.cache.warm(hub.settings.cache_warm_hottest)
+    cache.strategy_source = lambda: [s for _, s in strategies() if hasattr(s, "name")]
+    await cache.start()
+    loaded = await cache.warm(settings.cache_warm_hottest)
     if loaded:
         log.info("cache: warmed %d keys", loaded)

@@ -76,7 +76,7 @@ class StrategyRegistry:
             return self._by_name[DEFAULT_STRATEGY]
         return strategy
 
-    def __contains__(self, name: str) -> bool:
+    def __contains__(self, name: object) -> bool:
         return name in self._by_name
 
     def names(self) -> list[str]:

@@ -153,6 +153,11 @@ return n
 """
 
 
+def _raw(value: bytes | str | None) -> bytes | None:
+    """A Redis reply as bytes (the client does not decode responses; typed as it might)."""
+    return value.encode() if isinstance(value, str) else value
+
+
 class RedisUnavailable(Exception):
     """Internal: L2 is down or in its backoff window; callers fall back to L1/L3."""
 
@@ -240,10 +245,11 @@ class RedisTier:
         self._retry_at = time.monotonic() + self._backoff
 
     async def get(self, key: str) -> bytes | None:
-        return await self._run(lambda: self.client.get(self.k(key)))
+        return _raw(await self._run(lambda: self.client.get(self.k(key))))
 
     async def get_many(self, keys: list[str]) -> list[bytes | None]:
-        return await self._run(lambda: self.client.mget([self.k(k) for k in keys]))
+        values = await self._run(lambda: self.client.mget([self.k(k) for k in keys]))
+        return [_raw(v) for v in values]
 
     async def set(self, key: str, data: bytes, ttl: float | None, tags: Iterable[str]) -> None:
         ttl_ms = 0 if ttl is None else max(1, int(ttl * 1000))
@@ -258,7 +264,7 @@ class RedisTier:
     ) -> int:
         """Delete keys and every key under the tags, then publish ``message`` (one round trip)."""
         names = [self.k(k) for k in keys] + [self.tag_key(t) for t in tags]
-        args = [channel, message, f"{self.prefix}t:"]
+        args: list[str | bytes] = [channel, message, f"{self.prefix}t:"]
         return await self._run(lambda: self._invalidate(keys=names, args=args))
 
     async def flush(self, channel: str = "", message: bytes = b"") -> int:
@@ -287,4 +293,4 @@ class RedisTier:
 
     async def hottest(self, n: int) -> list[str]:
         rows = await self._run(lambda: self.client.zrevrange(self.hot_key, 0, n - 1))
-        return [r.decode() for r in rows]
+        return [r.decode() if isinstance(r, bytes) else str(r) for r in rows]

@@ -270,7 +270,7 @@ async def _store_checks(settings: Settings, timeout: float) -> list[Check]:
         pending: list[str] = []
 
         async def migrations() -> str:
-            pending.extend(await store.pending_migrations())  # type: ignore[union-attr]
+            pending.extend(await store.pending_migrations())
             return ""
 
         ok, detail = await _probe(migrations, timeout)

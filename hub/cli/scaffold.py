@@ -3,7 +3,8 @@
 Template files end in ``.tmpl`` (so tools leave them alone) and may contain, in their
 text and in their paths, the placeholders ``{{name}}`` (plugin and command name),
 ``{{module}}`` (Python package), ``{{dist}}`` (distribution name), ``{{title}}`` and
-``{{env}}`` (prefix of the plugin's environment variables).
+``{{env}}`` (prefix of the plugin's environment variables) and ``{{hub_requirement}}``
+(the compatible ``lydian-hub`` range: this version up to the next major).
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ def template_dir() -> Path:
     raise FileNotFoundError("plugin_template not found next to the hub package")
 
 
+def hub_requirement(version: str | None = None) -> str:
+    """``lydian-hub>=MAJOR.MINOR,<MAJOR+1`` for ``version`` (default: this hub's): the SDK
+    keeps its promise within a major version (see :mod:`hub.sdk`)."""
+    text = version or hub.__version__
+    match = re.match(r"(\d+)\.(\d+)", text)
+    if match is None:
+        raise ValueError(f"hub version {text!r} does not start with MAJOR.MINOR")
+    major, minor = int(match[1]), int(match[2])
+    return f"lydian-hub>={major}.{minor},<{major + 1}"
+
+
 def placeholders(name: str) -> dict[str, str]:
     if not NAME_PATTERN.match(name):
         raise ValueError(
@@ -36,6 +48,7 @@ def placeholders(name: str) -> dict[str, str]:
         "dist": f"lydian-{name.replace('_', '-')}",
         "title": name.replace("_", " ").title(),
         "env": f"LYDIAN_PLUGIN_{name.upper()}_",
+        "hub_requirement": hub_requirement(),
     }
 
 

@@ -10,12 +10,13 @@ commands answer only where the plugin is enabled.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from hub.base.auth import Identity
+from hub.base.errors import CommandError
 from hub.base.protocol import INT64_MAX, UserRef
 
 if TYPE_CHECKING:
@@ -25,14 +26,48 @@ CORE = "core"
 """Owner name of the built-in commands."""
 
 
-class CommandError(Exception):
-    """A command failed in an expected way; ``detail`` goes back to the caller."""
+class _Listed(Protocol):
+    @property
+    def name(self) -> str: ...
 
-    code = "usage"
+    @property
+    def version(self) -> str: ...
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
+    @property
+    def error(self) -> str | None: ...
+
+
+class _Report(Protocol):
+    def lines(self) -> list[str]: ...
+
+
+class CommandHost(Protocol):
+    """What commands need from the plugin host that runs them (the built-ins' registry):
+    :class:`hub.plugin_host.host.PluginHost` is one."""
+
+    def settings_for(self, name: str, room: str | None = None) -> Any: ...
+
+    def command(self, name: str) -> tuple[CommandSpec, str] | None: ...
+
+    def all_commands(self) -> list[tuple[CommandSpec, str]]: ...
+
+    def is_enabled(self, room: str, name: str) -> bool: ...
+
+    def infos(self) -> Sequence[_Listed]: ...
+
+    def agent_names(self) -> list[str]: ...
+
+    async def reload(self, *, broadcast: bool = True) -> _Report: ...
+
+    async def set_enabled(
+        self,
+        room: str,
+        name: str,
+        enabled: bool,
+        *,
+        by: Identity | str,
+        reason: str | None = None,
+    ) -> None: ...
 
 
 class UsageError(CommandError):
@@ -131,8 +166,11 @@ class CommandContext:
         command: str,
         plugin: str,
         ref: str | None = None,
+        *,
+        host: CommandHost | None = None,
     ) -> None:
         self.hub = hub
+        self.host = host  # the plugin host running the command (the built-ins' registry)
         self.room = room
         self.identity = identity
         self.user = UserRef(id=identity.id, name=identity.name)
@@ -146,9 +184,9 @@ class CommandContext:
 
     def settings(self) -> Any:
         """This plugin's settings for this room (``None`` without a settings struct)."""
-        if self.hub is None:
+        if self.host is None:
             return None
-        return self.hub.plugins.settings_for(self.plugin, self.room)
+        return self.host.settings_for(self.plugin, self.room)
 
 
 def split_command(text: str) -> tuple[str, str]:
@@ -169,8 +207,8 @@ def _help_line(spec: CommandSpec) -> str:
 
 
 async def _help(ctx: CommandContext, args: dict[str, Any]) -> str:
-    assert ctx.hub is not None
-    plugins = ctx.hub.plugins
+    assert ctx.host is not None
+    plugins = ctx.host
     name = args.get("command")
     if name:
         name = name.lstrip("/").lower()
@@ -198,8 +236,8 @@ async def _help(ctx: CommandContext, args: dict[str, Any]) -> str:
 
 
 async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
-    assert ctx.hub is not None
-    plugins = ctx.hub.plugins
+    assert ctx.host is not None
+    plugins = ctx.host
     action = args.get("action") or "list"
     name = args.get("name")
     if action == "list":
@@ -216,11 +254,11 @@ async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
     if not ctx.is_admin:
         raise CommandForbidden(f"/plugins {action} is for admins only")
     if action == "reload":
-        report = await plugins.reload(ctx.hub)
+        report = await plugins.reload()
         return "\n".join(["rescanned plugins (other replicas follow)", *report.lines()])
     if not name:
         raise UsageError(f"missing NAME; usage: /plugins {action} NAME")
-    await plugins.set_enabled(ctx.hub, ctx.room, name, action == "enable", by=ctx.identity)
+    await plugins.set_enabled(ctx.room, name, action == "enable", by=ctx.identity)
     return f"plugin {name!r} {'enabled' if action == 'enable' else 'disabled'} in {ctx.room}"
 
 

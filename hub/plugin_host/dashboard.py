@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
+from litestar import Controller, Router
+from litestar.handlers import BaseRouteHandler
+
+RouteHandler = BaseRouteHandler | Router | type[Controller]
+"""What ``lydian_routes`` returns a list of: Litestar handlers (``@get``, ``@post``,
+``@websocket``...), routers and controller classes."""
 
 
 class DashboardPage(msgspec.Struct, frozen=True):
@@ -12,6 +16,6 @@ class DashboardPage(msgspec.Struct, frozen=True):
 
     title: str
     path: str
-    handler: Any = None
+    handler: RouteHandler | None = None
     """The route handler serving the page (also returned from ``lydian_routes``), if any."""
     description: str = ""

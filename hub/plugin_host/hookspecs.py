@@ -21,18 +21,22 @@ Rules every hook follows (see ``docs/plugins.md``):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     import msgspec
 
+    from hub.ai.agents import Agent
     from hub.base.protocol import ChatMessage, UserRef
-    from hub.plugin_host.api import HubAPI
+    from hub.cache.strategy import CacheStrategy
+    from hub.plugin_host.api import HubAPI, LLMProvider
     from hub.plugin_host.commands import CommandSpec
+    from hub.plugin_host.dashboard import DashboardPage, RouteHandler
 
 PROJECT = "lydian"
+
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
@@ -107,10 +111,10 @@ def lydian_transform_message(text: str, room: str, author: UserRef, hub: HubAPI)
 
 @hookspec
 def lydian_commands() -> list[CommandSpec]:
-    """Register chat-ops commands (``hub.commands.CommandSpec``), listed by ``/help``.
+    """Register chat-ops commands (:class:`hub.sdk.CommandSpec`), listed by ``/help``.
 
     A command answers only in rooms where its plugin is enabled. Its handler gets a
-    :class:`hub.commands.CommandContext` and the parsed arguments and returns the reply
+    :class:`hub.sdk.CommandContext` and the parsed arguments and returns the reply
     text (or raises ``UsageError`` / ``CommandForbidden``).
 
     Example::
@@ -126,10 +130,10 @@ def lydian_commands() -> list[CommandSpec]:
 
 
 @hookspec
-def lydian_agents() -> list[Any]:
+def lydian_agents() -> list[Agent]:
     """Register agents: named participants that answer in a room, possibly streaming.
 
-    Return :class:`hub.agents.Agent` objects. An agent is enabled or disabled per room
+    Return :class:`hub.sdk.Agent` objects. An agent is enabled or disabled per room
     under its own name, like a plugin (``/plugins enable NAME``); it is off until enabled
     unless ``default_enabled=True``.
 
@@ -142,14 +146,14 @@ def lydian_agents() -> list[Any]:
 
 
 @hookspec
-def lydian_llm_providers() -> list[Any]:
-    """Register LLM providers (:class:`hub.llm.Provider`: ``name``, ``configured(hub)``,
+def lydian_llm_providers() -> list[LLMProvider]:
+    """Register LLM providers (:class:`hub.sdk.LLMProvider`: ``name``, ``configured(hub)``,
     ``models(hub)``, ``stream(request, hub)``) that agents select by name."""
 
 
 @hookspec
-def lydian_cache_strategies() -> list[Any]:
-    """Register cache strategies (subclasses of :class:`hub.cache.strategy.CacheStrategy`),
+def lydian_cache_strategies() -> list[CacheStrategy]:
+    """Register cache strategies (subclasses of :class:`hub.sdk.CacheStrategy`),
     selected by ``name`` per cache namespace."""
 
 
@@ -157,12 +161,13 @@ def lydian_cache_strategies() -> list[Any]:
 
 
 @hookspec
-def lydian_routes() -> list[Any]:
+def lydian_routes() -> list[RouteHandler]:
     """Extra Litestar route handlers (``@get``, ``@post``, controllers, ``@websocket``).
 
     Collected once, when the app is built: adding or removing routes needs a restart.
-    Handlers reach the hub as ``request.app.state.hub``; they are behind the same JWT
-    authentication as the rest of the API unless marked ``exclude_from_auth=True``.
+    Handlers reach the hub with ``hub_of(request)`` (a :class:`hub.sdk.HubAPI`); they are
+    behind the same JWT authentication as the rest of the API unless marked
+    ``exclude_from_auth=True``.
 
     Example::
 
@@ -176,8 +181,8 @@ def lydian_routes() -> list[Any]:
 
 
 @hookspec
-def lydian_dashboard_pages() -> list[Any]:
-    """Admin pages: :class:`hub.dashboard.DashboardPage` objects (``title``, ``path``,
+def lydian_dashboard_pages() -> list[DashboardPage]:
+    """Admin pages: :class:`hub.sdk.DashboardPage` objects (``title``, ``path``,
     ``handler``, ``description``). The hub only collects them (no navigation of its own);
     serve the page itself from ``lydian_routes``."""
 
@@ -191,9 +196,9 @@ def lydian_plugin_settings() -> type[msgspec.Struct] | None:
 
     Values come from the ``[plugins.NAME]`` table of the config file and from environment
     variables ``LYDIAN_PLUGIN_<NAME>_<FIELD>``. Mark secret fields with
-    ``Annotated[str, hub.plugin_config.Secret]``: they are read only from the environment
+    ``Annotated[str, Secret]`` (:mod:`hub.sdk`): they are read only from the environment
     and never shown. Mark fields a room may override with ``PerRoom``
     (``[plugins.NAME.rooms.ROOM]``). Invalid settings keep the plugin off, with the
     field and the reason logged at startup. Read them with
-    ``hub.plugins.settings_for("NAME", room)``.
+    ``hub.plugin_settings("NAME", room)`` or, in a command, ``ctx.settings()``.
     """

@@ -10,6 +10,10 @@ the failure is logged with the plugin's name, the room gets an ``event`` frame, 
 Per-room enablement lives in the store; each process keeps a cache that it updates from
 ``hub:control`` broker messages, so a change made on one replica applies on all at once.
 ``LYDIAN_TRACE_HOOKS=1`` logs every hook call with its plugin, room, result and duration.
+
+The host is given what it works with when it starts (:meth:`PluginHost.start`): the hub as
+plugins see it (``HubAPI``, handed to hooks and commands), the store (enablement), the
+broker (``hub:control``), the rooms (events) and ``spawn``; it never reaches into the hub.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ import site
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import pluggy
@@ -36,6 +40,7 @@ from hub.base.auth import Identity
 from hub.base.config import Settings
 from hub.base.protocol import CommandResult, Error, ErrorCode, Frame, RoomEvent, UserRef, encode
 from hub.plugin_host import hookspecs
+from hub.plugin_host.api import HubAPI
 from hub.plugin_host.commands import (
     BUILTIN_COMMANDS,
     CORE,
@@ -47,10 +52,9 @@ from hub.plugin_host.commands import (
 )
 from hub.plugin_host.settings import PluginConfigError, PluginSettings, load_plugin_settings
 from hub.plugin_host.threads import DaemonExecutor
-from hub.realtime.broker import CONTROL_CHANNEL
-
-if TYPE_CHECKING:
-    from hub.core import Hub
+from hub.realtime.broker import CONTROL_CHANNEL, Broker
+from hub.realtime.rooms import RoomRegistry
+from hub.store.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +75,21 @@ async def await_me_maybe(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+class Spawn(Protocol):
+    """Runs a background task owned by the hub (cancelled on shutdown, errors logged)."""
+
+    def __call__(self, coro: Awaitable[Any], name: str | None = None) -> Any: ...
+
+
+class HostServices(NamedTuple):
+    """The services a started host works with (given to :meth:`PluginHost.start`)."""
+
+    store: Store
+    broker: Broker
+    rooms: RoomRegistry
+    spawn: Spawn
 
 
 class PluginFailure(Exception):
@@ -255,7 +274,8 @@ class PluginHost:
         self.max_failures = settings.plugin_max_failures
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
-        self.hub: Hub | None = None
+        self.hub: HubAPI | None = None  # what hooks and commands are handed, once started
+        self._services: HostServices | None = None
         self._records: dict[str, _Record] = {}
         self._enabled: dict[str, dict[str, bool]] = {}
         self._failures: dict[tuple[str, str], int] = {}
@@ -385,19 +405,36 @@ class PluginHost:
 
     # ------------------------------------------------------------ lifecycle
 
-    async def start(self, hub: Hub) -> None:
-        """Load room enablement, follow control messages, configure and start plugins."""
+    @property
+    def services(self) -> HostServices:
+        if self._services is None:
+            raise RuntimeError("the plugin host is not started (PluginHost.start)")
+        return self._services
+
+    async def start(
+        self,
+        hub: HubAPI,
+        *,
+        store: Store,
+        broker: Broker,
+        rooms: RoomRegistry,
+        spawn: Spawn,
+    ) -> None:
+        """Load room enablement, follow control messages, configure and start plugins.
+        ``hub`` is what hooks and commands are handed; the rest is what the host uses."""
         self.hub = hub
-        self._enabled = await hub.store.room_plugins()
-        self._unsubscribe = await hub.broker.subscribe(CONTROL_CHANNEL, self._on_control)
+        self._services = HostServices(store, broker, rooms, spawn)
+        self._enabled = await store.room_plugins()
+        self._unsubscribe = await broker.subscribe(CONTROL_CHANNEL, self._on_control)
         await self._activate_pending()
 
-    async def stop(self, hub: Hub) -> None:
+    async def stop(self) -> None:
         for name, record in list(self._records.items()):
             if record.active:
                 for impl in self._impls("lydian_shutdown", name):
                     try:
-                        await self._call(impl.function, impl, {"hub": hub}, name, "lydian_shutdown")
+                        kwargs = {"hub": self.hub}
+                        await self._call(impl.function, impl, kwargs, name, "lydian_shutdown")
                     except PluginFailure as exc:
                         log.error("%s", exc)
         if self._unsubscribe is not None:
@@ -405,15 +442,15 @@ class PluginHost:
             self._unsubscribe = None
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def reload(self, hub: Hub, *, broadcast: bool = True) -> ReloadReport:
+    async def reload(self, *, broadcast: bool = True) -> ReloadReport:
         """Make new installs importable, retry failed imports, rescan entry points and start
         what is new; with ``broadcast``, the other replicas (``hub:control``) do the same."""
-        self.hub = self.hub or hub
+        broker = self.services.broker
         async with self._reload_lock:
             report = await self._rescan()
         if broadcast:
             message = PluginsReload(origin=self.instance_id)
-            await hub.broker.publish(CONTROL_CHANNEL, encode_control(message))
+            await broker.publish(CONTROL_CHANNEL, encode_control(message))
         return report
 
     async def _rescan(self) -> ReloadReport:
@@ -588,7 +625,6 @@ class PluginHost:
 
     async def set_enabled(
         self,
-        hub: Hub,
         room: str,
         name: str,
         enabled: bool,
@@ -604,15 +640,16 @@ class PluginHost:
             raise UnknownPlugin(f"no plugin or agent {name!r}; installed: {known}")
         if record is not None and enabled and not record.active:
             raise PluginUnavailable(f"plugin {name!r} is off on this hub: {record.error}")
-        if await hub.store.get_room(room) is None:
+        store, broker, rooms, _ = self.services
+        if await store.get_room(room) is None:
             raise UnknownRoomError(f"no room {room!r}")
         try:
-            await hub.store.set_room_plugin(room, name, enabled, who)
+            await store.set_room_plugin(room, name, enabled, who)
         except Exception:  # a concurrent first switch (another replica) won the unique row
             log.info("retrying the switch of %r in %s after a concurrent one", name, room)
-            await hub.store.set_room_plugin(room, name, enabled, who)
+            await store.set_room_plugin(room, name, enabled, who)
         self._apply(PluginToggle(room=room, plugin=name, enabled=enabled, by=who))
-        await hub.broker.publish(
+        await broker.publish(
             CONTROL_CHANNEL,
             encode_control(PluginToggle(room=room, plugin=name, enabled=enabled, by=who)),
         )
@@ -621,7 +658,7 @@ class PluginHost:
         data: dict[str, Any] = {"plugin": name, "by": who}
         if reason:
             data["reason"] = reason
-        await hub.rooms.publish_event(
+        await rooms.publish_event(
             room, encode(RoomEvent(room=room, event=f"plugin_{verb}", detail=detail, data=data))
         )
 
@@ -639,12 +676,12 @@ class PluginHost:
             return
         if isinstance(message, PluginToggle):
             self._apply(message)
-        elif self.hub is not None and message.origin != self.instance_id:
-            self.hub.spawn(self._follow_reload(self.hub), name="plugins-reload")
+        elif self._services is not None and message.origin != self.instance_id:
+            self._services.spawn(self._follow_reload(), name="plugins-reload")
 
-    async def _follow_reload(self, hub: Hub) -> None:
+    async def _follow_reload(self) -> None:
         """Another replica reloaded: do the same here, and log what came of it."""
-        report = await self.reload(hub, broadcast=False)
+        report = await self.reload(broadcast=False)
         log.info("plugins reloaded (another replica asked): %s", "; ".join(report.lines()))
 
     # ------------------------------------------------------------ isolated calls
@@ -689,7 +726,6 @@ class PluginHost:
 
     async def _failed(self, room: str, failure: PluginFailure) -> None:
         """Tell the room, count, and switch the plugin off there after too many failures."""
-        assert self.hub is not None
         log.error("%s (room %s)", failure, room)
         key = (room, failure.plugin)
         count = self._failures.get(key, 0) + 1
@@ -700,10 +736,9 @@ class PluginHost:
             detail=str(failure),
             data={"plugin": failure.plugin, "hook": failure.hook, "failures": count},
         )
-        await self.hub.rooms.publish_event(room, encode(event))
+        await self.services.rooms.publish_event(room, encode(event))
         if count == self.max_failures:  # exactly once, even with failures in flight
             await self.set_enabled(
-                self.hub,
                 room,
                 failure.plugin,
                 False,
@@ -717,7 +752,7 @@ class PluginHost:
 
     # ------------------------------------------------------------ room hooks
 
-    async def transform(self, text: str, room: str, author: UserRef, hub: Hub) -> str:
+    async def transform(self, text: str, room: str, author: UserRef, hub: HubAPI) -> str:
         """Run the ``lydian_transform_message`` chain of the plugins enabled in ``room``."""
         hook = "lydian_transform_message"
         for impl in self._impls(hook):
@@ -731,7 +766,7 @@ class PluginHost:
                     raise PluginFailure(
                         name, hook, f"returned {type(result).__name__}, expected str or None"
                     )
-                if result is not None and len(result) > hub.settings.max_text_chars:
+                if result is not None and len(result) > self.settings.max_text_chars:
                     raise PluginFailure(name, hook, "returned a text over the size limit")
             except PluginFailure as failure:
                 await self._failed(room, failure)
@@ -745,7 +780,7 @@ class PluginHost:
         """Whether any plugin enabled in ``room`` implements ``lydian_message``."""
         return any(self.is_enabled(room, i.plugin_name) for i in self._impls("lydian_message"))
 
-    async def observe(self, message: Any, hub: Hub) -> None:
+    async def observe(self, message: Any, hub: HubAPI) -> None:
         """Run every enabled ``lydian_message`` hook concurrently, each isolated."""
 
         async def one(impl: Any) -> None:
@@ -767,7 +802,7 @@ class PluginHost:
     # ------------------------------------------------------------ commands
 
     async def run_command(
-        self, hub: Hub, identity: Identity, room: str, text: str, ref: str | None = None
+        self, hub: HubAPI, identity: Identity, room: str, text: str, ref: str | None = None
     ) -> Frame:
         """Parse and run a ``/command`` in ``room``; return the reply frame."""
         try:
@@ -795,7 +830,7 @@ class PluginHost:
             return Error(
                 code=ErrorCode.FORBIDDEN, detail=f"/{name} is for admins only", id=ref, room=room
             )
-        ctx = CommandContext(hub, room, identity, name, owner, ref)
+        ctx = CommandContext(hub, room, identity, name, owner, ref, host=self)
         try:
             args = spec.parse(rest)
             if owner == CORE:

@@ -104,4 +104,4 @@ class Connection(Outbox):
             if text is None:
                 await self.socket.close(code=self.close_code or CloseCode.NORMAL)
                 return
-            await send({"type": "websocket.send", "text": text})
+            await send({"type": "websocket.send", "text": text, "bytes": None})

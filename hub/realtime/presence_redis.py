@@ -10,12 +10,18 @@ Because everything is re-added on refresh, presence also rebuilds itself after R
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import cast
 
 import msgspec
 from redis.asyncio import Redis
 
 from hub.base.protocol import PresenceEntry, UserRef
+
+log = logging.getLogger(__name__)
 
 _CONNECT = """
 -- KEYS: rooms-set, room-zset, user-zset, users-hash
@@ -102,7 +108,8 @@ class RedisPresence:
         users = await self.redis.zrangebyscore(rkey, time.time(), "+inf")
         if not users:
             return []
-        details = await self.redis.hmget(hkey, users)
+        # members only (no scores asked): a list of names
+        details = await self.redis.hmget(hkey, cast("list[bytes]", users))
         entries = [PresenceEntry(user=_user_decoder.decode(d)) for d in details if d]
         return sorted(entries, key=lambda e: e.user.id)
 
@@ -120,6 +127,18 @@ class RedisPresence:
                 pipe.zadd(rkey, {user.id: exp}, gt=True)
                 pipe.hset(hkey, user.id, _user_encoder.encode(user))
             await pipe.execute()
+
+    async def keep(self, offline: Callable[[str, UserRef], Awaitable[None]]) -> None:
+        """Forever: refresh this replica's entries every ``ttl / 3`` seconds and call
+        ``offline(room, user)`` for each user of a dead replica that :meth:`reap` took off."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                await self.refresh()
+                for room_id, user in await self.reap():
+                    await offline(room_id, user)
+            except Exception as exc:  # Redis away: entries expire; rebuilt on the next refresh
+                log.debug("presence refresh failed: %s", exc)
 
     async def reap(self) -> list[tuple[str, UserRef]]:
         """Remove expired users (dead replicas); return those this call took offline."""

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
-from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, dict_factory
@@ -241,7 +240,7 @@ class TimedPostgresEngine(PostgresEngine):
         with unavailable_as_store_error():
             await super().start_connection_pool(**kwargs)
         if self.pool is not None:
-            self.pool = _TimedPool(self.pool, self.acquire_timeout)  # type: ignore[assignment]
+            self.pool = _TimedPool(self.pool, self.acquire_timeout)
 
     async def run_querystring(self, querystring: Any, in_pool: bool = True) -> Any:
         with unavailable_as_store_error():
@@ -282,13 +281,3 @@ def engine_for_url(
             config["server_settings"] = server_settings
         return TimedPostgresEngine(config=config, acquire_timeout=acquire_timeout)
     raise ValueError(f"unsupported DATABASE_URL {url!r}: use sqlite:///PATH or postgresql://...")
-
-
-def bind(engine: Engine) -> None:
-    """Point every hub table, Piccolo's migration table and ``PICCOLO_CONF`` at ``engine``."""
-    import hub.store.piccolo_conf as conf
-    from hub.store.tables import TABLES
-
-    conf.DB = engine
-    for table in [*TABLES, Migration]:
-        table._meta.db = engine

@@ -1,6 +1,6 @@
 """Piccolo configuration for ``piccolo`` CLI users; the hub itself rebinds ``DB`` at startup.
 
-``hub.store.engines.bind`` assigns ``DB`` so that Piccolo's migration machinery, which
+``hub.store.store.bind`` assigns ``DB`` so that Piccolo's migration machinery, which
 looks the engine up through ``PICCOLO_CONF``, uses the same engine as the hub.
 """
 

@@ -27,9 +27,12 @@ import asyncpg
 import msgspec
 from piccolo.apps.migrations.commands.forwards import ForwardsMigrationManager
 from piccolo.apps.migrations.tables import Migration
+from piccolo.columns import Column
+from piccolo.custom_types import Combinable
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine, TransactionType
+from piccolo.table import Table
 
 from hub.base.protocol import Attachment, ChatMessage, UserRef
 from hub.store.engines import (
@@ -37,11 +40,10 @@ from hub.store.engines import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_STATEMENT_TIMEOUT,
     EmbeddedSQLiteEngine,
-    bind,
     engine_for_url,
 )
 from hub.store.errors import StoreUnavailable, unavailable_as_store_error
-from hub.store.tables import Member, Message, RevokedToken, Room, RoomPlugin, User
+from hub.store.tables import TABLES, Member, Message, RevokedToken, Room, RoomPlugin, User
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,16 @@ RESERVED_ROOM_PREFIXES = (DM_PREFIX,)
 """Room ids no user can create: ``dm:<a>:<b>`` belongs to the DM path only."""
 
 _DM_USER = re.compile(r"^[A-Za-z0-9_.@-]{1,48}$")  # protocol.UserId
+
+
+def bind(engine: Engine) -> None:
+    """Point every hub table, Piccolo's migration table and ``PICCOLO_CONF`` at ``engine``."""
+    import hub.store.piccolo_conf as conf  # on demand: it reads the settings when imported
+
+    conf.DB = engine
+    tables: list[type[Table]] = [*TABLES, Migration]
+    for table in tables:
+        table._meta.db = engine
 
 
 def dm_room_id(a: str, b: str) -> str:
@@ -193,6 +205,8 @@ class Store:
             finally:
                 await conn.close()  # closing the session releases the lock
             return
+        if not isinstance(self.engine, SQLiteEngine):
+            raise TypeError(f"unsupported engine {type(self.engine).__name__}")
         fd = await asyncio.to_thread(_lock_file, f"{self.engine.path}.migrate.lock")
         try:
             yield
@@ -305,7 +319,7 @@ class Store:
 
     async def list_rooms(self, user_id: str | None = None, limit: int = 200) -> list[RoomInfo]:
         """Public rooms, plus private and DM rooms the user is a member of."""
-        visible = Room.kind == "public"
+        visible: Combinable = Room.kind == "public"
         if user_id is not None:
             mine = [
                 r["room"] for r in await Member.select(Member.room).where(Member.user_id == user_id)
@@ -491,7 +505,7 @@ class Store:
         self, room_id: str, before: int | None, limit: int
     ) -> list[ChatMessage]:
         """Up to ``limit`` messages with offset < ``before`` (the newest if None), oldest first."""
-        where = Message.room == room_id
+        where: Combinable = Message.room == room_id
         if before is not None:
             where = where & (Message.seq < before)
         rows = (
@@ -543,7 +557,7 @@ class Store:
     async def touch_user(self, user_id: str, name: str, kind: str = "user") -> None:
         """Record that an authenticated (non-guest) user was seen: insert or refresh."""
         now = datetime.now(UTC)
-        values = {User.name: name, User.kind: kind, User.last_seen: now}
+        values: dict[Column | str, Any] = {User.name: name, User.kind: kind, User.last_seen: now}
         try:
             async with self._write():
                 updated = (

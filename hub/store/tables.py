@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from piccolo.columns import JSON, BigInt, Boolean, Text, Timestamptz, Varchar
+from piccolo.columns import JSON, BigInt, Boolean, Serial, Text, Timestamptz, Varchar
 from piccolo.table import Table
 
 
@@ -42,6 +42,7 @@ class Member(Table, tablename="lydian_member"):
 class RoomPlugin(Table, tablename="lydian_room_plugin"):
     """Per-room enablement of a plugin or agent."""
 
+    id: Serial  # Piccolo's implicit primary key, declared for type checkers (no new column)
     room = Varchar(length=100)
     plugin = Varchar(length=100)
     enabled = Boolean(default=True)
@@ -52,6 +53,7 @@ class RoomPlugin(Table, tablename="lydian_room_plugin"):
 class User(Table, tablename="lydian_user"):
     """A user the hub has seen (authenticated, not a guest): DMs go only to known users."""
 
+    id: Serial  # Piccolo's implicit primary key, declared for type checkers (no new column)
     user_id = Varchar(length=200, unique=True)
     name = Varchar(length=200)
     kind = Varchar(length=16, default="user")  # user | admin | agent

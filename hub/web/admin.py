@@ -101,7 +101,7 @@ class PluginController(Controller):
         """
         _require_admin(request)
         hub: Hub = request.app.state.hub
-        report = await hub.plugins.reload(hub)
+        report = await hub.plugins.reload()
         return ReloadResult(
             new=report.new,
             reloaded=report.reloaded,
@@ -157,7 +157,7 @@ class RoomPluginController(Controller):
         _require_admin(request)
         hub = await self._room(request, room_id)
         try:
-            await hub.plugins.set_enabled(hub, room_id, name, data.enabled, by=request.user)
+            await hub.plugins.set_enabled(room_id, name, data.enabled, by=request.user)
         except (UnknownPlugin, UnknownRoomError) as exc:
             raise NotFoundException(exc.detail) from None
         except PluginUnavailable as exc:

@@ -91,9 +91,9 @@ class Session:
         try:
             while not writer.done():
                 event = await self.conn.socket.receive()
-                if event["type"] == "websocket.disconnect":
+                if event["type"] != "websocket.receive":  # disconnect (connect came before)
                     break
-                data = event.get("text")
+                data: str | bytes | None = event.get("text")
                 if data is None:
                     data = event.get("bytes") or b""
                 self.conn.last_seen = time.monotonic()
@@ -106,7 +106,7 @@ class Session:
             auth_timer.cancel()
             if self._expiry is not None:
                 self._expiry.cancel()
-            await self.hub.unregister(self.conn)
+            await self.hub.sockets.unregister(self.conn)
             if self._socket_counted:
                 await self.limits.close_socket(self.user_key, self.conn.id)
             if not writer.done():
@@ -275,7 +275,7 @@ class Session:
             identity = guest_identity(frame.name)
             self._guest_base = identity.name  # made unique per room from this on join
             identity = msgspec.structs.replace(
-                identity, name=await guest_name(self.hub, identity.name)
+                identity, name=await guest_name(self.hub.store, identity.name)
             )
         else:
             verified = self._verify(frame.token)
@@ -306,7 +306,7 @@ class Session:
         self.conn.identity = identity
         self.conn.user = UserRef(id=identity.id, name=identity.name, guest=identity.is_guest)
         await self.hub.users.seen(identity)
-        await self.hub.register(self.conn)
+        await self.hub.sockets.register(self.conn)
         if self.hub.revocations.is_revoked(identity.jti):  # revoked while registering
             self.hub.revocations.apply(identity.jti or "")
             return
@@ -493,7 +493,13 @@ class Session:
             )
             return
         assert self.conn.identity is not None
-        refusal = await dm_refusal(self.hub, self.conn.identity, frame.to)
+        refusal = await dm_refusal(
+            self.hub.users,
+            self.conn.identity,
+            frame.to,
+            guest_dm_targets=self.hub.settings.guest_dm_targets,
+            room=self.hub.room,
+        )
         if refusal is not None:
             self.error(refusal[0], refusal[1], frame.id)
             return

@@ -7,7 +7,16 @@ msgspec (and so Litestar) decodes nested JSON recursively; about 1,000 levels en
 
 from __future__ import annotations
 
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.enums import ScopeType
+from litestar.types import (
+    ASGIApp,
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 
 from hub.base.protocol import MAX_JSON_DEPTH, json_too_deep
 
@@ -31,12 +40,16 @@ def json_depth_middleware(app: ASGIApp) -> ASGIApp:
     whole anyway). Other requests pass through untouched."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in _BODY_METHODS or not _is_json(scope):
+        if (
+            scope["type"] != ScopeType.HTTP
+            or scope["method"] not in _BODY_METHODS
+            or not _is_json(scope)
+        ):
             await app(scope, receive, send)
             return
         chunks: list[bytes] = []
         size = 0
-        final: Message | None = None
+        final: ReceiveMessage | None = None
         more = True
         while more and size <= MAX_SCANNED_BODY:
             message = await receive()
@@ -50,21 +63,25 @@ def json_depth_middleware(app: ASGIApp) -> ASGIApp:
         if final is None and not more and json_too_deep(body, MAX_JSON_DEPTH):
             detail = f"JSON nested deeper than {MAX_JSON_DEPTH} levels"
             payload = b'{"status_code":400,"detail":"' + detail.encode() + b'"}'
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 400,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload})
+            start: HTTPResponseStartEvent = {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+            await send(start)
+            end: HTTPResponseBodyEvent = {
+                "type": "http.response.body",
+                "body": payload,
+                "more_body": False,
+            }
+            await send(end)
             return
         replayed = False
 
-        async def replay() -> Message:
+        async def replay() -> ReceiveMessage:
             nonlocal replayed
             if not replayed:
                 replayed = True

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from litestar.exceptions import HTTPException
+from litestar.types import Logger, Scope
 
 from hub.base.errors import MessageRefused, Refusal, RoomNotVisible
 from hub.store.errors import StoreUnavailable
@@ -63,7 +64,7 @@ def log_refusal(status: int, scope: Any, detail: str, now: float | None = None) 
     return True
 
 
-def exception_logging_handler(logger: logging.Logger, scope: Any, tb: list[str]) -> None:
+def exception_logging_handler(logger: Logger, scope: Scope, tb: list[str]) -> None:
     """Litestar's ``exception_logging_handler``: short lines for refusals, tracebacks for bugs."""
     exc = sys.exc_info()[1]
     if isinstance(exc, HTTPException) and (exc.status_code < 500 or exc.status_code == 503):

@@ -200,7 +200,7 @@ async def guest_token(
     address = client_address(request.scope)
     await check_http(hub.limits, "guest_tokens", "guest", address, "guest tokens")
     identity = guest_identity(name)
-    identity = msgspec.structs.replace(identity, name=await guest_name(hub, identity.name))
+    identity = msgspec.structs.replace(identity, name=await guest_name(hub.store, identity.name))
     return GuestToken(
         token=hub.token_for(identity, ttl_seconds=24 * 3600),
         user=UserRef(id=identity.id, name=identity.name, guest=True),

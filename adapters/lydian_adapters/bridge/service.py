@@ -37,6 +37,7 @@ from hub.sdk import (
     MessageFrame,
     MessageRefused,
     Refusal,
+    RoomEvent,
     ServerFrame,
     StreamDelta,
     StreamEnd,
@@ -471,8 +472,9 @@ class BridgeService:
         data: dict[str, Any] = {"id": source.hub_msg, "source": platform}
         if text is not None:
             data["text"] = text
+        detail = f"a message was {event.split('_')[1]} on {platform}"
         await self.hub.publish_event(
-            source.room, event, f"a message was {event.split('_')[1]} on {platform}", data
+            source.room, RoomEvent(room=source.room, event=event, detail=detail, data=data)
         )
         return count
 

@@ -10,19 +10,23 @@ provider's secrets may be overridden per room (``[plugins.assistant.rooms.ROOM]`
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from hub.access.limits import ModelRefused, role_of
-from hub.ai.agents import Agent
-from hub.plugin_host.commands import Arg, CommandContext, CommandSpec, UsageError
-from hub.plugin_host.hookspecs import hookimpl
-from hub.plugin_host.settings import PerRoom
-
-if TYPE_CHECKING:
-    from hub.base.protocol import ChatMessage
-    from hub.core import Hub
+from hub.sdk import (
+    Agent,
+    Arg,
+    ChatMessage,
+    CommandContext,
+    CommandSpec,
+    HubAPI,
+    ModelRefused,
+    PerRoom,
+    UsageError,
+    hookimpl,
+    role_of,
+)
 
 NAME = "assistant"
 
@@ -47,8 +51,8 @@ AGENT = Agent(
 )
 
 
-def _settings(hub: Hub, room: str) -> AssistantSettings:
-    return hub.plugins.settings_for(NAME, room) or AssistantSettings()
+def _settings(hub: HubAPI, room: str) -> AssistantSettings:
+    return hub.plugin_settings(NAME, room) or AssistantSettings()
 
 
 def _agent(settings: AssistantSettings) -> Agent:
@@ -72,7 +76,7 @@ def addressed(text: str, mention: str) -> str | None:
 
 
 @hookimpl
-async def lydian_message(message: ChatMessage, hub: Hub) -> None:
+async def lydian_message(message: ChatMessage, hub: HubAPI) -> None:
     if message.kind != "user" or message.meta.get("ask"):
         return
     settings = _settings(hub, message.room)
@@ -82,7 +86,7 @@ async def lydian_message(message: ChatMessage, hub: Hub) -> None:
     if question is None:
         return
     try:
-        await hub.agents.answer(
+        await hub.answer(
             _agent(settings),
             message.room,
             question,
@@ -113,9 +117,9 @@ async def ask(ctx: CommandContext, args: dict[str, Any]) -> str | None:
     if len(question) > hub.settings.max_text_chars:
         raise UsageError(f"a question is at most {hub.settings.max_text_chars} characters")
     # checked before the question is posted: a refusal (error frame) leaves nothing behind
-    await hub.limits.check_model(role_of(ctx.identity), ctx.user.id)
+    await hub.check_model(role_of(ctx.identity), ctx.user.id)
     message, _ = await hub.post_message(ctx.room, ctx.user, question, meta={"ask": NAME})
-    await hub.agents.answer(
+    await hub.answer(
         _agent(settings),
         ctx.room,
         question,

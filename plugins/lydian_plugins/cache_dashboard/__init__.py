@@ -1,5 +1,5 @@
 """Live cache dashboard: ``/dashboard/cache`` (HTML + canvas, no build step) fed by
-``/dashboard/cache/ws``, which pushes ``hub.cache.stats()`` every second to admins."""
+``/dashboard/cache/ws``, which pushes ``hub.cache_stats()`` every second to admins."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from typing import Any
 
 import msgspec
 from litestar import Response, WebSocket, get, websocket
-from litestar.exceptions import NotAuthorizedException, WebSocketDisconnect
+from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromQuery
 
-from hub.base.auth import verify_token
-from hub.plugin_host.dashboard import DashboardPage
-from hub.plugin_host.hookspecs import hookimpl
+from hub.sdk import DashboardPage, RouteHandler, hookimpl, hub_of
 
 PAGE = (Path(__file__).parent / "page.html").read_text()
 PUSH_INTERVAL = 1.0
@@ -39,24 +37,21 @@ async def cache_page() -> Response[str]:
 @websocket("/dashboard/cache/ws", exclude_from_auth=True)
 async def cache_socket(socket: WebSocket[Any, Any, Any], token: FromQuery[str] = "") -> None:
     """Push the stats each second; admins only (``?token=``, browsers cannot set headers)."""
-    hub = socket.app.state.hub
+    hub = hub_of(socket)
     await socket.accept()
-    try:
-        identity = verify_token(token, hub.secret)
-    except NotAuthorizedException:
-        identity = None
+    identity = hub.authenticate(token)
     if identity is None or not identity.is_admin:
         await socket.close(code=POLICY_VIOLATION, reason="an admin token is required")
         return
     encoder = msgspec.json.Encoder()
     with contextlib.suppress(WebSocketDisconnect):
         while True:
-            await socket.send_data(encoder.encode(hub.cache.stats()).decode())
+            await socket.send_data(encoder.encode(hub.cache_stats()).decode())
             await asyncio.sleep(PUSH_INTERVAL)
 
 
 @hookimpl
-def lydian_routes() -> list[Any]:
+def lydian_routes() -> list[RouteHandler]:
     return [cache_page, cache_socket]
 
 

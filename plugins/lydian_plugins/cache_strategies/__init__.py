@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hub.cache.strategy import CacheStrategy
-from hub.plugin_host.hookspecs import hookimpl
+from hub.sdk import CacheStrategy, hookimpl
 from lydian_plugins.cache_strategies.strategies import (
     AdaptiveStrategy,
     LruStrategy,

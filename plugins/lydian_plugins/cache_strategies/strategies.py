@@ -6,7 +6,7 @@ import math
 import time
 from collections.abc import Callable
 
-from hub.cache.strategy import CacheStrategy
+from hub.sdk import CacheStrategy
 
 FALLBACK_TTL = 60.0
 

@@ -11,9 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from hub.plugin_host.commands import Arg, CommandContext, CommandSpec, UsageError
-from hub.plugin_host.hookspecs import hookimpl
-from hub.plugin_host.settings import PerRoom
+from hub.sdk import Arg, CommandContext, CommandSpec, PerRoom, UsageError, hookimpl
 
 
 class EchoSettings(msgspec.Struct):

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import msgspec
 
-from hub.ai.agents import OFFLINE
-from hub.ai.llm import CompletionRequest
-from hub.plugin_host.hookspecs import hookimpl
-
-if TYPE_CHECKING:
-    from hub.core import Hub
+from hub.sdk import OFFLINE, CompletionRequest, HubAPI, hookimpl
 
 PREFIX = "[offline model] You said: "
 
@@ -46,14 +41,14 @@ class OfflineProvider:
 
     name = OFFLINE
 
-    def configured(self, hub: Hub) -> bool:
+    def configured(self, hub: HubAPI) -> bool:
         return True
 
-    def models(self, hub: Hub) -> list[str]:
+    def models(self, hub: HubAPI) -> list[str]:
         return ["offline"]
 
-    async def stream(self, request: CompletionRequest, hub: Hub) -> AsyncIterator[str]:
-        settings = hub.plugins.settings_for("offline_provider") or OfflineSettings()
+    async def stream(self, request: CompletionRequest, hub: HubAPI) -> AsyncIterator[str]:
+        settings = hub.plugin_settings("offline_provider") or OfflineSettings()
         tokens = words(offline_answer(request))
         if request.max_tokens is not None:
             tokens = tokens[: request.max_tokens]

@@ -20,12 +20,21 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from hub.access.limits import ModelRefused, retry_header, role_of
-from hub.ai.agents import Agent
-from hub.ai.llm import ChatTurn, LLMError, estimate_tokens
-from hub.ai.streams import StreamMetrics
-from hub.base.protocol import INT64_MAX
-from hub.plugin_host.hookspecs import hookimpl
+from hub.sdk import (
+    INT64_MAX,
+    Agent,
+    ChatTurn,
+    HubAPI,
+    LLMError,
+    ModelRefused,
+    RouteHandler,
+    StreamMetrics,
+    estimate_tokens,
+    hookimpl,
+    hub_of,
+    retry_header,
+    role_of,
+)
 
 NO_STORE = {"Cache-Control": "no-store"}
 
@@ -79,7 +88,7 @@ def _model(agent: Agent) -> dict[str, Any]:
 @get("/v1/models", tags=["openai"])
 async def list_models(request: Request[Any, Any, Any]) -> Response[Any]:
     """The hub's agents, as OpenAI models."""
-    agents = request.app.state.hub.agents.agents()
+    agents = hub_of(request).list_agents()
     data = [_model(a) for _, a in sorted(agents.items())]
     return Response({"object": "list", "data": data}, headers=NO_STORE)
 
@@ -105,11 +114,11 @@ async def chat_completions(
     request: Request[Any, Any, Any], data: JSONBody[ChatRequest]
 ) -> Response[Any]:
     """Run an agent on a conversation (``model`` = agent name), streamed or not."""
-    hub = request.app.state.hub
+    hub = hub_of(request)
     body = data
-    agent = hub.agents.agent(body.model)
+    agent = hub.agent(body.model)
     if agent is None:
-        known = ", ".join(sorted(hub.agents.agents())) or "none"
+        known = ", ".join(sorted(hub.list_agents())) or "none"
         return _error(
             404,
             f"no model {body.model!r}; models: {known}",
@@ -120,14 +129,14 @@ async def chat_completions(
     if not any(t.role == "user" for t in turns):
         return _error(400, "messages need at least one user message", "invalid_request_error")
     role = role_of(request.user)
-    try:  # the caller's model use (hub.limits): guests only where the hub allows them
-        await hub.limits.check_model(role, request.user.id)
+    try:  # the caller's model use: guests only where the hub allows them
+        await hub.check_model(role, request.user.id)
     except ModelRefused as refused:
         if refused.retry_after is None:
             return _error(403, refused.detail, "permission_error", refused.code)
         wait = {"Retry-After": retry_header(refused.retry_after)}
         return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
-    pieces = hub.agents.complete(
+    pieces = hub.complete(
         agent,
         turns,
         max_tokens=body.max_completion_tokens or body.max_tokens,
@@ -148,7 +157,7 @@ async def chat_completions(
 class _Run:
     """One completion: OpenAI-shaped output and the same metrics as room streams."""
 
-    def __init__(self, hub: Any, agent: Agent, pieces: AsyncIterator[str]) -> None:
+    def __init__(self, hub: HubAPI, agent: Agent, pieces: AsyncIterator[str]) -> None:
         self.hub = hub
         self.agent = agent
         self.source = pieces
@@ -176,12 +185,12 @@ class _Run:
         finally:
             if self.charge_to is not None:
                 role, user, prompt = self.charge_to
-                await self.hub.limits.charge_model_tokens(role, user, prompt + self.tokens)
+                await self.hub.charge_model_tokens(role, user, prompt + self.tokens)
             end = time.monotonic()
             rate = None
             if first is not None and self.tokens > 1 and end > first:
                 rate = round((self.tokens - 1) / (end - first), 1)
-            self.hub.streams.record(
+            self.hub.record_stream(
                 StreamMetrics(
                     stream_id=self.id,
                     room="/v1",
@@ -251,5 +260,5 @@ class _Run:
 
 
 @hookimpl
-def lydian_routes() -> list[Any]:
+def lydian_routes() -> list[RouteHandler]:
     return [list_models, chat_completions]

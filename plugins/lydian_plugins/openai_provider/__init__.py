@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import msgspec
 import openai
@@ -27,12 +27,16 @@ try:
 except ImportError:  # pragma: no cover - the header the client has always used
     RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 
-from hub.ai.llm import BAD_RESPONSE, UPSTREAM_ERROR, UPSTREAM_TIMEOUT, CompletionRequest, LLMError
-from hub.plugin_host.hookspecs import hookimpl
-from hub.plugin_host.settings import Secret
-
-if TYPE_CHECKING:
-    from hub.core import Hub
+from hub.sdk import (
+    BAD_RESPONSE,
+    UPSTREAM_ERROR,
+    UPSTREAM_TIMEOUT,
+    CompletionRequest,
+    HubAPI,
+    LLMError,
+    Secret,
+    hookimpl,
+)
 
 PLUGIN = "openai_provider"
 
@@ -57,17 +61,17 @@ class OpenAIProvider:
             weakref.WeakKeyDictionary()
         )
 
-    def settings(self, hub: Hub) -> OpenAISettings:
-        return hub.plugins.settings_for(PLUGIN) or OpenAISettings()
+    def settings(self, hub: HubAPI) -> OpenAISettings:
+        return hub.plugin_settings(PLUGIN) or OpenAISettings()
 
-    def configured(self, hub: Hub) -> bool:
+    def configured(self, hub: HubAPI) -> bool:
         settings = self.settings(hub)
         return bool(settings.base_url or settings.api_key)
 
-    def models(self, hub: Hub) -> list[str]:
+    def models(self, hub: HubAPI) -> list[str]:
         return [self.settings(hub).model]
 
-    def client(self, hub: Hub) -> openai.AsyncOpenAI:
+    def client(self, hub: HubAPI) -> openai.AsyncOpenAI:
         settings = self.settings(hub)
         cached = self._clients.get(hub)
         if cached is not None and cached[0] == settings:
@@ -84,12 +88,12 @@ class OpenAIProvider:
         self._clients[hub] = (settings, client)
         return client
 
-    async def close(self, hub: Hub) -> None:
+    async def close(self, hub: HubAPI) -> None:
         cached = self._clients.pop(hub, None)
         if cached is not None:
             await cached[1].close()
 
-    async def stream(self, request: CompletionRequest, hub: Hub) -> AsyncIterator[str]:
+    async def stream(self, request: CompletionRequest, hub: HubAPI) -> AsyncIterator[str]:
         """The answer's content pieces, as the server streams them.
 
         The ``openai`` client sends the request (base URL, key, timeouts, error statuses as
@@ -213,5 +217,5 @@ def lydian_llm_providers() -> list[OpenAIProvider]:
 
 
 @hookimpl
-async def lydian_shutdown(hub: Hub) -> None:
+async def lydian_shutdown(hub: HubAPI) -> None:
     await _provider.close(hub)
