@@ -149,3 +149,20 @@ async def test_agents_settings_and_cache_stats(server):
     assert hub.plugin_settings("echo").max_dice == 100
     assert hub.plugin_settings("no_such_plugin") is None
     assert isinstance(hub.cache_stats(), dict)
+
+
+async def test_bind_tables_puts_a_plugins_tables_on_the_hubs_database(server):
+    from piccolo.columns import Varchar
+    from piccolo.table import Table
+
+    class Note(Table, tablename="test_hub_api_note"):
+        text = Varchar(length=50)
+
+    hub: HubAPI = server.hub
+    hub.bind_tables([Note])
+    assert Note._meta.db is server.hub.store.engine
+    await Note.create_table(if_not_exists=True)  # the plugin's migration, in short
+    await Note.insert(Note(text="kept"))
+    assert await Note.select(Note.text) == [{"text": "kept"}]
+    with pytest.raises(TypeError, match="not a Piccolo Table class"):
+        hub.bind_tables([UserRef])  # type: ignore[list-item]
