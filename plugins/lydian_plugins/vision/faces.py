@@ -9,10 +9,14 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import MissingTool
 from .images import encode, flatten, load_image, obscure, working_copy
 from .models import DEFAULT_LIMITS, Box, FaceResult, ImageLimits
+
+if TYPE_CHECKING:
+    import cv2
 
 CASCADE = "haarcascade_frontalface_alt2.xml"
 SCALE_FACTOR = 1.1
@@ -21,7 +25,7 @@ MIN_FACE = 24  # pixels, in the detection copy
 
 
 @functools.cache
-def _cascade() -> object:
+def _cascade() -> cv2.CascadeClassifier:
     """The cascade, loaded once per process."""
     try:
         import cv2
@@ -29,7 +33,7 @@ def _cascade() -> object:
         raise MissingTool(
             "OpenCV is not installed: pip install 'lydian-hub[vision]' (opencv-python-headless<5)"
         ) from None
-    path = Path(cv2.data.haarcascades) / CASCADE
+    path = Path(cv2.data.haarcascades) / CASCADE  # type: ignore[attr-defined]
     if not path.is_file():
         raise MissingTool(f"{CASCADE} not found in OpenCV {cv2.__version__}: it ships below 5.0")
     classifier = cv2.CascadeClassifier(str(path))
@@ -55,7 +59,7 @@ def detect_faces(image_bytes: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) ->
     if scale < 1.0:
         img = img.resize((max(1, round(width * scale)), max(1, round(height * scale))))
     gray = cv2.equalizeHist(np.asarray(img, dtype=np.uint8))
-    found = classifier.detectMultiScale(  # type: ignore[attr-defined]
+    found = classifier.detectMultiScale(
         gray,
         scaleFactor=SCALE_FACTOR,
         minNeighbors=MIN_NEIGHBORS,

@@ -9,6 +9,7 @@ decoded, so a 20,000 x 20,000 "decompression bomb" costs a header read. Only the
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import PurePath
 
@@ -26,6 +27,7 @@ FORMATS: dict[str, str] = {
     "BMP": "image/bmp",
     "TIFF": "image/tiff",
 }
+_OPENERS = [name for name in FORMATS if name != "MPO"]  # Pillow's JPEG opener yields MPO
 _EXTENSIONS: dict[str, frozenset[str]] = {
     ".png": frozenset({"PNG"}),
     ".jpg": frozenset({"JPEG", "MPO"}),
@@ -79,9 +81,13 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
         with warnings.catch_warnings():
             # our own pixel limit below is the one that applies
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=list(FORMATS))
-    except Image.DecompressionBombError as exc:
-        raise LimitExceeded(f"image dimensions exceed the decoder's limit: {exc}") from None
+            img = Image.open(io.BytesIO(data), formats=_OPENERS)
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, at 2 x MAX_IMAGE_PIXELS
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "its size"
+        raise LimitExceeded(
+            f"image of {size} exceeds the limits ({limits.max_pixels:,} pixels)"
+        ) from None
     except UnidentifiedImageError:
         raise BadImage(f"not a supported image: {describe(bytes(data[:1024]))}") from None
     except Exception as exc:  # a hostile header can raise nearly anything from a decoder
@@ -91,7 +97,7 @@ def _open(data: bytes, limits: ImageLimits) -> Image.Image:
         raise BadImage(f"image has no pixels ({width} x {height})")
     if max(width, height) > limits.max_side or width * height > limits.max_pixels:
         raise LimitExceeded(
-            f"image of {width:,} x {height:,} pixels exceeds the limits "
+            f"image of {width:,} x {height:,} = {width * height:,} pixels exceeds the limits "
             f"({limits.max_side:,} per side, {limits.max_pixels:,} pixels)"
         )
     return img

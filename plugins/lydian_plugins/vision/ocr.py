@@ -26,8 +26,8 @@ try:
     import pytesseract
     import pytesseract.pytesseract as _pt
 except ImportError:  # pragma: no cover - the optional extra is missing
-    pytesseract = None  # type: ignore[assignment]
-    _pt = None  # type: ignore[assignment]
+    pytesseract = None
+    _pt = None
 
 MIN_ORIENTATION_CONFIDENCE = 2.0  # below this Tesseract's OSD guess is not acted upon
 OSD_MAX_SIDE = 2_000  # orientation is detected on a copy scaled down to this longest side
@@ -69,7 +69,7 @@ def _require_pytesseract() -> None:
     if not isinstance(getattr(_pt, "environ", None), _TesseractEnviron):
         if not hasattr(_pt, "environ"):  # pragma: no cover - a pytesseract we do not know
             raise MissingTool("this pytesseract version is not supported (no 'environ')")
-        _pt.environ = _TesseractEnviron()  # type: ignore[attr-defined]
+        _pt.environ = _TesseractEnviron()
 
 
 @contextlib.contextmanager
