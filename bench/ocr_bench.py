@@ -13,7 +13,8 @@ Pages (DejaVu fonts from Debian's fonts-dejavu-core, deterministic text):
 
 Each page goes through ``lydian_plugins.vision.ocr`` (orientation detection included) with
 Tesseract limited to one OpenMP thread (``threads=1``, the default) and with Tesseract's
-default threading (``threads=None``), alternating which goes first, ``--rounds`` times.
+default threading (``threads=None``), and once more with one thread and no orientation
+detection (what detection costs), rotating the order, ``--rounds`` times.
 Figures: character accuracy (difflib ratio on whitespace-normalised text, ``autojunk`` off),
 wall time and CPU time (this process plus Tesseract's), medians. Targets: >= 98 % on clean
 pages, < 2 s per page or screenshot.
@@ -196,9 +197,9 @@ class Run:
     rotation: int
 
 
-def measure(page: Page, data: bytes, threads: int | None) -> Run:
+def measure(page: Page, data: bytes, threads: int | None, osd: bool) -> Run:
     start_wall, start_cpu = time.perf_counter(), cpu()
-    result = ocr(data, languages=page.languages, threads=threads)
+    result = ocr(data, languages=page.languages, threads=threads, detect_orientation=osd)
     wall, spent = time.perf_counter() - start_wall, cpu() - start_cpu
     return Run(wall, spent, accuracy(result.text, page.text), result.rotation)
 
@@ -213,7 +214,11 @@ def main(rounds: int, only: set[str] | None) -> None:
     ).stdout.splitlines()[0]
     print(f"{version}; {os.cpu_count()} CPUs; load average {os.getloadavg()}; rounds {rounds}")
     chosen = [p for p in pages() if only is None or p.name in only]
-    modes: dict[str, int | None] = {"1 thread": 1, "default": None}
+    modes: dict[str, tuple[int | None, bool]] = {
+        "1 thread": (1, True),
+        "default": (None, True),
+        "no OSD": (1, False),  # what orientation detection costs (the turned page misreads)
+    }
     runs: dict[tuple[str, str], list[Run]] = {}
     for page in chosen:
         buf = io.BytesIO()
@@ -222,10 +227,12 @@ def main(rounds: int, only: set[str] | None) -> None:
         for r in range(rounds):
             order = list(modes) if r % 2 == 0 else list(reversed(modes))
             for mode in order:
-                runs.setdefault((page.name, mode), []).append(measure(page, data, modes[mode]))
+                threads, osd = modes[mode]
+                runs.setdefault((page.name, mode), []).append(measure(page, data, threads, osd))
         one, default = runs[(page.name, "1 thread")], runs[(page.name, "default")]
         wall1, cpu1 = median(one, lambda r: r.wall), median(one, lambda r: r.cpu)
         walld, cpud = median(default, lambda r: r.wall), median(default, lambda r: r.cpu)
+        plain = runs[(page.name, "no OSD")]
         print(
             f"{page.name:13} {page.image.width}x{page.image.height} {'+'.join(page.languages)}"
             f" {len(page.text):,} chars"
@@ -234,26 +241,33 @@ def main(rounds: int, only: set[str] | None) -> None:
             f"  rotation {one[0].rotation}"
             f"  1 thread: {wall1:.2f} s wall, {cpu1:.2f} CPU-s"
             f"  default: {walld:.2f} s wall, {cpud:.2f} CPU-s"
-            f"  default/1 thread: wall {walld / wall1:.2f}x, CPU {cpud / cpu1:.2f}x",
+            f"  default/1 thread: wall {walld / wall1:.2f}x, CPU {cpud / cpu1:.2f}x"
+            f"  no OSD: {median(plain, lambda r: r.wall):.2f} s wall,"
+            f" {median(plain, lambda r: r.cpu):.2f} CPU-s,"
+            f" accuracy {median(plain, lambda r: r.accuracy):.4f}",
             flush=True,
         )
     print()
     print(
         "| page | size, characters | accuracy | 1 thread: wall / CPU "
-        "| default threading: wall / CPU | default / 1 thread (wall, CPU) | targets |"
+        "| default threading: wall / CPU | default / 1 thread (wall, CPU) "
+        "| 1 thread, no OSD: wall / CPU | targets |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for page in chosen:
         one, default = runs[(page.name, "1 thread")], runs[(page.name, "default")]
+        plain = runs[(page.name, "no OSD")]
         acc = median(one, lambda r: r.accuracy)
         wall1, cpu1 = median(one, lambda r: r.wall), median(one, lambda r: r.cpu)
         walld, cpud = median(default, lambda r: r.wall), median(default, lambda r: r.cpu)
+        wallp, cpup = median(plain, lambda r: r.wall), median(plain, lambda r: r.cpu)
         met = wall1 < 2.0 and (acc >= 0.98 or not page.clean)
         print(
             f"| {page.name} | {page.image.width} x {page.image.height}, {len(page.text):,} "
             f"| {acc * 100:.2f} % "
             f"| {wall1:.2f} s / {cpu1:.2f} s | {walld:.2f} s / {cpud:.2f} s "
-            f"| {walld / wall1:.2f}x, {cpud / cpu1:.2f}x | {'met' if met else 'NOT met'} |"
+            f"| {walld / wall1:.2f}x, {cpud / cpu1:.2f}x | {wallp:.2f} s / {cpup:.2f} s "
+            f"| {'met' if met else 'NOT met'} |"
         )
     print(f"load average at the end {os.getloadavg()}")
 
