@@ -95,8 +95,9 @@ def blur_faces(
 ) -> bytes:
     """A derived copy with each box (grown by ``margin`` to cover hair and ears) pixelated
     and blurred, in the same format as the input. Boxes are ``detect_faces``'s (displayed
-    orientation); the copy is stored upright and without the original's metadata (EXIF,
-    GPS). Raises :class:`BadImage` or :class:`LimitExceeded`."""
+    orientation); the copy is stored upright, without the original's metadata (EXIF, GPS),
+    and as a still (the first frame of an animation). Raises :class:`BadImage` or
+    :class:`LimitExceeded`."""
     if margin < 0:
         raise ValueError(f"margin must be >= 0, not {margin}")
     original = load_image(image_bytes, limits=limits)
