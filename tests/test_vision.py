@@ -22,6 +22,9 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from skimage import data as samples
+
 from lydian_plugins.vision import (
     BadImage,
     Box,
@@ -45,8 +48,6 @@ from lydian_plugins.vision import (
 )
 from lydian_plugins.vision.errors import debian_package
 from lydian_plugins.vision.faces import grow
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
-from skimage import data as samples
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 ENGLISH = [

@@ -33,8 +33,12 @@ from .models import (
 from .moderation import decide_moderation, moderate
 from .ocr import installed_languages, ocr
 
+# checked by ``lydian doctor`` once the plugin is registered; faces and moderation need none
+LYDIAN_REQUIREMENTS = ["tesseract"]
+
 __all__ = [
     "DEFAULT_LIMITS",
+    "LYDIAN_REQUIREMENTS",
     "BadImage",
     "Box",
     "FaceResult",
