@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "plugins")]
 
 from lydian_plugins.documents import Limits, chunk, extract  # noqa: E402
-
 from tests.documents_support import Bookmark, PageFlow, jpeg_bytes, make_pdf  # noqa: E402
 
 WORDS = (

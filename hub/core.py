@@ -12,10 +12,11 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from litestar.exceptions import NotAuthorizedException
+from piccolo.table import Table
 
 from hub.access.identity import KnownUsers, Revocations
 from hub.access.limits import Limits
@@ -34,7 +35,9 @@ from hub.base.protocol import (
     ErrorCode,
     MessageFrame,
     RoomEvent,
+    ServerFrame,
     UserRef,
+    decode_server,
     encode,
 )
 from hub.cache.http import HttpCache
@@ -48,11 +51,15 @@ from hub.realtime.connection import Connection
 from hub.realtime.presence import MemoryPresence, Presence
 from hub.realtime.presence_redis import RedisPresence
 from hub.realtime.rooms import RoomRegistry
+from hub.realtime.shared import MemorySharedState, RedisSharedState, SharedState
 from hub.realtime.sockets import Sockets
 from hub.store.store import AttachmentResult, RoomInfo, Store
 
 log = logging.getLogger(__name__)
 
+
+FrameConsumer = Callable[[int, ServerFrame], Awaitable[None]]
+"""An in-process follower of a room (:meth:`Hub.subscribe`): ``(offset, frame)``."""
 
 MACHINE_KINDS = frozenset({"agent", "system"})
 """Message kinds the hub's own code writes (answers, notices): not held to the blank and
@@ -87,6 +94,11 @@ class Hub:
             self.presence,
             max_replay=settings.max_replay,
             typing_ttl=settings.typing_ttl,
+        )
+        self.shared: SharedState = (  # keys, leases and channels for plugins
+            RedisSharedState(broker.redis, settings.redis_prefix, broker)
+            if broker.redis is not None
+            else MemorySharedState(broker)
         )
         self.sockets = Sockets(  # this process's sockets: DMs on user channels, heartbeats
             broker,
@@ -384,6 +396,52 @@ class Hub:
     async def publish_event(self, room_id: str, event: RoomEvent) -> None:
         """Send an ``event`` frame to the room's sockets on every replica."""
         await self.rooms.publish_event(room_id, encode(event))
+
+    async def subscribe(
+        self, room_id: str, on_frame: FrameConsumer
+    ) -> Callable[[], Awaitable[None]]:
+        """Follow the room's server frames from now on, for in-process consumers (bridges).
+
+        ``on_frame(offset, frame)`` gets what a socket in the room gets, in the same order:
+        messages in offset order, each once, gaps filled from the store (``offset`` is 0
+        for events: presence, typing, streams). Frames queue for the consumer, so a slow
+        one never holds up the room's sockets; an exception it raises is logged and the
+        next frame still comes. No access check: the caller decides who may follow a room.
+        Returns the coroutine function that ends the subscription.
+        """
+        queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                offset, text = await queue.get()
+                try:
+                    await on_frame(offset, decode_server(text))
+                except Exception:
+                    log.exception("room subscriber of %s failed on offset %d", room_id, offset)
+
+        task = self.spawn(deliver(), name=f"subscriber:{room_id}")
+        try:
+            stop_following = await self.rooms.follow(
+                room_id, lambda offset, text: queue.put_nowait((offset, text))
+            )
+        except BaseException:
+            task.cancel()
+            raise
+
+        async def unsubscribe() -> None:
+            task.cancel()
+            await stop_following()
+
+        return unsubscribe
+
+    def bind_tables(self, tables: Iterable[type[Table]]) -> None:
+        """Put a plugin's own Piccolo tables on the hub's database (its engine, pool and
+        transactions), so the plugin queries them with Piccolo and never holds the engine.
+        The plugin's migrations create the tables (``lydian migrate``)."""
+        for table in tables:
+            if not (isinstance(table, type) and issubclass(table, Table)):
+                raise TypeError(f"{table!r} is not a Piccolo Table class")
+            table._meta.db = self.store.engine
 
     async def run_command(
         self, identity: Identity, room: str, text: str, ref: str | None = None

@@ -21,6 +21,7 @@ pytest.importorskip("openpyxl")
 pytest.importorskip("pptx")
 
 import pypdf
+
 from lydian_plugins.documents import (
     CSV,
     DOCX,
@@ -41,7 +42,6 @@ from lydian_plugins.documents import (
     estimate_tokens,
     extract,
 )
-
 from tests.documents_support import (
     Bookmark,
     PageFlow,

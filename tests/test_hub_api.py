@@ -27,7 +27,6 @@ from tests.plugin_support import frame_where
 from tests.support import TEST_SECRET
 
 OPERATIONS = sorted(n for n in vars(HubAPI) if not n.startswith("_"))
-ON_OTHER_BRANCH = {"shared", "subscribe"}  # implemented on branch adapters-sdk
 
 
 def test_hubapi_names_the_operations_plugins_use():
@@ -42,21 +41,11 @@ def test_hubapi_names_the_operations_plugins_use():
         "plugin_settings",
         "shared",
         "authenticate",
+        "bind_tables",
     } <= set(OPERATIONS)
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(
-            n,
-            marks=pytest.mark.xfail(strict=True, reason="implemented on branch adapters-sdk"),
-        )
-        if n in ON_OTHER_BRANCH
-        else n
-        for n in OPERATIONS
-    ],
-)
+@pytest.mark.parametrize("name", OPERATIONS)
 def test_hub_implements_the_operation_with_its_parameters(name):
     declared = inspect.getattr_static(HubAPI, name)
     if isinstance(declared, property):  # an attribute of the hub object
@@ -160,3 +149,20 @@ async def test_agents_settings_and_cache_stats(server):
     assert hub.plugin_settings("echo").max_dice == 100
     assert hub.plugin_settings("no_such_plugin") is None
     assert isinstance(hub.cache_stats(), dict)
+
+
+async def test_bind_tables_puts_a_plugins_tables_on_the_hubs_database(server):
+    from piccolo.columns import Varchar
+    from piccolo.table import Table
+
+    class Note(Table, tablename="test_hub_api_note"):
+        text = Varchar(length=50)
+
+    hub: HubAPI = server.hub
+    hub.bind_tables([Note])
+    assert Note._meta.db is server.hub.store.engine
+    await Note.create_table(if_not_exists=True)  # the plugin's migration, in short
+    await Note.insert(Note(text="kept"))
+    assert await Note.select(Note.text) == [{"text": "kept"}]
+    with pytest.raises(TypeError, match="not a Piccolo Table class"):
+        hub.bind_tables([UserRef])  # type: ignore[list-item]

@@ -49,16 +49,7 @@ def _lint(config: Path, pythonpath: list[Path]) -> subprocess.CompletedProcess[s
 TREE = [ROOT, ROOT / "plugins", ROOT / "adapters"]
 
 
-@pytest.mark.parametrize(
-    "source",
-    [
-        "lydian_plugins",
-        pytest.param(
-            "lydian_adapters",
-            marks=pytest.mark.xfail(strict=True, reason="converted on branch adapters-sdk"),
-        ),
-    ],
-)
+@pytest.mark.parametrize("source", ["lydian_plugins", "lydian_adapters"])
 def test_the_built_ins_import_only_the_sdk(tmp_path, source):
     result = _lint(_config(tmp_path, source), TREE)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,8 +8,10 @@ promise: an operation is only removed or changed incompatibly in a major version
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from piccolo.table import Table
 
 from hub.ai.agents import Agent
 from hub.ai.llm import ChatTurn, CompletionRequest
@@ -52,6 +54,12 @@ class HubAPI(Protocol):
     @property
     def shared(self) -> SharedState:
         """Keys with a TTL, leases and channels shared by every replica (memory or Redis)."""
+        ...
+
+    def bind_tables(self, tables: Iterable[type[Table]]) -> None:
+        """Put the plugin's own Piccolo tables on the hub's database (its engine, pool and
+        transactions): the plugin then queries them with Piccolo, never holding an engine.
+        Its migrations create them. ``TypeError`` for anything but a ``Table`` class."""
         ...
 
     def plugin_settings(self, name: str, room: str | None = None) -> Any:

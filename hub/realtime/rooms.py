@@ -1,6 +1,7 @@
 """Live rooms in this process: ordered fan-out to local sockets, replay on join, typing.
 
-Every process keeps one :class:`LiveRoom` per room that has local subscribers. It holds
+Every process keeps one :class:`LiveRoom` per room that has local subscribers (sockets, or
+in-process consumers such as the bridge, see :meth:`RoomRegistry.follow`). It holds
 one broker subscription and delivers room messages to its sockets **in offset order,
 each once**: an offset that arrives early waits in ``pending`` (filled from the store
 if the gap does not close by itself), one already delivered is dropped. A socket
@@ -11,6 +12,7 @@ live meanwhile, without a gap or a duplicate.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -35,6 +37,10 @@ if TYPE_CHECKING:
     from hub.store.store import Store
 
 log = logging.getLogger(__name__)
+
+Consumer = Callable[[int, str], None]
+"""An in-process follower of a room: called with ``(offset, encoded frame)`` in order, in
+the fan-out itself, so it must only hand the frame on (queue it), never block."""
 
 GAP_WAIT = 0.05
 """Seconds an out-of-order offset waits for the missing ones before the store is asked."""
@@ -74,6 +80,7 @@ class LiveRoom:
         self.id = room_id
         self._store = store
         self.subscribers: dict[str, _Subscriber] = {}
+        self.consumers: dict[int, Consumer] = {}  # in-process followers (Hub.subscribe)
         self.delivered: int | None = None  # highest offset fanned out; None while starting
         self._pending: dict[int, str] = {}
         self._gap_task: asyncio.Task[None] | None = None
@@ -149,6 +156,16 @@ class LiveRoom:
                 sub.conn.push(text)
             else:
                 sub.backlog.append((offset, text))
+        for consumer in tuple(self.consumers.values()):
+            try:
+                consumer(offset, text)
+            except Exception:  # a consumer must never stop the fan-out to sockets
+                log.exception("room consumer in %s failed", self.id)
+
+    @property
+    def idle(self) -> bool:
+        """No socket and no in-process consumer follows the room any more."""
+        return not self.subscribers and not self.consumers
 
     # ------------------------------------------------------------ socket side
 
@@ -184,6 +201,7 @@ class RoomRegistry:
         self.typing_ttl = typing_ttl
         self.live: dict[str, LiveRoom] = {}
         self._lock = asyncio.Lock()
+        self._consumer_ids = itertools.count(1)
         self.stream_source: Callable[[str], list[StreamSnapshot]] | None = None
 
     async def _live(self, room_id: str) -> LiveRoom:
@@ -257,11 +275,27 @@ class RoomRegistry:
         if await self.presence.disconnect(room_id, conn.user.id, conn.id) and announce:
             self.stop_typing(room_id, conn.user)
             await self.publish_presence(room_id, conn.user, "offline")
+        await self._drop_if_idle(room)
+
+    async def _drop_if_idle(self, room: LiveRoom) -> None:
         async with self._lock:
-            if not room.subscribers and self.live.get(room_id) is room:
-                del self.live[room_id]
+            if room.idle and self.live.get(room.id) is room:
+                del self.live[room.id]
                 if room.unsubscribe is not None:
                     await room.unsubscribe()
+
+    async def follow(self, room_id: str, consumer: Consumer) -> Callable[[], Awaitable[None]]:
+        """Call ``consumer`` with each frame of the room from now on, in offset order and
+        gap-filled like a socket (no replay); returns the coroutine function that stops it."""
+        room = await self._live(room_id)
+        key = next(self._consumer_ids)
+        room.consumers[key] = consumer
+
+        async def stop() -> None:
+            if room.consumers.pop(key, None) is not None:
+                await self._drop_if_idle(room)
+
+        return stop
 
     async def leave_all(self, conn: Connection) -> None:
         for room_id in list(conn.rooms):

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from hub.base.protocol import Attachment, UserRef
+from hub.sdk import Attachment, UserRef
 
 PLACEHOLDER = "…"
 STOPPED = "(stopped)"

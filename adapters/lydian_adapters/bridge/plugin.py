@@ -14,9 +14,15 @@ from litestar import Request, delete, get, post
 from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.params import FromPath, JSONBody
 
-from hub.base.auth import Identity
-from hub.plugin_host.commands import Arg, CommandContext, CommandForbidden, CommandSpec, UsageError
-from hub.plugin_host.hookspecs import hookimpl
+from hub.sdk import (
+    Arg,
+    CommandContext,
+    CommandForbidden,
+    CommandSpec,
+    Identity,
+    UsageError,
+    hookimpl,
+)
 from lydian_adapters.bridge.service import bridge_for
 
 LYDIAN_DEFAULT_ENABLED = True

@@ -5,9 +5,10 @@ posted into every room bridged to that channel through ``hub.post_message`` with
 ``meta={"source": platform, "channel": ..., "platform_id": ...}`` and a client id derived
 from the platform message, so a platform's retried delivery is stored once.
 
-Outbound, the service follows the broker channel of every bridged room and copies each
-message to every bridged channel except the one it came from; streamed answers become one
-platform message edited as tokens arrive, throttled per platform. Copies are recorded
+Outbound, the service follows every bridged room (``hub.subscribe``: its frames in order,
+gaps filled) and copies each message to every bridged channel except the one it came
+from; streamed answers become one platform message edited as tokens arrive, throttled per
+platform. Copies are recorded
 (platform message ↔ hub message), which serves edits, deletions and echo suppression: a
 platform message the bridge posted itself is never ingested again.
 
@@ -27,58 +28,46 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from hub.base.auth import Identity
-from hub.base.errors import MessageRefused, Refusal
-from hub.base.protocol import (
+from hub.sdk import (
     Attachment,
+    CancelRefused,
     ChatMessage,
     CommandResult,
+    Identity,
     MessageFrame,
+    MessageRefused,
+    Refusal,
     RoomEvent,
+    ServerFrame,
     StreamDelta,
     StreamEnd,
     StreamError,
     StreamStart,
     UserRef,
-    decode_server,
-    encode,
 )
-from hub.realtime.broker import room_channel
-from hub.realtime.rooms import Envelope
 from lydian_adapters.bridge.connector import Connector, StreamState
 from lydian_adapters.bridge.outbox import Outbox
 from lydian_adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
-from lydian_adapters.bridge.tables import bind
+from lydian_adapters.bridge.tables import TABLES
 
 if TYPE_CHECKING:
-    from hub.core import Hub
+    from hub.sdk import HubAPI
 
 log = logging.getLogger(__name__)
 
-_envelope = msgspec.json.Decoder(Envelope)
-
-LINKS_CHANNEL = "hub:bridge"
-"""Broker channel announcing link changes to every replica."""
+LINKS_CHANNEL = "bridge:links"
+"""Shared channel (``hub.shared``) announcing link changes to every replica."""
 
 CATCH_UP_SECONDS = 120.0
 """A new leader copies the messages of the last two minutes that were not copied yet."""
 _CATCH_UP = b"catch-up"
+_RELOAD = b"reload"
+
+LEADER_LEASE = "bridge:leader"
+"""The shared lease (``hub.shared``) held by the replica that copies messages out."""
 
 LEADER_TTL = 6.0
 """Seconds a replica's lease on the bridge lasts without renewal."""
-
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 StopHandler = Callable[[str, str, Identity], Awaitable[bool]]
 
@@ -86,14 +75,14 @@ StopHandler = Callable[[str, str, Identity], Awaitable[bool]]
 class BridgeService:
     """Links, inbound posting, outbound fan-out and streamed answers for one hub."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: HubAPI) -> None:
         self.hub = hub
         self.store = BridgeStore()
         self.outbox = Outbox()
         self.connectors: dict[str, Connector] = {}
         self._links: dict[str, list[Link]] = {}
         self._subs: dict[str, Callable[[], Awaitable[None]]] = {}
-        self._events: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._events: asyncio.Queue[tuple[str, bytes | ServerFrame]] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._streams: dict[str, list[tuple[str, str, StreamState]]] = {}
         self._forwarded: OrderedDict[tuple[str, str, str], None] = OrderedDict()
@@ -107,6 +96,7 @@ class BridgeService:
         self._election: asyncio.Task[None] | None = None
         self._links_unsub: Callable[[], Awaitable[None]] | None = None
         self._token = uuid.uuid4().hex
+        self._renewed = 0.0  # monotonic time the leader lease was last taken or renewed
 
     # ------------------------------------------------------------ lifecycle
 
@@ -115,19 +105,17 @@ class BridgeService:
         async with self._lock:
             if self._started:
                 return
-            bind(self.hub.store.engine)
+            self.hub.bind_tables(TABLES)
             for link in await self.store.links():
                 self._links.setdefault(link.room, []).append(link)
             self._worker = asyncio.create_task(self._work(), name="bridge:fan-out")
             self._started = True
-            self._links_unsub = await self.hub.broker.subscribe(
-                LINKS_CHANNEL, lambda data: self._events.put_nowait(("", data))
+            self._links_unsub = await self.hub.shared.subscribe(
+                LINKS_CHANNEL, lambda data: self._events.put_nowait(("", _RELOAD))
             )
-            redis = getattr(self.hub.broker, "redis", None)
-            if redis is None:
+            if await self._try_lead():  # at once when free (always on one process)
                 await self._lead()
-            else:
-                self._election = asyncio.create_task(self._elect(redis), name="bridge:election")
+            self._election = asyncio.create_task(self._elect(), name="bridge:election")
 
     async def stop(self) -> None:
         async with self._lock:
@@ -164,7 +152,7 @@ class BridgeService:
     async def _catch_up(self) -> None:
         since = time.time() - CATCH_UP_SECONDS
         for room, links in list(self._links.items()):
-            page = await self.hub.store.messages_before(room, None, 200)
+            page = await self.hub.history(room, limit=200)
             for message in page:
                 if message.ts < since:
                     continue
@@ -183,45 +171,45 @@ class BridgeService:
                 log.debug("unsubscribe failed", exc_info=True)
         self._subs.clear()
 
-    def _leader_key(self) -> str:
-        return f"{getattr(self.hub.settings, 'redis_prefix', 'lydian')}:bridge:leader"
+    async def _try_lead(self) -> bool | None:
+        """Take (or renew) the leader lease: True if this replica holds it now, False if
+        another one does, None if the shared state could not be asked."""
+        try:
+            taken = await self.hub.shared.acquire_lease(LEADER_LEASE, self._token, LEADER_TTL)
+        except Exception as exc:
+            log.warning("bridge election: %s", exc)
+            return None
+        if taken:
+            self._renewed = time.monotonic()
+        return taken
 
-    async def _elect(self, redis: Any) -> None:
-        """With several replicas on one Redis, one of them copies messages out.
+    async def _elect(self) -> None:
+        """With several replicas sharing state (Redis), one of them copies messages out.
 
         Every replica ingests what reaches it (the store keeps one copy of each platform
         message); only the leader follows the rooms and posts to the platforms, so nothing
-        is posted twice. The lease is renewed every third of ``LEADER_TTL``; when the
-        leader dies, another replica takes over within ``LEADER_TTL``.
+        is posted twice. The lease (``hub.shared``) is renewed every third of
+        ``LEADER_TTL``; when the leader dies, another replica takes over within
+        ``LEADER_TTL``.
         """
-        key, ttl_ms = self._leader_key(), int(LEADER_TTL * 1000)
-        renewed = 0.0
         while True:
-            try:
-                if self.leader.is_set():
-                    if not await redis.eval(_RENEW, 1, key, self._token, ttl_ms):
-                        log.warning("bridge leadership lost; this replica stops copying out")
-                        await self._step_down()
-                    else:
-                        renewed = time.monotonic()
-                elif await redis.set(key, self._token, nx=True, px=ttl_ms):
-                    log.info("this replica leads the bridge")
-                    renewed = time.monotonic()
-                    await self._lead()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("bridge election: %s", exc)
-                if self.leader.is_set() and time.monotonic() - renewed > LEADER_TTL:
-                    log.warning("bridge lease not renewed in time; stepping down")
-                    await self._step_down()
             await asyncio.sleep(LEADER_TTL / 3)
+            leading = self.leader.is_set()
+            taken = await self._try_lead()
+            if taken and not leading:
+                log.info("this replica leads the bridge")
+                await self._lead()
+            elif taken is False and leading:
+                log.warning("bridge leadership lost; this replica stops copying out")
+                await self._step_down()
+            elif taken is None and leading and time.monotonic() - self._renewed > LEADER_TTL:
+                log.warning("bridge lease not renewed in time; stepping down")
+                await self._step_down()
 
     async def _release(self) -> None:
-        redis = getattr(self.hub.broker, "redis", None)
-        if redis is not None and self.leader.is_set():
+        if self.leader.is_set():
             try:
-                await redis.eval(_RELEASE, 1, self._leader_key(), self._token)
+                await self.hub.shared.release_lease(LEADER_LEASE, self._token)
             except Exception:
                 log.debug("could not release the bridge lease", exc_info=True)
 
@@ -259,7 +247,7 @@ class BridgeService:
     async def _announce(self, room: str) -> None:
         """Tell the other replicas that the room's links changed."""
         try:
-            await self.hub.broker.publish(LINKS_CHANNEL, msgspec.json.encode({"room": room}))
+            await self.hub.shared.publish(LINKS_CHANNEL, msgspec.json.encode({"room": room}))
         except Exception:
             log.warning("could not announce the bridge change of %s", room, exc_info=True)
 
@@ -296,9 +284,11 @@ class BridgeService:
 
     async def _follow(self, room: str) -> None:
         if room not in self._subs:
-            self._subs[room] = await self.hub.broker.subscribe(
-                room_channel(room), lambda data, r=room: self._events.put_nowait((r, data))
-            )
+
+            async def queue(offset: int, frame: ServerFrame, room: str = room) -> None:
+                self._events.put_nowait((room, frame))
+
+            self._subs[room] = await self.hub.subscribe(room, queue)
 
     # ------------------------------------------------------------ identities and commands
 
@@ -325,7 +315,7 @@ class BridgeService:
         text = text.strip()
         if not text.startswith("/"):
             text = "/" + text
-        reply = await self.hub.plugins.run_command(self.hub, identity, rooms[0], text)
+        reply = await self.hub.run_command(identity, rooms[0], text)
         if isinstance(reply, CommandResult):
             return reply.ok, reply.text
         return False, str(getattr(reply, "detail", reply))
@@ -482,16 +472,9 @@ class BridgeService:
         data: dict[str, Any] = {"id": source.hub_msg, "source": platform}
         if text is not None:
             data["text"] = text
-        await self.hub.rooms.publish_event(
-            source.room,
-            encode(
-                RoomEvent(
-                    room=source.room,
-                    event=event,
-                    detail=f"a message was {event.split('_')[1]} on {platform}",
-                    data=data,
-                )
-            ),
+        detail = f"a message was {event.split('_')[1]} on {platform}"
+        await self.hub.publish_event(
+            source.room, RoomEvent(room=source.room, event=event, detail=detail, data=data)
         )
         return count
 
@@ -524,17 +507,16 @@ class BridgeService:
 
     async def _work(self) -> None:
         while True:
-            room, data = await self._events.get()
+            room, item = await self._events.get()
             try:
-                if room == "":
-                    await (self._catch_up() if data is _CATCH_UP else self._reload())
+                if isinstance(item, bytes):
+                    await (self._catch_up() if item is _CATCH_UP else self._reload())
                     continue
-                await self._handle(room, data)
+                await self._handle(item)
             except Exception:
                 log.exception("bridge: failed to handle an event of room %s", room)
 
-    async def _handle(self, room: str, data: bytes) -> None:
-        frame = decode_server(bytes(_envelope.decode(data).frame))
+    async def _handle(self, frame: ServerFrame) -> None:
         match frame:
             case MessageFrame():
                 await self._forward(frame.message)
@@ -621,13 +603,11 @@ class BridgeService:
 
         Returns None when ``platform_msg`` is not a running answer, else a short result.
         """
-        from hub.ai.streams import CancelRefused
-
         for stream_id, entries in list(self._streams.items()):
             for p, c, state in entries:
                 if (p, c, state.platform_msg) == (platform, channel, platform_msg):
                     try:
-                        await self.hub.streams.cancel(state.room, stream_id, identity)
+                        await self.hub.cancel_stream(state.room, stream_id, identity)
                     except CancelRefused as exc:
                         return exc.detail
                     return "stopped"
@@ -744,7 +724,7 @@ def _bind(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitab
 _services: weakref.WeakKeyDictionary[Any, BridgeService] = weakref.WeakKeyDictionary()
 
 
-def bridge_for(hub: Hub) -> BridgeService:
+def bridge_for(hub: HubAPI) -> BridgeService:
     """The hub's bridge service (created on first use; started by :meth:`start`)."""
     service = _services.get(hub)
     if service is None:

@@ -22,13 +22,13 @@ from discord.gateway import DiscordWebSocket
 from discord.http import HTTPClient, Route
 from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
-from hub.base.protocol import Attachment
+from hub.sdk import Attachment
 from lydian_adapters.bridge import PlatformUser, bridge_for
 from lydian_adapters.discord.connector import DiscordConnector
 from lydian_adapters.discord.settings import DiscordSettings
 
 if TYPE_CHECKING:
-    from hub.core import Hub
+    from hub.sdk import HubAPI
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class LydianDiscordClient(discord.Client):
 class DiscordAdapter:
     """One Discord bot bridged into one hub."""
 
-    def __init__(self, hub: Hub, settings: DiscordSettings) -> None:
+    def __init__(self, hub: HubAPI, settings: DiscordSettings) -> None:
         self.hub = hub
         self.settings = settings
         self.bridge = bridge_for(hub)

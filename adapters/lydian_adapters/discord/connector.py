@@ -18,7 +18,7 @@ import aiohttp
 import discord
 from discord.webhook.async_ import async_context
 
-from hub.base.protocol import Attachment, UserRef
+from hub.sdk import Attachment, UserRef
 from lydian_adapters.bridge.connector import PLACEHOLDER, Connector, attachment_lines
 from lydian_adapters.bridge.outbox import PermanentError, RateLimited
 

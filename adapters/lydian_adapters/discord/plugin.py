@@ -6,7 +6,7 @@ import logging
 import weakref
 from typing import Any
 
-from hub.plugin_host.hookspecs import hookimpl
+from hub.sdk import hookimpl
 from lydian_adapters.discord.adapter import DiscordAdapter
 from lydian_adapters.discord.settings import DiscordSettings
 
@@ -26,7 +26,7 @@ def lydian_plugin_settings() -> type[DiscordSettings]:
 
 @hookimpl
 async def lydian_startup(hub: Any) -> None:
-    settings: DiscordSettings | None = hub.plugins.settings_for("discord")
+    settings: DiscordSettings | None = hub.plugin_settings("discord")
     if settings is None or not settings.bot_token:
         log.info("plugin 'discord' idle: LYDIAN_PLUGIN_DISCORD_BOT_TOKEN is not set")
         return  # not configured: stay idle

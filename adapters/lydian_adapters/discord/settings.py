@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from hub.plugin_host.settings import Secret
+from hub.sdk import Secret
 
 
 class DiscordSettings(msgspec.Struct, kw_only=True):

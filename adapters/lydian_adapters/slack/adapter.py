@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from hub.base.protocol import Attachment
+from hub.sdk import Attachment
 from lydian_adapters.bridge import PlatformUser, bridge_for
 from lydian_adapters.slack.connector import SlackConnector
 from lydian_adapters.slack.settings import SlackSettings
 
 if TYPE_CHECKING:
-    from hub.core import Hub
+    from hub.sdk import HubAPI
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ USER_TTL = 600.0
 class SlackAdapter:
     """One Slack workspace bridged into one hub."""
 
-    def __init__(self, hub: Hub, settings: SlackSettings) -> None:
+    def __init__(self, hub: HubAPI, settings: SlackSettings) -> None:
         self.hub = hub
         self.settings = settings
         self.bridge = bridge_for(hub)

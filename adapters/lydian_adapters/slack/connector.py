@@ -15,7 +15,7 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from hub.base.protocol import Attachment, UserRef
+from hub.sdk import Attachment, UserRef
 from lydian_adapters.bridge.connector import PLACEHOLDER, Connector, StreamState, attachment_lines
 from lydian_adapters.bridge.outbox import PermanentError, RateLimited
 

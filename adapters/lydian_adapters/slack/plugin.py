@@ -10,7 +10,7 @@ from typing import Any
 from litestar import Request, Response, post
 from slack_bolt.async_app import AsyncBoltRequest
 
-from hub.plugin_host.hookspecs import hookimpl
+from hub.sdk import hookimpl
 from lydian_adapters.slack.adapter import SlackAdapter
 from lydian_adapters.slack.settings import SlackSettings
 
@@ -62,7 +62,7 @@ def lydian_routes() -> list[Any]:
 
 @hookimpl
 async def lydian_startup(hub: Any) -> None:
-    settings: SlackSettings | None = hub.plugins.settings_for("slack")
+    settings: SlackSettings | None = hub.plugin_settings("slack")
     if settings is None or not settings.bot_token:
         log.info("plugin 'slack' idle: LYDIAN_PLUGIN_SLACK_BOT_TOKEN is not set")
         return  # not configured: stay idle

@@ -21,8 +21,7 @@ from litestar import Request, get
 from litestar.params import FromQuery
 from litestar.response import Response
 
-from hub.plugin_host.hookspecs import hookimpl
-from hub.store.store import RoomExists
+from hub.sdk import RoomExists, hookimpl
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +94,10 @@ async def demo_page(
 
 async def ensure_room(hub: Any, room_id: str) -> None:
     """Create the public demo room unless it exists."""
-    if await hub.store.get_room(room_id) is not None:
+    if await hub.room(room_id) is not None:
         return
     try:
-        await hub.store.create_room(
+        await hub.create_room(
             room_id, name=room_id.title(), topic="Say hello!", created_by="lydian"
         )
         log.info("created demo room %r", room_id)

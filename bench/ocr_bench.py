@@ -1,0 +1,280 @@
+"""OCR accuracy and cost per page (issue 15), on pages rendered by this script.
+
+    python bench/ocr_bench.py [--rounds 2] [--only clean-serif,screenshot]
+
+Pages (DejaVu fonts from Debian's fonts-dejavu-core, deterministic text):
+
+- ``clean-serif``, ``clean-sans``: A4 at 300 dpi (2480 x 3508), English prose, 10 pt;
+- ``clean-small``: the same at 8 pt; ``clean-german``: German with umlauts, read with ``deu``;
+- ``clean-letter``: 11 pt, double-spaced (about half the text of the pages above);
+- ``screenshot``: a 1366 x 768 chat window at 96 dpi (coloured header with white text, zebra
+  rows, grey timestamps, 11 pt text);
+- ``rotated``: ``clean-serif`` turned 90 degrees (orientation detected and corrected).
+
+Each page goes through ``lydian_plugins.vision.ocr`` (orientation detection included) with
+Tesseract limited to one OpenMP thread (``threads=1``, the default) and with Tesseract's
+default threading (``threads=None``), and once more with one thread and no orientation
+detection (what detection costs), rotating the order, ``--rounds`` times.
+Figures: character accuracy (difflib ratio on whitespace-normalised text, ``autojunk`` off),
+wall time and CPU time (this process plus Tesseract's), medians. Targets: >= 98 % on clean
+pages, < 2 s per page or screenshot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import io
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "plugins"))
+
+from lydian_plugins.vision import ocr
+
+FONTS = Path("/usr/share/fonts/truetype/dejavu")
+A4 = (2480, 3508)  # 300 dpi
+MARGIN = 240
+ENGLISH = (
+    "the report shows that revenue grew in every region while operating costs fell slightly "
+    "during the third quarter customers asked for faster delivery and better support so the "
+    "team hired two engineers and opened a second warehouse near the harbour our forecast "
+    "for next year assumes stable prices moderate growth and no major disruption in supply "
+    "please review the attached figures before the meeting on Thursday and send comments "
+    "to the finance office board members will vote on the proposal after a short discussion"
+).split()
+GERMAN = (
+    "die Übersicht zeigt dass der Umsatz in allen Regionen gestiegen ist während die Kosten "
+    "im dritten Quartal leicht gesunken sind Kunden wünschten schnellere Lieferung und "
+    "bessere Beratung deshalb stellte das Team zwei Ingenieure ein und eröffnete ein "
+    "zweites Lager nahe der Straße am Hafen für das nächste Jahr erwarten wir stabile Preise "
+    "mäßiges Wachstum und keine größeren Störungen bitte prüfen Sie die Zahlen vor der "
+    "Sitzung am Donnerstag Grüße aus München Köln und Düsseldorf"
+).split()
+
+
+@dataclass
+class Page:
+    name: str
+    image: Image.Image
+    text: str
+    languages: tuple[str, ...]
+    clean: bool
+
+
+def prose(words: list[str], count: int, seed: int) -> str:
+    """Sentences of ``count`` words drawn from ``words``, with numbers and punctuation."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    sentence: list[str] = []
+    for _ in range(count):
+        word = rng.choice(words)
+        if rng.random() < 0.06:
+            word = rng.choice(
+                [f"{rng.randint(2, 980)}", f"{rng.randint(1, 99)}.{rng.randint(10, 99)}"]
+            )
+        sentence.append(word)
+        if len(sentence) >= rng.randint(8, 16):
+            sentence[0] = sentence[0][:1].upper() + sentence[0][1:]
+            out.append(" ".join(sentence) + rng.choice([".", ".", ",", ";", ":", "?"]))
+            sentence = []
+    if sentence:
+        out.append(" ".join(sentence) + ".")
+    return " ".join(out)
+
+
+def wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if font.getlength(candidate) <= width or not line:
+            line = candidate
+        else:
+            lines.append(line)
+            line = word
+    if line:
+        lines.append(line)
+    return lines
+
+
+def a4_page(
+    words: list[str], font_file: str, points: float, seed: int, spacing: float = 1.45
+) -> tuple[Image.Image, str]:
+    """A white A4 page at 300 dpi filled with prose in ``points``-point type."""
+    px = round(points * 300 / 72)
+    font = ImageFont.truetype(str(FONTS / font_file), px)
+    step = round(px * spacing)
+    rows = (A4[1] - 2 * MARGIN) // step
+    lines = wrap(prose(words, rows * 16, seed), font, A4[0] - 2 * MARGIN)[:rows]
+    img = Image.new("L", A4, 255)
+    draw = ImageDraw.Draw(img)
+    for i, line in enumerate(lines):
+        draw.text((MARGIN, MARGIN + i * step), line, font=font, fill=0)
+    return img, "\n".join(lines)
+
+
+def screenshot(seed: int = 5) -> tuple[Image.Image, str]:
+    """A 1366 x 768 chat window at 96 dpi: header bar, zebra rows, grey timestamps."""
+    rng = random.Random(seed)
+    regular = ImageFont.truetype(str(FONTS / "DejaVuSans.ttf"), 15)
+    bold = ImageFont.truetype(str(FONTS / "DejaVuSans-Bold.ttf"), 15)
+    title = ImageFont.truetype(str(FONTS / "DejaVuSans-Bold.ttf"), 18)
+    img = Image.new("RGB", (1366, 768), (255, 255, 255))
+    draw = ImageDraw.Draw(img)
+    truth: list[str] = []
+    draw.rectangle((0, 0, 1366, 52), fill=(38, 62, 120))
+    header = "# release-planning"
+    draw.text((24, 15), header, font=title, fill=(255, 255, 255))
+    truth.append(header)
+    y, row = 68, 0
+    authors = ["alice", "bob", "carol", "dmitri", "eve"]
+    while y < 700:
+        author = authors[row % len(authors)]
+        stamp = f"{9 + row // 6:02d}:{(row * 7) % 60:02d}"
+        body = wrap(prose(ENGLISH, rng.randint(8, 28), seed + row), regular, 1100)
+        height = 26 + 22 * len(body) + 10
+        if y + height > 760:
+            break
+        if row % 2:
+            draw.rectangle((0, y - 6, 1366, y + height - 10), fill=(244, 246, 248))
+        draw.text((24, y), author, font=bold, fill=(20, 20, 20))
+        draw.text((24 + bold.getlength(author) + 12, y), stamp, font=regular, fill=(130, 130, 130))
+        truth.append(f"{author} {stamp}")
+        for i, line in enumerate(body):
+            draw.text((24, y + 26 + 22 * i), line, font=regular, fill=(34, 34, 34))
+        truth.extend(body)
+        y += height
+        row += 1
+    return img, "\n".join(truth)
+
+
+def pages() -> list[Page]:
+    serif, serif_text = a4_page(ENGLISH, "DejaVuSerif.ttf", 10, seed=1)
+    sans, sans_text = a4_page(ENGLISH, "DejaVuSans.ttf", 10, seed=2)
+    small, small_text = a4_page(ENGLISH, "DejaVuSerif.ttf", 8, seed=3)
+    german, german_text = a4_page(GERMAN, "DejaVuSans.ttf", 10, seed=4)
+    letter, letter_text = a4_page(ENGLISH, "DejaVuSans.ttf", 11, seed=6, spacing=2.0)
+    shot, shot_text = screenshot()
+    return [
+        Page("clean-serif", serif, serif_text, ("eng",), True),
+        Page("clean-sans", sans, sans_text, ("eng",), True),
+        Page("clean-small", small, small_text, ("eng",), True),
+        Page("clean-german", german, german_text, ("deu",), True),
+        Page("clean-letter", letter, letter_text, ("eng",), True),
+        Page("screenshot", shot, shot_text, ("eng",), False),
+        Page("rotated", serif.rotate(90, expand=True), serif_text, ("eng",), True),
+    ]
+
+
+def accuracy(got: str, expected: str) -> float:
+    a, b = " ".join(got.split()), " ".join(expected.split())
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def cpu() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # Tesseract, once waited for
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    accuracy: float
+    rotation: int
+
+
+def measure(page: Page, data: bytes, threads: int | None, osd: bool) -> Run:
+    start_wall, start_cpu = time.perf_counter(), cpu()
+    result = ocr(data, languages=page.languages, threads=threads, detect_orientation=osd)
+    wall, spent = time.perf_counter() - start_wall, cpu() - start_cpu
+    return Run(wall, spent, accuracy(result.text, page.text), result.rotation)
+
+
+def median(runs: list[Run], key: Callable[[Run], float]) -> float:
+    return statistics.median(key(r) for r in runs)
+
+
+def main(rounds: int, only: set[str] | None) -> None:
+    version = subprocess.run(
+        [shutil.which("tesseract") or "tesseract", "--version"], capture_output=True, text=True
+    ).stdout.splitlines()[0]
+    print(f"{version}; {os.cpu_count()} CPUs; load average {os.getloadavg()}; rounds {rounds}")
+    chosen = [p for p in pages() if only is None or p.name in only]
+    modes: dict[str, tuple[int | None, bool]] = {
+        "1 thread": (1, True),
+        "default": (None, True),
+        "no OSD": (1, False),  # what orientation detection costs (the turned page misreads)
+    }
+    runs: dict[tuple[str, str], list[Run]] = {}
+    for page in chosen:
+        buf = io.BytesIO()
+        page.image.save(buf, format="PNG")
+        data = buf.getvalue()
+        for r in range(rounds):
+            order = list(modes) if r % 2 == 0 else list(reversed(modes))
+            for mode in order:
+                threads, osd = modes[mode]
+                runs.setdefault((page.name, mode), []).append(measure(page, data, threads, osd))
+        one, default = runs[(page.name, "1 thread")], runs[(page.name, "default")]
+        wall1, cpu1 = median(one, lambda r: r.wall), median(one, lambda r: r.cpu)
+        walld, cpud = median(default, lambda r: r.wall), median(default, lambda r: r.cpu)
+        plain = runs[(page.name, "no OSD")]
+        print(
+            f"{page.name:13} {page.image.width}x{page.image.height} {'+'.join(page.languages)}"
+            f" {len(page.text):,} chars"
+            f"  accuracy {median(one, lambda r: r.accuracy):.4f}"
+            f" (default threading {median(default, lambda r: r.accuracy):.4f})"
+            f"  rotation {one[0].rotation}"
+            f"  1 thread: {wall1:.2f} s wall, {cpu1:.2f} CPU-s"
+            f"  default: {walld:.2f} s wall, {cpud:.2f} CPU-s"
+            f"  default/1 thread: wall {walld / wall1:.2f}x, CPU {cpud / cpu1:.2f}x"
+            f"  no OSD: {median(plain, lambda r: r.wall):.2f} s wall,"
+            f" {median(plain, lambda r: r.cpu):.2f} CPU-s,"
+            f" accuracy {median(plain, lambda r: r.accuracy):.4f}",
+            flush=True,
+        )
+    print()
+    print(
+        "| page | size, characters | accuracy | 1 thread: wall / CPU "
+        "| default threading: wall / CPU | default / 1 thread (wall, CPU) "
+        "| 1 thread, no OSD: wall / CPU | targets |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for page in chosen:
+        one, default = runs[(page.name, "1 thread")], runs[(page.name, "default")]
+        plain = runs[(page.name, "no OSD")]
+        acc = median(one, lambda r: r.accuracy)
+        wall1, cpu1 = median(one, lambda r: r.wall), median(one, lambda r: r.cpu)
+        walld, cpud = median(default, lambda r: r.wall), median(default, lambda r: r.cpu)
+        wallp, cpup = median(plain, lambda r: r.wall), median(plain, lambda r: r.cpu)
+        met = wall1 < 2.0 and (acc >= 0.98 or not page.clean)
+        print(
+            f"| {page.name} | {page.image.width} x {page.image.height}, {len(page.text):,} "
+            f"| {acc * 100:.2f} % "
+            f"| {wall1:.2f} s / {cpu1:.2f} s | {walld:.2f} s / {cpud:.2f} s "
+            f"| {walld / wall1:.2f}x, {cpud / cpu1:.2f}x | {wallp:.2f} s / {cpup:.2f} s "
+            f"| {'met' if met else 'NOT met'} |"
+        )
+    print(f"load average at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--only", help="comma-separated page names")
+    args = parser.parse_args()
+    main(args.rounds, set(args.only.split(",")) if args.only else None)
