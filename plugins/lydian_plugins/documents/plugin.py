@@ -65,14 +65,15 @@ def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
         ) from None
     except DocumentError as exc:
         raise HandlerError(exc.message) from None
-    data = details(document)
+    fields = details(document)
     warnings = list(document.warnings)
-    data["chunks"] = chunks_for(document, info)
-    if len(data["chunks"]) > MAX_CHUNKS:
-        warnings.append(f"only the first {MAX_CHUNKS} of {len(data['chunks'])} chunks are kept")
-        data["chunks"] = data["chunks"][:MAX_CHUNKS]
+    chunks = chunks_for(document, info)
+    if len(chunks) > MAX_CHUNKS:
+        warnings.append(f"only the first {MAX_CHUNKS} of {len(chunks)} chunks are kept")
+        chunks = chunks[:MAX_CHUNKS]
+    fields["chunks"] = chunks
     return HandlerResult(
-        summary=summary(document), markdown=document.markdown, data=data, warnings=warnings
+        summary=summary(document), markdown=document.markdown, data=fields, warnings=warnings
     )
 
 
