@@ -457,6 +457,9 @@ class Hub:
     def agent(self, name: str) -> Agent | None:
         return self.agents.agent(name)
 
+    def enabled_agents(self, room: str) -> list[Agent]:
+        return [a for n, a in self.agents.agents().items() if self.plugins.is_enabled(room, n)]
+
     async def answer(
         self,
         agent: Agent | str,
@@ -468,6 +471,7 @@ class Hub:
         provider: str | None = None,
         model: str | None = None,
         limited: bool = True,
+        context: Sequence[ChatTurn] = (),
     ) -> str:
         """Stream ``agent``'s answer into ``room``; the stream id, once started."""
         stream = await self.agents.answer(
@@ -479,6 +483,7 @@ class Hub:
             provider=provider,
             model=model,
             limited=limited,
+            context=context,
         )
         return stream.id
 

@@ -11,7 +11,7 @@ the asker's model use (``limits``) and streams the answer into the room (``strea
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -123,17 +123,24 @@ class Agents:
     # ------------------------------------------------------------ prompts
 
     async def context(
-        self, agent: Agent, room: str, before: int | None, question: str
+        self,
+        agent: Agent,
+        room: str,
+        before: int | None,
+        question: str,
+        extra: Sequence[ChatTurn] = (),
     ) -> list[ChatTurn]:
-        """System prompt, the room's recent messages (within the token budget), the question."""
+        """System prompt, ``extra`` turns (e.g. document excerpts a plugin chose), the room's
+        recent messages (within what is left of the token budget), the question."""
         history = []
         if agent.history_messages > 0:
             history = await self.store.messages_before(room, before, agent.history_messages)
         turns = [_turn(agent, message) for message in history if message.text.strip()]
         system = ChatTurn(role="system", content=agent.system_prompt)
         ask = ChatTurn(role="user", content=question)
-        budget = agent.context_tokens - estimate_tokens(system.content) - estimate_tokens(question)
-        return [system, *fit_to_budget(turns, max(0, budget)), ask]
+        fixed = [system, *extra, ask]
+        budget = agent.context_tokens - sum(estimate_tokens(t.content) for t in fixed)
+        return [system, *extra, *fit_to_budget(turns, max(0, budget)), ask]
 
     # ------------------------------------------------------------ answering
 
@@ -148,19 +155,22 @@ class Agents:
         provider: str | None = None,
         model: str | None = None,
         limited: bool = True,
+        context: Sequence[ChatTurn] = (),
     ) -> Stream:
         """Stream ``agent``'s answer to ``question`` into ``room``; returns once started.
 
         The answer counts towards ``requested_by``'s model use (``limits``): over it,
         :class:`hub.access.limits.ModelRefused` is raised before anything runs. ``limited=False``
-        when the caller has checked already (``check_model``); tokens are counted anyway."""
+        when the caller has checked already (``check_model``); tokens are counted anyway.
+        ``context``: turns placed after the system prompt (see :meth:`context`)."""
         found = self.agent(agent) if isinstance(agent, str) else agent
         if found is None:
             raise LLMError(NO_PROVIDER, f"no agent {agent!r}")
         role = self.limits.role_for(requested_by) if requested_by else "user"
         if requested_by and limited:
             await self.limits.check_model(role, requested_by)
-        turns = await self.context(found, room, reply_to.offset if reply_to else None, question)
+        before = reply_to.offset if reply_to else None
+        turns = await self.context(found, room, before, question, context)
         request = CompletionRequest(
             messages=turns, model=model or found.model, max_tokens=found.max_tokens
         )

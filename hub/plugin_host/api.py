@@ -168,11 +168,18 @@ class HubAPI(Protocol):
         provider: str | None = None,
         model: str | None = None,
         limited: bool = True,
+        context: Sequence[ChatTurn] = (),
     ) -> str:
         """Stream ``agent``'s answer to ``question`` into ``room`` (the room's history as
         context); returns the stream id once started. Counts towards ``requested_by``'s
         model use: over it, :class:`ModelRefused` before anything runs (``limited=False``
-        when :meth:`check_model` was called already)."""
+        when :meth:`check_model` was called already). ``context``: turns placed right after
+        the agent's system prompt (e.g. excerpts of documents, as ``system`` turns); they
+        count against the agent's ``context_tokens`` before the room's history does."""
+        ...
+
+    def enabled_agents(self, room: str) -> list[Agent]:
+        """The agents that may answer in ``room`` now (enabled there, plugin running)."""
         ...
 
     def complete(

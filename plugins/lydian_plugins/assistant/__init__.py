@@ -2,9 +2,12 @@
 
 Enable it per room (``/plugins enable assistant``). It answers messages that mention it
 (``@assistant …``) and the ``/ask QUESTION`` command; ``trigger`` chooses which
-(``mention``, ``command`` or ``both``). The prompt is the room's recent history, newest
-first within ``context_tokens`` (estimated), then the question. Every setting except the
-provider's secrets may be overridden per room (``[plugins.assistant.rooms.ROOM]``).
+(``mention``, ``command`` or ``both``). The prompt is the system prompt, excerpts of the
+files the question is about (the ``documents`` handler's chunks, most relevant first within
+``document_tokens``, with an instruction to cite them: see ``files.py``), the room's recent
+history, newest first within ``context_tokens`` (estimated), then the question. Every
+setting except the provider's secrets may be overridden per room
+(``[plugins.assistant.rooms.ROOM]``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from hub.sdk import (
     Agent,
     Arg,
     ChatMessage,
+    ChatTurn,
     CommandContext,
     CommandSpec,
     HubAPI,
@@ -27,6 +31,8 @@ from hub.sdk import (
     hookimpl,
     role_of,
 )
+
+from .files import document_context
 
 NAME = "assistant"
 
@@ -42,6 +48,11 @@ class AssistantSettings(msgspec.Struct):
     )
     context_tokens: Annotated[int, msgspec.Meta(ge=100, le=200_000), PerRoom] = 2000
     history_messages: Annotated[int, msgspec.Meta(ge=0, le=500), PerRoom] = 30
+    document_tokens: Annotated[int, msgspec.Meta(ge=0, le=100_000), PerRoom] = 1500
+    """Tokens of file excerpts a prompt may carry (0: files are not used)."""
+    document_messages: Annotated[int, msgspec.Meta(ge=0, le=500), PerRoom] = 50
+    """How many recent messages are searched for attachments besides the one asked about."""
+    document_files: Annotated[int, msgspec.Meta(ge=1, le=50), PerRoom] = 5
 
 
 AGENT = Agent(
@@ -63,6 +74,19 @@ def _agent(settings: AssistantSettings) -> Agent:
         history_messages=settings.history_messages,
         provider=settings.provider or None,
         model=settings.model or None,
+    )
+
+
+async def _files(
+    hub: HubAPI, settings: AssistantSettings, message: ChatMessage, question: str
+) -> list[ChatTurn]:
+    return await document_context(
+        hub,
+        message,
+        question,
+        budget=min(settings.document_tokens, settings.context_tokens // 2),
+        scan=settings.document_messages,
+        max_files=settings.document_files,
     )
 
 
@@ -92,6 +116,7 @@ async def lydian_message(message: ChatMessage, hub: HubAPI) -> None:
             question,
             reply_to=message,
             requested_by=message.user.id,
+            context=await _files(hub, settings, message, question),
         )
     except ModelRefused as refused:  # over the asker's model use, or a guest: say so
         meta: dict[str, Any] = {"refused": refused.code, "to": message.user.id}
@@ -126,6 +151,7 @@ async def ask(ctx: CommandContext, args: dict[str, Any]) -> str | None:
         reply_to=message,
         requested_by=ctx.user.id,
         limited=False,
+        context=await _files(hub, settings, message, question),
     )
     return None
 

@@ -3,7 +3,9 @@ become markdown (for agents and "copy text") with a one-line summary for the roo
 
 Enable it in a room with ``/plugins enable documents``; from then on every PDF, DOCX, XLSX,
 PPTX, CSV, HTML, text or markdown file a message carries there is extracted in a child
-process (see ``docs/multimodal.md`` for the limits). An encrypted PDF fails with "password
+process (see ``docs/multimodal.md`` for the limits), and cut into chunks with citations
+(``data["chunks"]``) that agents choose from. ``/extract``, ``/ocr`` and ``/summarize``
+act on the room's attachments (``commands.py``). An encrypted PDF fails with "password
 required": asking the uploader for the password is not built yet.
 """
 
@@ -11,7 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.sdk import AttachmentHandler, AttachmentInfo, HandlerError, HandlerResult, hookimpl
+from hub.sdk import (
+    AttachmentHandler,
+    AttachmentInfo,
+    CommandSpec,
+    HandlerError,
+    HandlerResult,
+    hookimpl,
+)
 
 from . import (
     CSV,
@@ -26,8 +35,10 @@ from . import (
     DocumentError,
     EncryptedDocument,
     Limits,
+    chunk,
     extract,
 )
+from .commands import COMMANDS
 
 NAME = "documents"
 TIMEOUT = 120.0
@@ -35,6 +46,11 @@ MEMORY_MB = 2048
 MAX_BYTES = 50 * 1024 * 1024
 MEDIA_TYPES = (PDF, DOCX, XLSX, PPTX, CSV, HTML, MARKDOWN, TEXT)
 LABELS = {PDF: "PDF", DOCX: "DOCX", XLSX: "XLSX", PPTX: "PPTX", CSV: "CSV", HTML: "HTML"}
+CHUNK_TOKENS = 400
+"""Tokens (estimated) per chunk stored for agents: a few chunks fit any prompt budget."""
+CHUNK_OVERLAP = 40
+MAX_CHUNKS = 2000
+"""Chunks stored at most (about 800k tokens of text); the rest is left out with a warning."""
 
 
 def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
@@ -49,12 +65,40 @@ def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
         ) from None
     except DocumentError as exc:
         raise HandlerError(exc.message) from None
+    fields = details(document)
+    warnings = list(document.warnings)
+    chunks = chunks_for(document, info)
+    if len(chunks) > MAX_CHUNKS:
+        warnings.append(f"only the first {MAX_CHUNKS} of {len(chunks)} chunks are kept")
+        chunks = chunks[:MAX_CHUNKS]
+    fields["chunks"] = chunks
     return HandlerResult(
-        summary=summary(document),
-        markdown=document.markdown,
-        data=details(document),
-        warnings=list(document.warnings),
+        summary=summary(document), markdown=document.markdown, data=fields, warnings=warnings
     )
+
+
+def chunks_for(document: Document, info: AttachmentInfo) -> list[dict[str, Any]]:
+    """The document cut for agents (``data["chunks"]``), computed here in the child process
+    so that agents only select: text, citation ("report.pdf, p. 12"), page(s), section."""
+    return [
+        {
+            "text": c.text,
+            "citation": c.citation,
+            "filename": c.filename,
+            "kind": c.kind,
+            "tokens": c.tokens,
+            "page": c.page,
+            "page_end": c.page_end,
+            "section": c.section,
+        }
+        for c in chunk(
+            document,
+            max_tokens=CHUNK_TOKENS,
+            overlap_tokens=CHUNK_OVERLAP,
+            attachment_id=info.id,
+            filename=info.filename,
+        )
+    ]
 
 
 def summary(document: Document) -> str:
@@ -110,3 +154,9 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
             description="PDF, DOCX, XLSX, PPTX, CSV, HTML, text and markdown to markdown",
         )
     ]
+
+
+@hookimpl
+def lydian_commands() -> list[CommandSpec]:
+    """``/extract``, ``/ocr``, ``/summarize`` (see ``commands.py``)."""
+    return list(COMMANDS)
