@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import openai
@@ -32,6 +34,20 @@ def text_image(text: str, fmt: str = "PNG") -> bytes:
     out = io.BytesIO()
     img.save(out, fmt)
     return out.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG header claiming ``width`` x ``height`` pixels, with a few bytes of data."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        body = kind + payload
+        return struct.pack(">I", len(payload)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
 
 
 def data_url(data: bytes, media_type: str = "image/png") -> str:
@@ -145,6 +161,7 @@ async def test_malformed_image_parts_get_clear_400s(server):
         ("file:///etc/passwd", "must be a base64 data: URL", None),
         (data_url(b"\x89PNG\r\n\x1a\n" + b"\0" * (6 * 1024 * 1024)), "exceeds the limit", None),
         (data_url(b"\x89PNG\r\n\x1a\n truncated"), "messages[0].content[1]", "image_unreadable"),
+        (data_url(png_claiming(20_000, 20_000)), "exceeds the limits", "image_unreadable"),
     ]
     for url, message, code in cases:
         with pytest.raises(openai.BadRequestError) as refused:

@@ -319,20 +319,22 @@ class _Run:
                 )
             )
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+    def _chunk(
+        self, delta: dict[str, Any], finish: str | None = None, extra: dict[str, Any] | None = None
+    ) -> bytes:
         chunk = {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.agent.name,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            **extra,
+            **(extra or {}),
         }
         return b"data: " + _encode(chunk) + b"\n\n"
 
     async def sse(self) -> AsyncIterator[bytes]:
         extra = {"lydian_images": self.images} if self.images is not None else {}
-        yield self._chunk({"role": "assistant", "content": self.note}, **extra)
+        yield self._chunk({"role": "assistant", "content": self.note}, extra=extra)
         try:
             async for piece in self.pieces():
                 yield self._chunk({"content": piece})

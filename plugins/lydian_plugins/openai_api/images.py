@@ -39,6 +39,8 @@ class OpenAIAPISettings(msgspec.Struct):
     """Most image parts in one request."""
     max_request_image_bytes: Positive = 8 * 1024 * 1024
     """Most image bytes (decoded) in one request, all parts together."""
+    max_image_pixels: Positive = 25_000_000
+    """Largest image (width x height, read from its header) read offline."""
     remote_images: bool = False
     """Pass ``http(s)`` image URLs on to a vision model, which fetches them (the hub never
     does). Off: such parts are refused (400), as they always are without a vision model."""
@@ -215,7 +217,11 @@ def read_offline(image: CheckedImage, index: int, settings: OpenAIAPISettings) -
         )
     except ImportError as exc:  # the ``vision`` extra is not installed
         raise VisionUnavailable(f"the vision library is not installed ({exc})") from None
-    limits = ImageLimits(max_bytes=settings.max_image_bytes, timeout=settings.offline_timeout)
+    limits = ImageLimits(
+        max_bytes=settings.max_image_bytes,
+        max_pixels=settings.max_image_pixels,
+        timeout=settings.offline_timeout,
+    )
     try:
         read = ocr(image.data, languages=settings.ocr_languages, limits=limits)
         faces = detect_faces(image.data, limits=limits)
