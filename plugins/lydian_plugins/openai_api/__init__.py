@@ -195,6 +195,15 @@ async def chat_completions(
         images = _images(body.messages, settings)
     except BadImagePart as bad:
         return _error(400, bad.message, "invalid_request_error", bad.code)
+    role = role_of(request.user)
+    try:  # the caller's model use: guests only where the hub allows them;
+        # checked before any image is read offline, which costs CPU
+        await hub.check_model(role, request.user.id)
+    except ModelRefused as refused:
+        if refused.retry_after is None:
+            return _error(403, refused.detail, "permission_error", refused.code)
+        wait = {"Retry-After": retry_header(refused.retry_after)}
+        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     readings: list[OfflineReading] = []
     image_mode: str | None = None
     if images and hub.accepts_images(agent):  # a vision model: the parts go on as they are
@@ -228,14 +237,6 @@ async def chat_completions(
         for m, reading in read:
             turns[m].content = "\n\n".join(filter(None, [turns[m].content, describe(reading)]))
             readings.append(reading)
-    role = role_of(request.user)
-    try:  # the caller's model use: guests only where the hub allows them
-        await hub.check_model(role, request.user.id)
-    except ModelRefused as refused:
-        if refused.retry_after is None:
-            return _error(403, refused.detail, "permission_error", refused.code)
-        wait = {"Retry-After": retry_header(refused.retry_after)}
-        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     pieces = hub.complete(
         agent,
         turns,
