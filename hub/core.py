@@ -497,6 +497,9 @@ class Hub:
     ) -> AsyncIterator[str]:
         return self.agents.complete(agent, turns, max_tokens=max_tokens, temperature=temperature)
 
+    def accepts_images(self, agent: Agent) -> bool:
+        return self.agents.accepts_images(agent)
+
     async def check_model(self, role: str, user_id: str) -> None:
         await self.limits.check_model(role, user_id)
 

@@ -29,11 +29,14 @@ from hub.access.limits import ModelRefused, retry_header, role_of
 from hub.ai.agents import OFFLINE, Agent
 from hub.ai.llm import (
     BAD_RESPONSE,
+    IMAGE_TOKENS,
+    IMAGES_UNSUPPORTED,
     NO_PROVIDER,
     UPSTREAM_ERROR,
     UPSTREAM_TIMEOUT,
     ChatTurn,
     CompletionRequest,
+    ImagePart,
     LLMError,
     estimate_tokens,
 )
@@ -99,6 +102,8 @@ def hub_of(connection: ASGIConnection[Any, Any, Any, Any]) -> HubAPI:
 
 __all__ = [
     "BAD_RESPONSE",
+    "IMAGES_UNSUPPORTED",
+    "IMAGE_TOKENS",
     "INT64_MAX",
     "NO_PROVIDER",
     "OFFLINE",
@@ -133,6 +138,7 @@ __all__ = [
     "History",
     "HubAPI",
     "Identity",
+    "ImagePart",
     "Joined",
     "LLMError",
     "LLMProvider",

@@ -18,11 +18,13 @@ import msgspec
 
 from hub.access.limits import Limits
 from hub.ai.llm import (
+    IMAGES_UNSUPPORTED,
     NO_PROVIDER,
     ChatTurn,
     CompletionRequest,
     LLMError,
     Provider,
+    accepts_images,
     estimate_tokens,
     fit_to_budget,
 )
@@ -224,9 +226,23 @@ class Agents:
         )
         return self._pieces(request, agent.provider)
 
+    def accepts_images(self, agent: Agent) -> bool:
+        """Whether ``agent``'s provider passes image parts to its model (false without one)."""
+        try:
+            provider = self.provider_for(agent.provider)
+        except LLMError:
+            return False
+        return accepts_images(provider, agent.model, self.api)
+
     async def _pieces(self, request: CompletionRequest, provider: str | None) -> AsyncIterator[str]:
         """Resolve the provider lazily, so that a missing one ends the stream with an error."""
         chosen = self.provider_for(provider)
+        if any(t.images for t in request.messages) and not accepts_images(
+            chosen, request.model, self.api
+        ):  # never dropped on the way: the caller reads them offline or says why not
+            raise LLMError(
+                IMAGES_UNSUPPORTED, f"provider {chosen.name!r} takes no images for this model"
+            )
         source = chosen.stream(request, self.api)
         try:
             async for piece in source:

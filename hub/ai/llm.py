@@ -18,11 +18,32 @@ CHARS_PER_TOKEN = 4
 """Rough size of a token for budgets: English text averages about four characters."""
 
 
+class ImagePart(msgspec.Struct, frozen=True, kw_only=True):
+    """An image a user turn carries for a vision model (OpenAI's ``image_url`` part).
+
+    ``url`` is a ``data:`` URL (checked by whoever built the turn: decoded, sniffed, within
+    limits) or, where the operator allows it, an ``http(s)`` URL the model server fetches;
+    ``detail`` is OpenAI's ``auto``/``low``/``high``."""
+
+    url: str
+    media_type: str = ""
+    detail: str | None = None
+
+
+IMAGE_TOKENS = 765
+"""What one image counts for in token budgets (OpenAI's cost of a 1024 px image, high detail)."""
+
+
 class ChatTurn(msgspec.Struct):
-    """One message of a conversation: ``role`` is ``system``, ``user`` or ``assistant``."""
+    """One message of a conversation: ``role`` is ``system``, ``user`` or ``assistant``.
+
+    ``images`` go to the model after ``content``, only through a provider that accepts them
+    (:meth:`Provider.accepts_images`): a turn with images is never sent to one that does not.
+    """
 
     role: str
     content: str
+    images: list[ImagePart] = []
 
 
 class CompletionRequest(msgspec.Struct, kw_only=True):
@@ -62,6 +83,18 @@ class Provider(Protocol):
     def stream(self, request: CompletionRequest, hub: Any) -> AsyncIterator[str]:
         """Yield the answer piece by piece; raise :class:`LLMError` on upstream trouble."""
         ...
+
+
+IMAGES_UNSUPPORTED = "images_unsupported"
+
+
+def accepts_images(provider: Any, model: str | None, hub: Any) -> bool:
+    """Whether ``provider`` passes image parts to ``model`` (``None``: its default model).
+
+    Optional for providers: one without an ``accepts_images(model, hub)`` method takes none.
+    """
+    check = getattr(provider, "accepts_images", None)
+    return bool(check is not None and check(model, hub))
 
 
 def estimate_tokens(text: str) -> int:

@@ -194,6 +194,11 @@ class HubAPI(Protocol):
         (:class:`LLMError` while iterating). Not counted: see :meth:`charge_model_tokens`."""
         ...
 
+    def accepts_images(self, agent: Agent) -> bool:
+        """Whether ``agent``'s provider passes image parts (:attr:`ChatTurn.images`) to its
+        model; when not, :meth:`complete` refuses turns with images (``images_unsupported``)."""
+        ...
+
     async def check_model(self, role: str, user_id: str) -> None:
         """Before a model runs for ``user_id`` (``role`` from :func:`role_of`): raise
         :class:`ModelRefused` if they may not, or have used up their requests or tokens."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,9 @@ class Script:
     """After this many tokens, wait until ``resume`` is set (the test decides when a stream
     that is under way goes on: "mid-stream" however slow the machine is)."""
     resume: asyncio.Event = field(default_factory=asyncio.Event)
+    answer: Callable[[dict[str, Any]], list[str]] | None = None
+    """Compute the tokens from the request body (a model that reads what it was sent,
+    e.g. :func:`describe_images`) instead of ``tokens``."""
 
 
 @dataclass
@@ -55,6 +59,54 @@ class RequestLog:
     @property
     def client_closed(self) -> bool:
         return self.client_closed_at is not None
+
+    def image_parts(self) -> list[dict[str, Any]]:
+        """The ``image_url`` content parts of every message received, in order."""
+        return image_parts(self.body)
+
+    def text(self) -> str:
+        """All text the messages carried (plain contents and text parts)."""
+        out: list[str] = []
+        for message in self.body.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, str):
+                out.append(content)
+            elif isinstance(content, list):
+                out += [p.get("text", "") for p in content if p.get("type") == "text"]
+        return "\n".join(out)
+
+
+def image_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if isinstance(content, list):
+            parts += [p for p in content if p.get("type") == "image_url"]
+    return parts
+
+
+def describe_images(body: dict[str, Any]) -> list[str]:
+    """A fake vision model's answer: what each received image is (format, size, sha256
+    prefix, decoded from its data: URL), so a test can prove the bytes got through."""
+    import base64
+    import hashlib
+    import io
+
+    from PIL import Image
+
+    words = []
+    for index, part in enumerate(image_parts(body), 1):
+        url = part["image_url"]["url"]
+        if not url.startswith("data:"):
+            words.append(f"image {index} is at {url}. ")
+            continue
+        data = base64.b64decode(url.split(",", 1)[1])
+        with Image.open(io.BytesIO(data)) as img:
+            size = f"{img.format} {img.width}x{img.height}"
+        words.append(
+            f"image {index} is a {size} (sha256 {hashlib.sha256(data).hexdigest()[:12]}). "
+        )
+    return words or ["I see no image. "]
 
 
 class FakeOpenAI:
@@ -152,8 +204,9 @@ class FakeOpenAI:
                 return True
             if not payload.get("stream"):
                 await asyncio.sleep(script.first_delay)
-                await _json(writer, 200, _completion(payload, "".join(script.tokens)))
-                log.sent = len(script.tokens)
+                tokens = script.answer(payload) if script.answer else script.tokens
+                await _json(writer, 200, _completion(payload, "".join(tokens)))
+                log.sent = len(tokens)
                 log.completed = True
                 return True
             return await self._stream(payload, log, reader, writer)
@@ -203,7 +256,8 @@ class FakeOpenAI:
         model = payload.get("model", "fake-model")
         await _chunk(writer, _event(_delta(model, {"role": "assistant", "content": ""})))
         await asyncio.sleep(script.first_delay)  # the script's pace: the scenario
-        for index, token in enumerate(script.tokens):
+        tokens = script.answer(payload) if script.answer else script.tokens
+        for index, token in enumerate(tokens):
             if index and script.token_delay:
                 await asyncio.sleep(script.token_delay)
             if script.drop_after is not None and index == script.drop_after:

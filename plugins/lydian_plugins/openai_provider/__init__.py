@@ -2,7 +2,8 @@
 
 One provider for OpenAI, Azure OpenAI (its ``/openai/v1`` endpoint), Ollama, vLLM and
 llama.cpp's server: they all speak ``POST /v1/chat/completions`` with SSE. Settings
-(``[plugins.openai_provider]``): ``base_url``, ``model``, ``timeout``; the key comes only
+(``[plugins.openai_provider]``): ``base_url``, ``model``, ``timeout``, ``vision_models``
+(the models that take image content parts: only turns to those carry images); the key comes only
 from the environment (``LYDIAN_PLUGIN_OPENAI_PROVIDER_API_KEY``). It counts as configured
 once ``base_url`` or the key is set; until then the offline provider answers.
 
@@ -31,6 +32,7 @@ from hub.sdk import (
     BAD_RESPONSE,
     UPSTREAM_ERROR,
     UPSTREAM_TIMEOUT,
+    ChatTurn,
     CompletionRequest,
     HubAPI,
     LLMError,
@@ -49,6 +51,9 @@ class OpenAISettings(msgspec.Struct):
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     """Seconds to connect and between two chunks before the answer fails as timed out."""
     temperature: float | None = None
+    vision_models: list[str] = []
+    """Models that take image content parts (``["gpt-4o-mini", "llava"]``; ``"*"``: all).
+    Images are sent to no other model: ``/v1`` reads them offline instead."""
 
 
 class OpenAIProvider:
@@ -70,6 +75,12 @@ class OpenAIProvider:
 
     def models(self, hub: HubAPI) -> list[str]:
         return [self.settings(hub).model]
+
+    def accepts_images(self, model: str | None, hub: HubAPI) -> bool:
+        """Whether ``model`` (``None``: the configured one) is listed in ``vision_models``."""
+        settings = self.settings(hub)
+        vision = settings.vision_models
+        return "*" in vision or (model or settings.model) in vision
 
     def client(self, hub: HubAPI) -> openai.AsyncOpenAI:
         settings = self.settings(hub)
@@ -111,7 +122,7 @@ class OpenAIProvider:
             extra["temperature"] = temperature
         payload: dict[str, Any] = {
             "model": request.model or settings.model,
-            "messages": [{"role": t.role, "content": t.content} for t in request.messages],
+            "messages": [_message(t) for t in request.messages],
             "stream": True,
             **extra,
         }
@@ -151,6 +162,21 @@ class OpenAIProvider:
             raise _llm_error(exc) from exc
         finally:
             await response.close()
+
+
+def _message(turn: ChatTurn) -> dict[str, Any]:
+    """A turn in OpenAI's shape: its images as ``image_url`` parts after its text."""
+    if not turn.images:
+        return {"role": turn.role, "content": turn.content}
+    parts: list[dict[str, Any]] = []
+    if turn.content:
+        parts.append({"type": "text", "text": turn.content})
+    for image in turn.images:
+        url: dict[str, Any] = {"url": image.url}
+        if image.detail is not None:
+            url["detail"] = image.detail
+        parts.append({"type": "image_url", "image_url": url})
+    return {"role": turn.role, "content": parts}
 
 
 async def _drain(lines: AsyncIterator[str]) -> None:
