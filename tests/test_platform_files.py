@@ -352,3 +352,26 @@ async def test_password_by_command_and_rest_is_used_once_and_never_kept(
             assert secret.encode() not in path.read_bytes(), path
     for client in (alice, bob, owner):
         await client.close()
+
+
+async def test_a_password_typed_as_a_discord_message_is_not_relayed(
+    make_server, discord_fake, monkeypatch, caplog
+):
+    caplog.set_level(logging.DEBUG, logger="lydian_adapters")
+    discord_env(monkeypatch)
+    config = {"api_url": discord_fake.api_url, "edit_interval": 0.05, "guild_ready_timeout": 0.1}
+    async with make_server(plugin_config={"discord": config}) as server:
+        owner = await _with_documents(server, "files", "discord", DISCORD_CHANNEL)
+        await _discord_ready(server, discord_fake)
+        msg_id = await discord_fake.user_says(DISCORD_CHANNEL, ALICE, "/password abc hunter2")
+        (notice,) = await eventually(
+            lambda: _replies_to(discord_fake, msg_id), what="the notice", timeout=10
+        )
+        assert "Not relayed" in notice["content"] and "hunter2" not in notice["content"]
+        await discord_fake.user_says(DISCORD_CHANNEL, ALICE, "after it")
+        await frame_where(
+            owner, lambda f: f["type"] == "message" and f["message"]["text"] == "after it"
+        )
+        assert "hunter2" not in str(owner.seen)
+        assert [m.text for m in await server.hub.history("files")] == ["after it"]
+        await owner.close()

@@ -353,6 +353,20 @@ class BridgeService:
         key = (platform, channel, platform_msg)
         if not rooms or key in self._ingesting:
             return []
+        if _secret_command(text):  # typed as a message: never copied anywhere
+            connector = self.connectors.get(platform)
+            if connector is not None:
+                notice = (
+                    "⚠ Not relayed: it looks like a password. Delete your message and use the "
+                    "slash command instead (Slack /lydian password ID PASSWORD, Discord "
+                    "/lydian command:password ID PASSWORD): only you see it."
+                )
+                self.outbox.put(
+                    (platform, channel),
+                    _bind(connector.notice, channel, platform_msg, user.id, notice),
+                    f"notice {platform_msg}",
+                )
+            return []
         done = self._ingesting[key] = asyncio.Event()
         try:
             return await self._ingest(
@@ -865,6 +879,14 @@ class BridgeService:
                     connector.platform, channel, state.platform_msg, message.id, state.room, False
                 )
             )
+
+
+def _secret_command(text: str) -> bool:
+    """A message that is really a ``/password`` command (or ``/lydian password``)."""
+    words = text.strip().lower().split(maxsplit=2)
+    if words[:1] == ["/lydian"]:
+        words = words[1:]
+    return bool(words) and words[0].lstrip("/") == "password" and text.strip()[:1] == "/"
 
 
 def _bind(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:
