@@ -43,7 +43,12 @@ from hub.base.protocol import (
 from hub.cache.http import HttpCache
 from hub.cache.queries import QueryCache
 from hub.cache.setup import build_cache, start_cache
-from hub.media.attachments import AttachmentStore, UnknownAttachment, sweep_orphans_forever
+from hub.media.attachments import (
+    AttachmentStore,
+    UnknownAttachment,
+    UploadRejected,
+    sweep_orphans_forever,
+)
 from hub.media.pipeline import AttachmentHandler, AttachmentPipeline
 from hub.plugin_host.host import PluginHost
 from hub.realtime.broker import Broker
@@ -545,11 +550,26 @@ class Hub:
         await self.rooms.publish_event(room, encode(event))
 
     async def process_attachment(
-        self, room: str, attachment_id: str, *, handlers: set[str] | None = None
+        self,
+        room: str,
+        attachment_id: str,
+        *,
+        handlers: set[str] | None = None,
+        password: str | None = None,
     ) -> list[str]:
         return await self.attachment_pipeline.submit(
-            room, [attachment_id], force=True, only=handlers
+            room, [attachment_id], force=True, only=handlers, password=password
         )
+
+    async def store_attachment(
+        self, room: str, filename: str, media_type: str, data: bytes, uploaded_by: str
+    ) -> Attachment:
+        store = AttachmentStore.for_settings(self.settings)
+        try:
+            meta = await store.save(room, uploaded_by, filename, data, media_type)
+        except UploadRejected as exc:
+            raise ValueError(exc.detail) from None
+        return meta.public()
 
     async def attachment_results(self, attachment_id: str) -> list[AttachmentResult]:
         _, results = await self.attachment_pipeline.results(attachment_id)

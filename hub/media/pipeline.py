@@ -64,6 +64,12 @@ class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     sha256: str
     room: str
+    password: str | None = None
+    """Only in the job a ``/password`` retry started (never stored, never logged)."""
+
+    def __repr__(self) -> str:  # the password never reaches a log line or a traceback
+        secret = ", password=***" if self.password is not None else ""
+        return f"AttachmentInfo(id={self.id!r}, filename={self.filename!r}{secret})"
 
 
 class HandlerResult(msgspec.Struct, kw_only=True):
@@ -249,10 +255,13 @@ class AttachmentPipeline:
         *,
         force: bool = False,
         only: set[str] | None = None,
+        password: str | None = None,
     ) -> list[str]:
         """Start the jobs for these uploads in ``room``; the ``attachment:handler`` pairs
         queued. Stored results of the same bytes are announced instead, unless ``force``
-        (re-processing on request). ``only`` restricts to handlers with these names."""
+        (re-processing on request). ``only`` restricts to handlers with these names.
+        ``password`` reaches the handlers' child processes in :class:`AttachmentInfo` for
+        these jobs only: it is never stored, logged or published."""
         handlers = [(p, h) for p, h in self.handlers_for(room) if only is None or h.name in only]
         if not handlers:
             return []
@@ -271,12 +280,13 @@ class AttachmentPipeline:
                 size=meta.size,
                 sha256=digest,
                 room=room,
+                password=password,
             )
             for plugin, handler in handlers:
                 if not handler.matches(meta.media_type):
                     continue
                 key = (digest, handler.name)
-                if key in self._inflight:  # the same bytes are being processed right now
+                if key in self._inflight and password is None:  # being processed right now
                     queued.append(f"{attachment_id}:{handler.name}")
                     continue
                 if not force:
@@ -508,4 +518,63 @@ async def process_attachment(
     return {"queued": [q.split(":", 1)[1] for q in queued]}
 
 
-ROUTES = [attachment_results, process_attachment]
+class PasswordRequest(msgspec.Struct, forbid_unknown_fields=True):
+    password: str
+
+    def __repr__(self) -> str:
+        return "PasswordRequest(password=***)"
+
+
+@post(
+    "/api/rooms/{room_id:str}/attachments/{attachment_id:str}/password",
+    status_code=HTTP_202_ACCEPTED,
+    tags=["attachments"],
+)
+async def attachment_password(
+    request: Request[Identity, Any, Any],
+    room_id: FromPath[str],
+    attachment_id: FromPath[str],
+    data: JSONBody[PasswordRequest],
+) -> dict[str, Any]:
+    """Process an encrypted upload again with its password (``{"password": ...}``), for its
+    uploader and admins. The password is used for these jobs only: never stored or logged."""
+    hub, room, meta = await _visible_attachment(request, room_id, attachment_id)
+    queued = await retry_with_password(hub, room, meta, request.user, data.password)
+    return {"queued": [q.split(":", 1)[1] for q in queued]}
+
+
+class PasswordRefused(Exception):
+    """A password retry that cannot run: ``status`` (403, 400, 409) and a clear detail."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+async def retry_with_password(
+    hub: Any, room: str, meta: StoredAttachment, identity: Identity, password: str
+) -> list[str]:
+    """The checks of ``/password`` and its REST route, then the jobs (HTTPException)."""
+    try:
+        return await password_jobs(hub, room, meta, identity, password)
+    except PasswordRefused as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
+
+
+async def password_jobs(
+    hub: Any, room: str, meta: StoredAttachment, identity: Identity, password: str
+) -> list[str]:
+    """Re-run the handlers enabled in ``room`` on ``meta`` with ``password`` (once, for
+    these jobs): only its uploader or an admin; :class:`PasswordRefused` otherwise."""
+    if meta.uploaded_by != identity.id and not identity.is_admin:
+        raise PasswordRefused(403, "only the uploader or an admin may give this file's password")
+    if not password or len(password) > 1024:
+        raise PasswordRefused(400, "the password must be 1 to 1024 characters")
+    queued: list[str] = await hub.process_attachment(room, meta.id, password=password)
+    if not queued:
+        raise PasswordRefused(409, "no attachment handler enabled in this room takes this file")
+    return queued
+
+
+ROUTES = [attachment_results, process_attachment, attachment_password]

@@ -236,11 +236,26 @@ class HubAPI(Protocol):
     # ------------------------------------------------------------ attachments
 
     async def process_attachment(
-        self, room: str, attachment_id: str, *, handlers: set[str] | None = None
+        self,
+        room: str,
+        attachment_id: str,
+        *,
+        handlers: set[str] | None = None,
+        password: str | None = None,
     ) -> list[str]:
         """Run the attachment handlers enabled in ``room`` (or only ``handlers``) on an
         upload of that room again, even if its bytes were processed before; returns the
-        ``attachment_id:handler`` jobs queued. Progress arrives as ``attachment`` frames."""
+        ``attachment_id:handler`` jobs queued. Progress arrives as ``attachment`` frames.
+        ``password`` (an encrypted file's) reaches these jobs only, never stored or logged."""
+        ...
+
+    async def store_attachment(
+        self, room: str, filename: str, media_type: str, data: bytes, uploaded_by: str
+    ) -> Attachment:
+        """Keep ``data`` as a hub upload of ``room`` (e.g. a file a bridge fetched from a
+        platform), checked like a widget upload (size limit, sniffed type); post a message
+        with the returned attachment to have it processed. :class:`ValueError` with a clear
+        reason when it cannot be kept. The file is written off the event loop."""
         ...
 
     async def attachment_results(self, attachment_id: str) -> list[AttachmentResult]:

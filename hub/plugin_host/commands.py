@@ -262,6 +262,52 @@ async def _plugins(ctx: CommandContext, args: dict[str, Any]) -> str:
     return f"plugin {name!r} {'enabled' if action == 'enable' else 'disabled'} in {ctx.room}"
 
 
+async def _password(ctx: CommandContext, args: dict[str, Any]) -> str:
+    """``/password ATTACHMENT_ID PASSWORD``: process an encrypted upload again with it.
+
+    The password goes to these jobs only (never stored, logged or echoed): a command is
+    never stored as a room message, its reply goes to the caller alone, and the command's
+    text is redacted wherever a command is logged (:func:`redact`)."""
+    import asyncio
+
+    from hub.media.attachments import AttachmentStore, UnknownAttachment
+    from hub.media.pipeline import PasswordRefused, password_jobs
+
+    if ctx.hub is None:
+        raise CommandError("no hub to run this command on")
+    attachment_id = str(args["attachment"])
+    store = AttachmentStore.for_settings(ctx.hub.settings)
+    try:
+        meta = await asyncio.to_thread(store.get, attachment_id)
+    except UnknownAttachment:
+        meta = None
+    if meta is None or meta.room != ctx.room:
+        raise CommandError(f"no attachment {attachment_id!r} in {ctx.room}")
+    try:
+        queued = await password_jobs(ctx.hub, ctx.room, meta, ctx.identity, args["password"])
+    except PasswordRefused as exc:
+        if exc.status == 403:
+            raise CommandForbidden(exc.detail) from None
+        raise CommandError(exc.detail) from None
+    handlers = ", ".join(q.split(":", 1)[1] for q in queued)
+    return f"processing {meta.name} again with the password ({handlers}); it is not kept"
+
+
+SECRET_COMMANDS = {"password": 2}
+"""Commands with a secret: how many words of their text are shown in logs."""
+
+
+def redact(text: str) -> str:
+    """A command's text fit for a log line: the secret of ``/password`` replaced by ***."""
+    stripped = text.strip()
+    name = stripped[1:].partition(" ")[0].lower() if stripped.startswith("/") else ""
+    keep = SECRET_COMMANDS.get(name)
+    if keep is None:
+        return text
+    words = stripped.split()
+    return " ".join(words[:keep] + (["***"] if len(words) > keep else []))
+
+
 BUILTIN_COMMANDS = [
     CommandSpec(
         name="help",
@@ -276,6 +322,15 @@ BUILTIN_COMMANDS = [
         args=[
             Arg("action", required=False, choices=("list", "enable", "disable", "reload")),
             Arg("name", required=False, help="plugin or agent name"),
+        ],
+    ),
+    CommandSpec(
+        name="password",
+        help="process an encrypted file again with its password (used once, never kept)",
+        handler=_password,
+        args=[
+            Arg("attachment", help="the attachment id"),
+            Arg("password", greedy=True, help="the file's password"),
         ],
     ),
 ]

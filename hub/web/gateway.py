@@ -47,6 +47,7 @@ from hub.base.protocol import (
     decode_client,
 )
 from hub.core import Hub
+from hub.plugin_host.commands import redact
 from hub.realtime.connection import Connection
 from hub.store.errors import find_unavailable
 from hub.store.store import DmRoomUnavailable, RoomInfo
@@ -575,7 +576,7 @@ class Session:
                 if find_unavailable(exc) is not None:
                     self._store_unavailable(frame, exc)
                     return
-                log.exception("command %r in %s failed", frame.text[:100], frame.room)
+                log.exception("command %r in %s failed", redact(frame.text)[:100], frame.room)
                 self.error(ErrorCode.INTERNAL, "the command failed", frame.id, frame.room)
                 return
             self.conn.send(reply)

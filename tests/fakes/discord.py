@@ -64,6 +64,9 @@ class FakeDiscord(LoopbackServer):
         self._sockets: set[web.WebSocketResponse] = set()
         r = self.app.router
         r.add_get("/gateway", self._gateway)
+        r.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
+        self.files: dict[str, bytes] = {}  # attachment id -> bytes
+        self.cdn_fetches: list[tuple[str, bool]] = []  # (attachment id, signature valid)
         r.add_get("/api/v10/users/@me", self._me)
         r.add_get("/api/v10/gateway/bot", self._gateway_bot)
         r.add_get("/api/v10/oauth2/applications/@me", self._application)
@@ -387,8 +390,48 @@ class FakeDiscord(LoopbackServer):
             "avatar": None,
         }
 
-    async def user_says(self, channel: str, user: dict[str, Any], content: str) -> str:
-        message = self.message(channel, user, content)
+    def attachment(
+        self, channel: str, name: str, data: bytes, content_type: str, size: int | None = None
+    ) -> dict[str, Any]:
+        """An attachment object for :meth:`user_says`, served from the fake CDN at a signed
+        URL (``ex``/``is``/``hm`` as Discord's): an unsigned or altered URL is refused."""
+        attachment_id = self.snowflake()
+        self.files[attachment_id] = data
+        path = f"/attachments/{channel}/{attachment_id}/{name}"
+        url = f"{self.url}{path}?ex=ffffffff&is=00000000&hm={self._sign(path)}&"
+        return {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+
+    def _sign(self, path: str) -> str:
+        import hashlib
+
+        return hashlib.sha256(f"{self.token}:{path}".encode()).hexdigest()
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        attachment_id = request.match_info["id"]
+        valid = request.query.get("hm") == self._sign(request.path)
+        self.cdn_fetches.append((attachment_id, valid))
+        if not valid:
+            return web.Response(status=403, text="This content is no longer available.")
+        data = self.files.get(attachment_id)
+        if data is None:
+            return web.Response(status=404)
+        return web.Response(body=data, content_type="application/octet-stream")
+
+    async def user_says(
+        self,
+        channel: str,
+        user: dict[str, Any],
+        content: str,
+        attachments: list[dict[str, Any]] | None = None,
+    ) -> str:
+        message = self.message(channel, user, content, attachments=attachments or [])
         self.messages[message["id"]] = message
         await self.dispatch("MESSAGE_CREATE", message)
         return message["id"]

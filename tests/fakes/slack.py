@@ -52,6 +52,9 @@ class FakeSlack(LoopbackServer):
         self._socket: web.WebSocketResponse | None = None
         self.app.router.add_route("*", "/api/{method}", self._api)
         self.app.router.add_get("/socket", self._socket_mode)
+        self.files: dict[str, tuple[bytes, str]] = {}  # file id -> (bytes, mimetype)
+        self.file_fetches: list[tuple[str, str | None]] = []  # (file id, Authorization)
+        self.app.router.add_get("/files-pri/{team_file}/{name}", self._file)
 
     @property
     def api_url(self) -> str:
@@ -83,6 +86,37 @@ class FakeSlack(LoopbackServer):
 
     def posted(self, method: str = "chat.postMessage") -> list[dict[str, Any]]:
         return [params for name, params, _ in self.calls if name == method]
+
+    def add_file(
+        self, name: str, data: bytes, mimetype: str, size: int | None = None
+    ) -> dict[str, Any]:
+        """A file shared in Slack: the ``files`` item of its ``file_share`` message event.
+        Its ``url_private`` answers only with the bot token (else Slack's HTML login page)."""
+        file_id = f"F{len(self.files) + 1:08d}"
+        self.files[file_id] = (data, mimetype)
+        url = f"{self.url}/files-pri/{TEAM}-{file_id}/{name}"
+        return {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1],
+            "size": len(data) if size is None else size,
+            "url_private": url,
+            "url_private_download": url + "?download=1",
+            "permalink": f"https://fake.slack.test/files/{BOT_USER}/{file_id}/{name}",
+        }
+
+    async def _file(self, request: web.Request) -> web.Response:
+        file_id = request.match_info["team_file"].rsplit("-", 1)[-1]
+        auth = request.headers.get("Authorization")
+        self.file_fetches.append((file_id, auth))
+        if auth != f"Bearer {self.token}":  # what Slack does: a login page, status 200
+            return web.Response(text="<html>sign in</html>", content_type="text/html")
+        found = self.files.get(file_id)
+        if found is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=found[0], content_type=found[1])
 
     # ------------------------------------------------------------ Web API
 

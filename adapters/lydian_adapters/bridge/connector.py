@@ -7,6 +7,8 @@ retried by the outbox. The stream methods default to post-then-edit.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -32,6 +34,25 @@ class StreamState(msgspec.Struct):
     extra: dict[str, Any] = {}
 
 
+class FileTooLarge(Exception):
+    """A platform file over the hub's upload limit (not fetched, or cut off while read)."""
+
+
+@dataclass
+class PlatformFile:
+    """A file shared on a platform, to be fetched into the hub (``BridgeService.ingest``).
+
+    ``fetch(max_bytes)`` returns its bytes with the platform's auth, raising
+    :class:`FileTooLarge` past ``max_bytes`` and any other exception on failure; ``link`` is
+    the external attachment the message keeps when the file cannot be brought in."""
+
+    name: str
+    media_type: str
+    size: int
+    fetch: Callable[[int], Awaitable[bytes]]
+    link: Attachment
+
+
 class Connector:
     """Base class of a platform connector; subclasses set ``platform`` and implement sends."""
 
@@ -54,6 +75,10 @@ class Connector:
     async def notice(self, channel: str, platform_msg: str, user_id: str, text: str) -> None:
         """Tell the author of ``platform_msg`` something about it (e.g. that the hub refused
         it), as privately as the platform allows. By default nothing is sent (logged only)."""
+
+    async def reply(self, channel: str, platform_msg: str, text: str) -> None:
+        """Answer ``platform_msg`` in its thread (Slack ``thread_ts``, a Discord reply), as
+        the bot: e.g. what an attachment handler made of a file. Nothing by default."""
 
     async def stream_open(self, channel: str, stream: StreamState) -> str:
         """Create the message that will hold a streamed answer; return its platform id."""

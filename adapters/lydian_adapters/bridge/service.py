@@ -30,6 +30,7 @@ import msgspec
 
 from hub.sdk import (
     Attachment,
+    AttachmentEvent,
     CancelRefused,
     ChatMessage,
     CommandResult,
@@ -45,7 +46,7 @@ from hub.sdk import (
     StreamStart,
     UserRef,
 )
-from lydian_adapters.bridge.connector import Connector, StreamState
+from lydian_adapters.bridge.connector import Connector, FileTooLarge, PlatformFile, StreamState
 from lydian_adapters.bridge.outbox import Outbox
 from lydian_adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
 from lydian_adapters.bridge.tables import TABLES
@@ -69,6 +70,9 @@ LEADER_LEASE = "bridge:leader"
 LEADER_TTL = 6.0
 """Seconds a replica's lease on the bridge lasts without renewal."""
 
+REPLY_EXCERPT = 1500
+"""Characters of a handler's extracted text quoted in the platform's threaded reply."""
+
 StopHandler = Callable[[str, str, Identity], Awaitable[bool]]
 
 
@@ -91,6 +95,8 @@ class BridgeService:
         self._ingesting: dict[tuple[str, str, str], asyncio.Event] = {}
         self._origins: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
         self._changes: dict[tuple[str, str, str], tuple[str | None, UserRef | None]] = {}
+        self._uploads: OrderedDict[str, str] = OrderedDict()  # hub upload id -> message id
+        self._replied: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
         self.leader = asyncio.Event()
         """Set while this process copies messages out (always, without Redis)."""
         self._election: asyncio.Task[None] | None = None
@@ -330,8 +336,14 @@ class BridgeService:
         user: PlatformUser,
         text: str,
         attachments: list[Attachment] | None = None,
+        files: list[PlatformFile] | None = None,
     ) -> list[ChatMessage]:
         """Post a platform message into every room bridged to its channel, once.
+
+        ``files`` shared with it are fetched (with the platform's auth, within the hub's
+        ``max_upload_bytes``) and stored as hub uploads of each room, so the attachment
+        pipeline processes them; a file that cannot be brought in stays a link (its
+        ``PlatformFile.link``) and its author gets a notice, the message is posted anyway.
 
         The hub's one rule for messages applies (``hub.post_message``): a message it refuses
         (too long, too many attachments, ...) is not posted anywhere, not cut; it is logged
@@ -341,10 +353,24 @@ class BridgeService:
         key = (platform, channel, platform_msg)
         if not rooms or key in self._ingesting:
             return []
+        if _secret_command(text):  # typed as a message: never copied anywhere
+            connector = self.connectors.get(platform)
+            if connector is not None:
+                notice = (
+                    "⚠ Not relayed: it looks like a password. Delete your message and use the "
+                    "slash command instead (Slack /lydian password ID PASSWORD, Discord "
+                    "/lydian command:password ID PASSWORD): only you see it."
+                )
+                self.outbox.put(
+                    (platform, channel),
+                    _bind(connector.notice, channel, platform_msg, user.id, notice),
+                    f"notice {platform_msg}",
+                )
+            return []
         done = self._ingesting[key] = asyncio.Event()
         try:
             return await self._ingest(
-                rooms, platform, channel, platform_msg, user, text, attachments
+                rooms, platform, channel, platform_msg, user, text, attachments, files
             )
         except MessageRefused as exc:
             self._refused(platform, channel, platform_msg, user, exc)
@@ -390,24 +416,30 @@ class BridgeService:
         user: PlatformUser,
         text: str,
         attachments: list[Attachment] | None,
+        files: list[PlatformFile] | None = None,
     ) -> list[ChatMessage]:
         if await self.store.copy_of(platform, channel, platform_msg) is not None:
             return []  # our own copy coming back, or a platform retry of one already posted
-        self.hub.check_message(text, attachments=len(attachments or ()))  # before any room
+        count = len(attachments or ()) + len(files or ())
+        self.hub.check_message(text, attachments=count)  # before any room
         user = await self.store.remember_user(user)
         author = UserRef(id=user.hub_user or f"{platform}:{user.id}", name=user.name)
         if user.avatar:
             author.avatar = user.avatar
+        fetched = await self._fetch(platform, channel, platform_msg, user, files or [])
         posted = []
         refused: MessageRefused | None = None
         for room in rooms:
+            items = list(attachments or [])
+            for file, data in fetched:
+                items.append(await self._store_file(room, file, data, author.id))
             try:
                 message, duplicate = await self.hub.post_message(
                     room,
                     author,
                     text,
                     client_id=f"{platform}:{channel}:{platform_msg}"[:100],
-                    attachments=attachments or [],
+                    attachments=items,
                     meta={"source": platform, "channel": channel, "platform_id": platform_msg},
                 )
             except MessageRefused as exc:  # a rule that depends on the room (its uploads)
@@ -426,6 +458,78 @@ class BridgeService:
         if refused is not None and not posted:
             raise refused
         return posted
+
+    async def _fetch(
+        self,
+        platform: str,
+        channel: str,
+        platform_msg: str,
+        user: PlatformUser,
+        files: list[PlatformFile],
+    ) -> list[tuple[PlatformFile, bytes | None]]:
+        """Each file's bytes (None when it stays a link; its author is told why)."""
+        limit = self.hub.settings.max_upload_bytes
+        out: list[tuple[PlatformFile, bytes | None]] = []
+        for file in files:
+            why = ""
+            data: bytes | None = None
+            if file.size > limit:
+                why = f"it has {file.size:,} bytes; the hub takes files up to {limit:,}"
+            else:
+                try:
+                    data = await file.fetch(limit)
+                except FileTooLarge:
+                    why = f"it is larger than the hub's limit of {limit:,} bytes"
+                except Exception as exc:
+                    log.warning(
+                        "bridge: could not fetch %s file %r of %s: %s",
+                        platform,
+                        file.name,
+                        platform_msg,
+                        exc,
+                    )
+                    why = f"it could not be fetched from {platform.title()} ({exc})"[:300]
+                else:
+                    if not data:
+                        why, data = "it is empty", None
+            if why:
+                self._notice(platform, channel, platform_msg, user, file.name, why)
+            out.append((file, data))
+        return out
+
+    async def _store_file(
+        self, room: str, file: PlatformFile, data: bytes | None, uploaded_by: str
+    ) -> Attachment:
+        """The hub upload of a fetched file in ``room`` (its link if it was not fetched or
+        the hub does not keep it)."""
+        if data is None:
+            return file.link
+        try:
+            return await self.hub.store_attachment(
+                room, file.name, file.media_type, data, uploaded_by
+            )
+        except ValueError as exc:
+            log.info("bridge: %r not kept in %s: %s", file.name, room, exc)
+            return file.link
+
+    def _notice(
+        self,
+        platform: str,
+        channel: str,
+        platform_msg: str,
+        user: PlatformUser,
+        name: str,
+        why: str,
+    ) -> None:
+        connector = self.connectors.get(platform)
+        if connector is None:
+            return
+        text = f"⚠ {name} was not brought into the hub ({why}); your message was, with a link."
+        self.outbox.put(
+            (platform, channel),
+            _bind(connector.notice, channel, platform_msg, user.id, text),
+            f"notice {platform_msg}",
+        )
 
     async def ingest_edit(
         self,
@@ -520,6 +624,8 @@ class BridgeService:
         match frame:
             case MessageFrame():
                 await self._forward(frame.message)
+            case AttachmentEvent(status="done" | "failed"):
+                await self._attachment_result(frame)
             case StreamStart():
                 await self._stream_start(frame)
             case StreamDelta():
@@ -553,6 +659,11 @@ class BridgeService:
     async def _forward(self, message: ChatMessage) -> None:
         if message.meta.get("stream_id") in self._streams:
             return  # a streamed answer's final message: its stream's close delivers it
+        for item in message.attachments:
+            if ":" not in item.id:  # a hub upload: its handlers' results answer this message
+                self._uploads[item.id] = message.id
+                while len(self._uploads) > 10_000:
+                    self._uploads.popitem(last=False)
         source = (message.meta.get("source"), message.meta.get("channel"))
         if source[0] and message.meta.get("platform_id"):
             self._origins[message.id] = (*source, str(message.meta["platform_id"]))
@@ -590,6 +701,62 @@ class BridgeService:
                     await connector.edit(link.channel, platform_msg, author or message.user, text)
 
         return job
+
+    # ------------------------------------------------------------ attachment results
+
+    async def _attachment_result(self, frame: AttachmentEvent) -> None:
+        """A handler finished with a file of a bridged message: answer that message in its
+        thread on every bridged channel (the original there, the copy elsewhere)."""
+        hub_msg = self._uploads.get(frame.attachment)
+        if hub_msg is None:
+            return
+        text = await self._result_text(frame)
+        origin = self._origins.get(hub_msg)
+        for link, connector in self._targets(frame.room):
+            key = (frame.attachment, frame.handler, link.platform, link.channel)
+            if key in self._replied:
+                continue
+            self._replied[key] = None
+            while len(self._replied) > 10_000:
+                self._replied.popitem(last=False)
+            thread = None
+            if origin is not None and origin[:2] == (link.platform, link.channel):
+                thread = origin[2]
+            self.outbox.put(
+                (link.platform, link.channel),
+                _bind(self._reply, connector, link, hub_msg, thread, text),
+                f"reply {frame.attachment}:{frame.handler}",
+            )
+
+    async def _reply(
+        self, connector: Connector, link: Link, hub_msg: str, thread: str | None, text: str
+    ) -> None:
+        if thread is None:  # the message's copy in this channel (posted before, same queue)
+            where = (link.platform, link.channel)
+            copies = [
+                c for c in await self.store.copies(hub_msg) if (c.platform, c.channel) == where
+            ]
+            if not copies:
+                return
+            thread = copies[0].platform_msg
+        await connector.reply(link.channel, thread, text)
+
+    async def _result_text(self, frame: AttachmentEvent) -> str:
+        name = frame.filename or "the file"
+        if frame.status == "failed":
+            return f"⚠ {name} ({frame.handler}): {frame.error}"
+        text = f"📄 {name} ({frame.handler}): {frame.summary}".rstrip(": ")
+        try:
+            results = await self.hub.attachment_results(frame.attachment)
+        except LookupError:
+            results = []
+        markdown = next((r.markdown for r in results if r.handler == frame.handler), "")
+        if markdown.strip():
+            excerpt = markdown.strip()
+            if len(excerpt) > REPLY_EXCERPT:
+                excerpt = excerpt[:REPLY_EXCERPT].rstrip() + "\n… (the full text is in the hub)"
+            text = f"{text}\n\n{excerpt}"
+        return text
 
     # ------------------------------------------------------------ streams
 
@@ -712,6 +879,14 @@ class BridgeService:
                     connector.platform, channel, state.platform_msg, message.id, state.room, False
                 )
             )
+
+
+def _secret_command(text: str) -> bool:
+    """A message that is really a ``/password`` command (or ``/lydian password``)."""
+    words = text.strip().lower().split(maxsplit=2)
+    if words[:1] == ["/lydian"]:
+        words = words[1:]
+    return bool(words) and words[0].lstrip("/") == "password" and text.strip()[:1] == "/"
 
 
 def _bind(fn: Callable[..., Awaitable[Any]], *args: Any) -> Callable[[], Awaitable[Any]]:

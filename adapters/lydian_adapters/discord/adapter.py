@@ -24,6 +24,7 @@ from discord.webhook.async_ import AsyncWebhookAdapter, async_context
 
 from hub.sdk import Attachment
 from lydian_adapters.bridge import PlatformUser, bridge_for
+from lydian_adapters.bridge.connector import FileTooLarge, PlatformFile
 from lydian_adapters.discord.connector import DiscordConnector
 from lydian_adapters.discord.settings import DiscordSettings
 
@@ -262,21 +263,12 @@ class DiscordAdapter:
         author = message.author
         if self._own(author.id) or author.bot or message.webhook_id is not None:
             return
-        attachments = [
-            Attachment(
-                id=f"discord:{a.id}",
-                name=a.filename[:200],
-                media_type=a.content_type or "application/octet-stream",
-                size=a.size,
-                url=a.url,
-            )
-            for a in message.attachments
-        ]
+        files = [_file(a) for a in message.attachments]
         user = PlatformUser(
             "discord", str(author.id), author.display_name[:200], str(author.display_avatar.url)
         )
         await self.bridge.ingest(
-            "discord", str(message.channel.id), str(message.id), user, message.content, attachments
+            "discord", str(message.channel.id), str(message.id), user, message.content, files=files
         )
 
     async def _on_command(self, interaction: discord.Interaction, text: str) -> None:
@@ -293,6 +285,27 @@ class DiscordAdapter:
             return
         ok, reply = task.result()
         await interaction.response.send_message(_reply(ok, reply), ephemeral=True)
+
+
+def _file(item: discord.Attachment) -> PlatformFile:
+    """A Discord attachment, fetched from its (signed) URL by discord.py's HTTP session."""
+    link = Attachment(
+        id=f"discord:{item.id}",
+        name=item.filename[:200],
+        media_type=item.content_type or "application/octet-stream",
+        size=item.size,
+        url=item.url,
+    )
+
+    async def fetch(max_bytes: int) -> bytes:
+        if item.size > max_bytes:
+            raise FileTooLarge(item.url)
+        data = await item.read()
+        if len(data) > max_bytes:
+            raise FileTooLarge(item.url)
+        return data
+
+    return PlatformFile(link.name, link.media_type, link.size, fetch, link)
 
 
 def _reply(ok: bool, text: str) -> str:

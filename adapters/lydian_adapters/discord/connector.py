@@ -139,6 +139,12 @@ class DiscordConnector(Connector):
         none = discord.AllowedMentions.none()
         await self._do(partial.reply(_cap(text), allowed_mentions=none, mention_author=False))
 
+    async def reply(self, channel: str, platform_msg: str, text: str) -> None:
+        """A reply to the message, as the bot, pinging nobody."""
+        partial = self._channel(channel).get_partial_message(int(platform_msg))
+        none = discord.AllowedMentions.none()
+        await self._do(partial.reply(_cap(text), allowed_mentions=none, mention_author=False))
+
     async def edit(self, channel: str, platform_msg: str, author: UserRef, text: str) -> None:
         hook = self._hooked.get(platform_msg)
         if hook is not None:

@@ -17,11 +17,13 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from hub.sdk import Attachment
 from lydian_adapters.bridge import PlatformUser, bridge_for
+from lydian_adapters.bridge.connector import FileTooLarge, PlatformFile
 from lydian_adapters.slack.connector import SlackConnector
 from lydian_adapters.slack.settings import SlackSettings
 
@@ -178,18 +180,48 @@ class SlackAdapter:
             log.warning("Slack message %s in %s has unexpected fields; ignored", ts, channel)
             return
         self.connector.remember_author(channel, ts, user_id)
-        attachments = [
-            Attachment(
-                id=f"slack:{f.get('id', '')}"[:100],
-                name=str(f.get("name") or "file")[:200],
-                media_type=str(f.get("mimetype") or "application/octet-stream"),
-                size=int(f.get("size") or 0),
-                url=str(f.get("permalink") or f.get("url_private") or ""),
-            )
-            for f in files or []
-            if isinstance(f, dict)
-        ]
-        await self.bridge.ingest("slack", channel, ts, await self.user(user_id), text, attachments)
+        shared = [self._file(f) for f in files or [] if isinstance(f, dict)]
+        await self.bridge.ingest("slack", channel, ts, await self.user(user_id), text, files=shared)
+
+    def _file(self, f: dict[str, Any]) -> PlatformFile:
+        """A shared file: fetched from ``url_private`` with the bot token (``files:read``)."""
+        link = Attachment(
+            id=f"slack:{f.get('id', '')}"[:100],
+            name=str(f.get("name") or "file")[:200],
+            media_type=str(f.get("mimetype") or "application/octet-stream"),
+            size=int(f.get("size") or 0),
+            url=str(f.get("permalink") or f.get("url_private") or ""),
+        )
+        url = str(f.get("url_private_download") or f.get("url_private") or "")
+
+        async def fetch(max_bytes: int) -> bytes:
+            return await self.download(url, max_bytes, link.media_type)
+
+        return PlatformFile(link.name, link.media_type, link.size, fetch, link)
+
+    async def download(self, url: str, max_bytes: int, media_type: str = "") -> bytes:
+        """A Slack file's bytes (``Authorization: Bearer`` bot token), at most ``max_bytes``."""
+        if not url.startswith(("https://", "http://")):
+            raise ValueError("the file has no download URL")
+        timeout = aiohttp.ClientTimeout(total=max(30.0, self.settings.request_timeout * 3))
+        headers = {"Authorization": f"Bearer {self.settings.bot_token}"}
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url, headers=headers) as response,
+        ):
+            if response.status != 200:
+                raise ValueError(f"HTTP {response.status}")
+            got = response.headers.get("Content-Type", "")
+            if got.startswith("text/html") and "html" not in media_type:
+                raise ValueError("Slack answered with a login page: is files:read granted?")
+            if (response.content_length or 0) > max_bytes:
+                raise FileTooLarge(url)
+            data = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                data += chunk
+                if len(data) > max_bytes:
+                    raise FileTooLarge(url)
+            return bytes(data)
 
     async def _on_reaction(self, event: dict[str, Any], body: dict[str, Any]) -> None:
         if self._seen(body.get("event_id")) or event.get("reaction") != self.settings.stop_reaction:

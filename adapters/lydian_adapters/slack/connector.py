@@ -107,6 +107,17 @@ class SlackConnector(Connector):
         """An ephemeral message only the author sees, in the channel they wrote in."""
         await self._call("chat_postEphemeral", channel=channel, user=user_id, text=text[:MAX_TEXT])
 
+    async def reply(self, channel: str, platform_msg: str, text: str) -> None:
+        """In the message's thread (``thread_ts``), as the bot."""
+        await self._call(
+            "chat_postMessage",
+            channel=channel,
+            thread_ts=platform_msg,
+            text=text[:MAX_TEXT] or PLACEHOLDER,
+            unfurl_links=False,
+            unfurl_media=False,
+        )
+
     async def edit(self, channel: str, platform_msg: str, author: UserRef, text: str) -> None:
         await self._call("chat_update", channel=channel, ts=platform_msg, text=self._text(text, []))
 

@@ -6,7 +6,9 @@ PPTX, CSV, HTML, text or markdown file a message carries there is extracted in a
 process (see ``docs/multimodal.md`` for the limits), and cut into chunks with citations
 (``data["chunks"]``) that agents choose from. ``/extract``, ``/ocr`` and ``/summarize``
 act on the room's attachments (``commands.py``). An encrypted PDF fails with "password
-required": asking the uploader for the password is not built yet.
+required"; its uploader (or an admin) then gives it with ``/password ATTACHMENT_ID PASSWORD``
+or ``POST /api/rooms/{room}/attachments/{id}/password``, which runs this handler again with
+``info.password`` for that job only.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from . import (
     DocumentError,
     EncryptedDocument,
     Limits,
+    WrongPassword,
     chunk,
     extract,
 )
@@ -57,11 +60,18 @@ def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
     """Extract one file (in the pipeline's child process); typed errors become clear ones."""
     limits = Limits(max_bytes=MAX_BYTES, max_seconds=TIMEOUT - 10)
     try:
-        document = extract(data, info.media_type, info.filename, limits=limits)
+        document = extract(
+            data, info.media_type, info.filename, limits=limits, password=info.password
+        )
+    except WrongPassword as exc:
+        raise HandlerError(
+            f"wrong password: {exc.message}; the uploader may try again with "
+            f"/password {info.id} PASSWORD"
+        ) from None
     except EncryptedDocument as exc:
         raise HandlerError(
-            f"password required: {exc.message} (asking the uploader for the password is not "
-            "available yet)"
+            f"password required: {exc.message}; the uploader gives it with "
+            f"/password {info.id} PASSWORD"
         ) from None
     except DocumentError as exc:
         raise HandlerError(exc.message) from None
