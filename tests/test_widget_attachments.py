@@ -5,12 +5,13 @@ same for messages loaded from history. Headless Chromium against a real hub runn
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, expect
 
-from tests.support import HubServer
+from tests.support import HubServer, eventually
 from tests.test_widget_browser import DESKTOP, WidgetPage, open_widget
 from tests.test_widget_browser import browser as browser  # the fixture
 
@@ -184,4 +185,53 @@ async def test_hostile_extracted_text_renders_as_text_and_runs_nothing(server, b
         assert await proc.locator(tag).count() == 0, tag
     assert await text.locator("a").count() == 0  # [click](javascript:...) stays text
     assert await alice.page.evaluate("() => window.__pwned") is None
+    assert alice.errors == []
+
+
+async def test_a_job_ending_while_the_page_is_offline_shows_after_the_reconnect(server, browser):
+    """``attachment`` frames are live only: the widget reads the result after it rejoins."""
+    from tests.attachment_handlers import ProbePlugin
+    from tests.plugin_support import add_plugin
+
+    await add_plugin(server, ProbePlugin(), "probe")
+    alice = await open_widget(browser, server.http_url, "Alice")  # the page makes the room
+    async with server.http("admin", admin=True) as http:
+        resp = await http.put("/api/rooms/lobby/plugins/probe", json={"enabled": True})
+    assert resp.status_code == 200, resp.text
+    received: list[dict[str, Any]] = []
+    alice.page.on(
+        "websocket", lambda ws: ws.on("framereceived", lambda p: received.append(json.loads(p)))
+    )
+    await alice.page.reload()
+    await expect(alice.panel).to_have_attribute("data-state", "online")
+
+    # the probe handler hangs until its timeout (2 s) cuts it off
+    message = await send_file(alice, "hang.txt", "text/plain", b"hang please", "slow one")
+    job = message.locator('.lw-proc-item[data-handler="probe"]')
+    await expect(job).to_have_attribute("data-status", "running")
+    await expect(job.locator(".lw-proc-state")).to_have_text("Processing…")
+    # the hub becomes unreachable: the socket drops and reconnecting fails for now
+    await alice.page.evaluate(
+        "() => { const w = window.LydianWidget.instances[0];"
+        " w.realWsUrl = w.wsUrl; w.wsUrl = 'ws://127.0.0.1:9/ws'; w.ws.close(); }"
+    )
+    await expect(alice.panel).to_have_attribute("data-state", "reconnecting")
+    att = await message.locator(".lw-proc").get_attribute("data-attachment")
+
+    async def stored() -> bool:
+        async with server.http("admin", admin=True) as http:
+            resp = await http.get(f"/api/rooms/lobby/attachments/{att}/results")
+        return [r["status"] for r in resp.json()["results"]] == ["failed"]
+
+    await eventually(stored, timeout=30, what="the probe job's failure stored")
+    await expect(job).to_have_attribute("data-status", "running")  # nothing told it yet
+    await alice.page.evaluate(
+        "() => { const w = window.LydianWidget.instances[0]; w.wsUrl = w.realWsUrl; }"
+    )
+    await expect(alice.panel).to_have_attribute("data-state", "online", timeout=30_000)
+    await expect(job).to_have_attribute("data-status", "failed")
+    await expect(job.locator(".lw-proc-error")).to_contain_text("timed out")
+    # it came from the results route: the socket never delivered the failed frame
+    statuses = [f["status"] for f in received if f.get("type") == "attachment"]
+    assert statuses and statuses[-1] == "running" and "failed" not in statuses, statuses
     assert alice.errors == []
