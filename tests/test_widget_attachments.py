@@ -108,6 +108,7 @@ async def test_pdf_shows_processing_then_summary_preview_and_copy_text(server, b
     await expect(table.locator("th")).to_have_text(["Item", "Qty", "Price"])
     await expect(table.locator("tr")).to_have_count(4)
     await expect(table.locator("tr").nth(3).locator("td")).to_have_text(["plum", "12", "4.50"])
+    await table.scroll_into_view_if_needed()
     await alice.shot("widget-attachment-preview.png")
 
     # copy text: the whole extracted markdown goes to the clipboard
