@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, expect
 
+from hub.sdk import AttachmentHandler, AttachmentInfo, HandlerResult, hookimpl
 from tests.support import HubServer, eventually
-from tests.test_widget_browser import DESKTOP, WidgetPage, open_widget
+from tests.test_widget_browser import DESKTOP, WidgetPage, gradient_png, open_widget
 from tests.test_widget_browser import browser as browser  # the fixture
 
 pytest.importorskip("pypdfium2")
@@ -235,4 +236,53 @@ async def test_a_job_ending_while_the_page_is_offline_shows_after_the_reconnect(
     # it came from the results route: the socket never delivered the failed frame
     statuses = [f["status"] for f in received if f.get("type") == "attachment"]
     assert statuses and statuses[-1] == "running" and "failed" not in statuses, statuses
+    assert alice.errors == []
+
+
+OCR_TEXT = "INVOICE 42\nTotal: 12.50 <img src=x onerror=window.__pwned=9>"
+
+
+def faces_stub(data: bytes, info: AttachmentInfo) -> HandlerResult:
+    """What an image handler reports (a stand-in until the vision plugin exists): face
+    counts, a blurred copy, OCR text; no markdown. Top level: the child process imports it."""
+    return HandlerResult(
+        summary="PNG, 1 face (blurred), text found",
+        data={"faces": {"count": 1, "blurred": True}, "ocr_text": OCR_TEXT},
+    )
+
+
+class FacesStub:
+    @hookimpl
+    def lydian_attachment_handlers(self) -> list[AttachmentHandler]:
+        return [AttachmentHandler("facestub", ("image/png",), run=faces_stub, timeout=30)]
+
+
+async def test_image_results_show_face_badges_and_ocr_text(server, browser):
+    from tests.plugin_support import add_plugin
+
+    await add_plugin(server, FacesStub(), "facestub")
+    alice = await granted_page(browser, server.http_url, "Alice")
+    async with server.http("admin", admin=True) as http:
+        resp = await http.put("/api/rooms/lobby/plugins/facestub", json={"enabled": True})
+    assert resp.status_code == 200, resp.text
+    before = await alice.messages.count()
+    await alice.css(".lw-composer input[type=file]").set_input_files(
+        {"name": "scan.png", "mimeType": "image/png", "buffer": gradient_png()}
+    )
+    await expect(alice.css(".lw-chip-ready .lw-chip-name")).to_have_text("scan.png")
+    await alice.css(".lw-input").press("Enter")
+    await expect(alice.messages).to_have_count(before + 1)
+    job = alice.messages.nth(before).locator('.lw-proc-item[data-handler="facestub"]')
+    await expect(job).to_have_attribute("data-status", "done", timeout=60_000)
+    await expect(job.locator(".lw-proc-badge")).to_have_text(["1 face", "faces blurred"])
+    await expect(job.locator(".lw-proc-blurred")).to_have_count(1)
+    preview = job.locator("details.lw-proc-preview")
+    await expect(preview.locator("summary")).to_have_text("OCR text")
+    await preview.locator("summary").click()
+    ocr = preview.locator("pre.lw-proc-ocr")
+    await expect(ocr).to_have_text(OCR_TEXT)  # as text: the markup in it made no element
+    assert await alice.css(".lw-proc img").count() == 0
+    await job.locator(".lw-proc-copy").click()
+    await expect(job.locator(".lw-proc-copy")).to_have_text("Copied")
+    assert await alice.page.evaluate("() => navigator.clipboard.readText()") == OCR_TEXT
     assert alice.errors == []
