@@ -264,6 +264,7 @@
     this.presence = new Map();
     this.typing = new Map();
     this.uploads = [];
+    this.atts = new Map(); // attachment id -> processing state (see "attachment processing")
     this.attempt = 0;
     this.seq = 0;
     this.lastTypingSent = 0;
@@ -755,6 +756,9 @@
       case "ack":
         this.settle(f.id);
         break;
+      case "attachment":
+        this.onAttachment(f);
+        break;
       case "command_result":
         this.note((f.ok ? "" : "⚠ ") + f.text, f.ok ? "info" : "error").classList.add("lw-command");
         break;
@@ -806,6 +810,10 @@
       this.oldest = null;
       this.requestHistory(null);
     }
+    // attachment frames are live only: whatever was in progress is read again from the hub
+    this.atts.forEach(function (st, id) {
+      if (self.busyHandlers(st)) self.refreshAttachment(id);
+    });
     // sends that were not acknowledged before the drop: the same id makes them idempotent
     this.outbox.forEach(function (frame) {
       self.sendOrHold(frame);
@@ -948,7 +956,10 @@
     if (m.text) body.appendChild(h("div", { class: "lw-text" }, [renderMarkdown(m.text)]));
     var label = extraLabel || (m.meta && m.meta.cancelled ? "Stopped" : m.meta && m.meta.error ? "Answer interrupted" : null);
     if (label) body.appendChild(h("div", { class: "lw-flag", text: label }));
-    if (m.attachments && m.attachments.length) body.appendChild(this.renderAttachments(m.attachments));
+    if (m.attachments && m.attachments.length) {
+      body.appendChild(this.renderAttachments(m.attachments));
+      body.appendChild(this.renderProcessing(m.attachments));
+    }
     el.appendChild(avatar(m.user));
     el.appendChild(body);
     return el;
@@ -985,6 +996,355 @@
       }
     });
     return box;
+  };
+
+  // ---------------------------------------------------------------- attachment processing
+
+  var PREVIEW_CHARS = 20000; // the preview shows this much of the extracted text; copy takes all
+  var BUSY = { queued: "Waiting to be processed…", running: "Processing…" };
+
+  /** Copy ``text``: the async clipboard API, else a hidden textarea and execCommand("copy"). */
+  function copyText(text) {
+    function fallback() {
+      var area = h("textarea", { readonly: true, "aria-hidden": "true" });
+      area.value = text;
+      area.style.cssText = "position:fixed;top:0;left:0;width:1px;height:1px;opacity:0";
+      document.body.appendChild(area);
+      area.select();
+      var ok = false;
+      try {
+        ok = document.execCommand("copy");
+      } catch (e) {
+        ok = false;
+      }
+      area.remove();
+      return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+    }
+    if (navigator.clipboard && navigator.clipboard.writeText) return navigator.clipboard.writeText(text).catch(fallback);
+    return fallback();
+  }
+
+  function plural(n, word) {
+    return n + " " + word + (n === 1 ? "" : "s");
+  }
+
+  /** What a result's ``data`` says worth a badge: pages, tables, faces (counts only). */
+  function resultFacts(data) {
+    var facts = [];
+    if (typeof data.pages === "number" && data.pages > 0) facts.push({ text: plural(data.pages, "page") });
+    var tables = Array.isArray(data.tables) ? data.tables.length : typeof data.tables === "number" ? data.tables : 0;
+    if (tables > 0) facts.push({ text: plural(tables, "table") });
+    var faces = data.faces && typeof data.faces === "object" ? data.faces : {};
+    var count = typeof data.faces === "number" ? data.faces : typeof faces.count === "number" ? faces.count : null;
+    if (count !== null) facts.push({ text: plural(count, "face") });
+    if (data.faces_blurred === true || faces.blurred === true || data.blurred === true) {
+      facts.push({ text: "faces blurred", cls: "lw-proc-blurred" });
+    }
+    return facts;
+  }
+
+  /** OCR text in a result's ``data`` (``ocr_text``, or ``ocr.text``), else "". */
+  function ocrText(data) {
+    if (typeof data.ocr_text === "string") return data.ocr_text;
+    if (data.ocr && typeof data.ocr === "object" && typeof data.ocr.text === "string") return data.ocr.text;
+    return "";
+  }
+
+  var PAGE_MARK = /^\s*<!--\s*page\s+(\d{1,6})\s*-->\s*$/i;
+  var HEADING = /^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$/;
+  var TABLE_ROW = /^\s{0,3}\|.*\|\s*$/;
+  var TABLE_RULE = /^\s{0,3}\|(\s*:?-{2,}:?\s*\|)+\s*$/;
+
+  function tableCells(line) {
+    var cells = [];
+    var cell = "";
+    var body = line.trim().slice(1, -1);
+    for (var i = 0; i < body.length; i++) {
+      if (body[i] === "\\" && body[i + 1] === "|") {
+        cell += "|";
+        i++;
+      } else if (body[i] === "|") {
+        cells.push(cell.trim());
+        cell = "";
+      } else cell += body[i];
+    }
+    cells.push(cell.trim());
+    return cells;
+  }
+
+  /** Extracted markdown as DOM: the message subset plus what documents carry (page marks,
+   * headings, tables), each cell and heading through ``inline``: text nodes, never HTML. */
+  function renderPreview(text) {
+    var frag = document.createDocumentFragment();
+    var lines = String(text).replace(/\r\n?/g, "\n").split("\n");
+    var rest = [];
+    var fence = null;
+    function flush() {
+      if (rest.length) frag.appendChild(renderMarkdown(rest.join("\n")));
+      rest = [];
+    }
+    for (var i = 0; i < lines.length; i++) {
+      var line = lines[i];
+      var open = /^\s{0,3}(```+|~~~+)/.exec(line);
+      if (fence) {
+        if (line.trim().indexOf(fence) === 0) fence = null;
+        rest.push(line);
+        continue;
+      }
+      if (open) {
+        fence = open[1];
+        rest.push(line);
+        continue;
+      }
+      var m;
+      if ((m = PAGE_MARK.exec(line))) {
+        flush();
+        frag.appendChild(h("div", { class: "lw-proc-page", text: "Page " + m[1] }));
+      } else if (line.length <= 500 && (m = HEADING.exec(line))) {
+        flush();
+        var head = h("div", { class: "lw-proc-h lw-proc-h" + m[1].length, role: "heading", "aria-level": String(m[1].length + 2) });
+        inline(m[2], head);
+        frag.appendChild(head);
+      } else if (TABLE_ROW.test(line)) {
+        flush();
+        var table = h("table", { class: "lw-proc-table" });
+        var first = true;
+        for (; i < lines.length && TABLE_ROW.test(lines[i]); i++) {
+          if (TABLE_RULE.test(lines[i])) continue;
+          var tr = h("tr");
+          tableCells(lines[i]).forEach(function (cell) {
+            var td = h(first ? "th" : "td");
+            inline(cell, td);
+            tr.appendChild(td);
+          });
+          table.appendChild(tr);
+          first = false;
+        }
+        i--;
+        frag.appendChild(h("div", { class: "lw-proc-scroll" }, [table]));
+      } else rest.push(line);
+    }
+    flush();
+    return frag;
+  }
+
+  /** The processing state of one attachment: its handlers' jobs, where it is shown. */
+  Widget.prototype.attState = function (id) {
+    var st = this.atts.get(id);
+    if (!st) {
+      st = { id: id, jobs: new Map(), stale: true, fetching: false, shown: false };
+      this.atts.set(id, st);
+    }
+    return st;
+  };
+
+  Widget.prototype.busyHandlers = function (st) {
+    return Array.from(st.jobs.values()).some(function (job) {
+      return !!BUSY[job.status];
+    });
+  };
+
+  /** An ``attachment`` frame: one handler's job went queued, running, done or failed. */
+  Widget.prototype.onAttachment = function (f) {
+    if (f.room !== this.room || typeof f.attachment !== "string" || typeof f.handler !== "string") return;
+    var st = this.attState(f.attachment);
+    st.jobs.set(f.handler, {
+      handler: f.handler,
+      status: String(f.status),
+      summary: f.summary || "",
+      error: f.error || "",
+      cached: !!f.cached,
+      joins: this.stats.joins,
+      result: null,
+    });
+    if (f.status === "done") this.refreshAttachment(f.attachment); // its text: from the results route
+    this.paintAttachment(f.attachment);
+  };
+
+  /** Read the stored results of an attachment (now if it is shown, else once it scrolls in). */
+  Widget.prototype.refreshAttachment = function (id) {
+    var self = this;
+    var st = this.attState(id);
+    st.stale = true;
+    if (!st.shown || st.fetching) return; // shown later: fetched then; fetching: again after
+    st.fetching = true;
+    st.stale = false;
+    var joins = this.stats.joins;
+    var url = this.hub + "/api/rooms/" + encodeURIComponent(this.room) + "/attachments/" + encodeURIComponent(id) + "/results";
+    fetch(url, { headers: this.token ? { Authorization: "Bearer " + this.token } : {} })
+      .then(function (resp) {
+        if (!resp.ok) throw new Error("results answered " + resp.status);
+        return resp.json();
+      })
+      .then(function (body) {
+        self.mergeResults(st, body && Array.isArray(body.results) ? body.results : [], joins);
+      })
+      .catch(function () {}) // the frames' summary and error still show
+      .then(function () {
+        st.fetching = false;
+        if (st.stale) self.refreshAttachment(id);
+        self.paintAttachment(id);
+      });
+  };
+
+  Widget.prototype.mergeResults = function (st, results, joins) {
+    results.forEach(function (r) {
+      if (!r || typeof r.handler !== "string" || (r.status !== "done" && r.status !== "failed")) return;
+      var job = st.jobs.get(r.handler);
+      // a job seen running on this connection is newer than what was stored before it
+      if (job && BUSY[job.status] && job.joins >= joins) return;
+      st.jobs.set(r.handler, {
+        handler: r.handler,
+        status: r.status,
+        summary: typeof r.summary === "string" ? r.summary : "",
+        error: typeof r.error === "string" ? r.error : "",
+        cached: job ? job.cached : false,
+        joins: joins,
+        result: r,
+      });
+    });
+  };
+
+  /** The processing boxes under a message's attachments (empty until there is news). */
+  Widget.prototype.renderProcessing = function (items) {
+    var self = this;
+    var box = h("div", { class: "lw-procs" });
+    items.forEach(function (a) {
+      if (!a || typeof a.id !== "string") return;
+      var el = h("div", { class: "lw-proc", "data-attachment": a.id, "aria-live": "polite", "aria-label": "Processing of " + a.name });
+      box.appendChild(el);
+      self.fillProcessing(el, self.atts.get(a.id));
+      self.watchAttachment(el, a.id);
+    });
+    return box;
+  };
+
+  /** Fetch an attachment's results when its box first comes into view (lazy for history). */
+  Widget.prototype.watchAttachment = function (el, id) {
+    var self = this;
+    var seen = function (attId) {
+      var st = self.attState(attId);
+      if (st.shown) return;
+      st.shown = true;
+      if (st.stale) self.refreshAttachment(attId);
+    };
+    if (typeof IntersectionObserver !== "function") {
+      seen(id);
+      return;
+    }
+    if (!this.attObserver) {
+      this.attObserver = new IntersectionObserver(function (entries) {
+        entries.forEach(function (entry) {
+          if (!entry.isIntersecting) return;
+          self.attObserver.unobserve(entry.target);
+          seen(entry.target.getAttribute("data-attachment"));
+        });
+      }, { root: this.log, rootMargin: "200px 0px" });
+    }
+    this.attObserver.observe(el);
+  };
+
+  Widget.prototype.paintAttachment = function (id) {
+    var self = this;
+    var st = this.atts.get(id);
+    var boxes = this.list.querySelectorAll('.lw-proc[data-attachment="' + CSS.escape(id) + '"]');
+    var stick = this.nearBottom();
+    Array.prototype.forEach.call(boxes, function (el) {
+      self.fillProcessing(el, st);
+    });
+    if (stick && boxes.length) this.scrollToBottom();
+  };
+
+  Widget.prototype.fillProcessing = function (el, st) {
+    var self = this;
+    var open = {}; // keep open previews open across repaints
+    Array.prototype.forEach.call(el.querySelectorAll("details[open]"), function (d) {
+      open[d.getAttribute("data-handler")] = true;
+    });
+    el.textContent = "";
+    if (!st) return;
+    Array.from(st.jobs.keys())
+      .sort()
+      .forEach(function (name) {
+        el.appendChild(self.renderJob(st.jobs.get(name), !!open[name]));
+      });
+  };
+
+  Widget.prototype.renderJob = function (job, open) {
+    var item = h("div", { class: "lw-proc-item lw-proc-" + job.status, "data-handler": job.handler, "data-status": job.status });
+    var tag = h("span", { class: "lw-proc-handler", text: job.handler });
+    if (BUSY[job.status]) {
+      item.setAttribute("aria-busy", "true");
+      item.appendChild(h("div", { class: "lw-proc-head" }, [h("span", { class: "lw-spinner", "aria-hidden": "true" }), h("span", { class: "lw-proc-state", text: BUSY[job.status] }), tag]));
+      return item;
+    }
+    if (job.status !== "done") {
+      item.appendChild(
+        h("div", { class: "lw-proc-head" }, [h("span", { class: "lw-proc-state", text: "Could not process:" }), h("span", { class: "lw-proc-error", text: job.error || "unknown error" }), tag])
+      );
+      return item;
+    }
+    var r = job.result || {};
+    var data = r.data && typeof r.data === "object" ? r.data : {};
+    var head = h("div", { class: "lw-proc-head" }, [h("span", { class: "lw-proc-summary", text: job.summary || "Processed" }), tag]);
+    item.appendChild(head);
+    var facts = resultFacts(data);
+    if (facts.length) {
+      item.appendChild(
+        h(
+          "div",
+          { class: "lw-proc-facts" },
+          facts.map(function (f) {
+            return h("span", { class: "lw-proc-badge " + (f.cls || ""), text: f.text });
+          })
+        )
+      );
+    }
+    var text = typeof r.markdown === "string" ? r.markdown : "";
+    var ocr = ocrText(data);
+    if (!text.trim() && !ocr.trim()) return item;
+    var body = h("div", { class: "lw-proc-body" });
+    var details = h("details", { class: "lw-proc-preview", "data-handler": job.handler }, [h("summary", { text: ocr && !text ? "OCR text" : "Preview" }), body]);
+    var filled = false;
+    var fill = function () {
+      if (filled) return;
+      filled = true;
+      if (text.trim()) {
+        // the safe markdown subset: DOM nodes and text only, never HTML
+        body.appendChild(h("div", { class: "lw-proc-text" }, [renderPreview(text.slice(0, PREVIEW_CHARS))]));
+        if (text.length > PREVIEW_CHARS) body.appendChild(h("div", { class: "lw-proc-more", text: "… the preview ends here; Copy text takes all of it" }));
+      }
+      if (ocr.trim() && ocr !== text) {
+        body.appendChild(h("div", { class: "lw-proc-label", text: "OCR text" }));
+        body.appendChild(h("pre", { class: "lw-proc-ocr", text: ocr.slice(0, PREVIEW_CHARS) }));
+      }
+    };
+    details.addEventListener("toggle", function () {
+      if (details.open) fill();
+    });
+    if (open) {
+      details.open = true;
+      fill();
+    }
+    var copy = h("button", { type: "button", class: "lw-proc-copy", "aria-label": "Copy the extracted text" }, ["Copy text"]);
+    var reset;
+    copy.addEventListener("click", function () {
+      clearTimeout(reset);
+      copyText(text.trim() ? text : ocr).then(
+        function () {
+          copy.textContent = "Copied";
+        },
+        function () {
+          copy.textContent = "Copy failed";
+        }
+      );
+      reset = setTimeout(function () {
+        copy.textContent = "Copy text";
+      }, 2500);
+    });
+    item.appendChild(details);
+    item.appendChild(h("div", { class: "lw-proc-actions" }, [copy]));
+    return item;
   };
 
   // ---------------------------------------------------------------- streamed answers
