@@ -212,3 +212,37 @@ def test_vision_plugin_has_an_entry_point_and_requirements():
         "lydian_plugins.vision.plugin"
     )
     assert vision.LYDIAN_REQUIREMENTS == ["tesseract"]
+
+
+def scanned_pdf() -> bytes:
+    """A two-page PDF of images only (no text layer), like a scanner makes."""
+    import io
+
+    first = render(TEXT).convert("RGB")
+    second = render(["Second page scanned", "Invoice number 815"]).convert("RGB")
+    out = io.BytesIO()
+    first.save(out, format="PDF", resolution=150, save_all=True, append_images=[second])
+    return out.getvalue()
+
+
+async def test_scanned_pdf_pages_are_read_by_ocr(server):
+    pytest.importorskip("pypdfium2")
+    import lydian_plugins.documents.plugin as documents
+
+    if "documents" not in server.hub.plugins.names():
+        await add_plugin(server, documents, "documents")
+    owner, alice = await setup_room(server, "scans", "documents")
+    pdf = await upload(server, "scans", "scan.pdf", scanned_pdf())
+    await send(alice, "scans", pdf, "s1")
+    assert await statuses(alice, pdf, "documents") == ["queued", "running", "done"]
+    stored = (await results(server, "scans", pdf))["documents"]
+    assert stored["status"] == "done", stored
+    assert stored["data"]["needs_ocr"] == [1, 2] and stored["data"]["ocr_pages"] == [1, 2]
+    assert "PDF, 2 pages, 2 scanned page(s) read by OCR" in stored["summary"], stored
+    markdown = stored["markdown"]
+    assert "OCR needed" not in markdown
+    first, second = markdown.split("<!-- page 2 -->")
+    assert " ".join(TEXT).split() == first.replace("<!-- page 1 -->", "").split()
+    assert second.split() == "Second page scanned Invoice number 815".split()
+    await owner.close()
+    await alice.close()
