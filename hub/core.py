@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
+import msgspec
 from litestar.exceptions import NotAuthorizedException
 from piccolo.table import Table
 
@@ -141,6 +142,7 @@ class Hub:
             self.spawn,
             max_jobs=settings.attachment_max_jobs,
             start_method=settings.attachment_start_method,
+            settings_for=self._attachment_settings,
         )
         self.revocations = Revocations(  # revoked token ids, the same on every replica
             store,
@@ -545,6 +547,15 @@ class Hub:
             for plugin, handler in self.plugins.items("lydian_attachment_handlers")
             if self.plugins.is_enabled(room, plugin)
         ]
+
+    def _attachment_settings(self, plugin: str, room: str) -> dict[str, Any]:
+        """A plugin's settings for a room as JSON types, for ``room_settings`` handlers."""
+        settings = self.plugins.settings_for(plugin, room)
+        if settings is None:
+            return {}
+        # through JSON: what the stored result keeps, compared when it could be reused
+        found: dict[str, Any] = msgspec.json.decode(msgspec.json.encode(settings))
+        return found
 
     async def _publish_attachment(self, room: str, event: AttachmentEvent) -> None:
         await self.rooms.publish_event(room, encode(event))

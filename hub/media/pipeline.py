@@ -64,6 +64,8 @@ class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
     size: int
     sha256: str
     room: str
+    settings: dict[str, Any] = {}
+    """The plugin's settings for ``room`` (JSON types), for handlers with ``room_settings``."""
     password: str | None = None
     """Only in the job a ``/password`` retry started (never stored, never logged)."""
 
@@ -107,6 +109,9 @@ class AttachmentHandler:
     memory_mb: int = 1024
     max_bytes: int = 50 * MiB
     description: str = ""
+    room_settings: bool = False
+    """``run`` gets the plugin's settings for the room in ``info.settings``; a stored result
+    is then reused only where the settings are the same (they are kept in its ``data``)."""
 
     def matches(self, media_type: str) -> bool:
         media_type = media_type.split(";", 1)[0].strip().lower()
@@ -131,6 +136,10 @@ def check_handler(handler: Any) -> str | None:
 HandlersFor = Callable[[str], list[tuple[str, AttachmentHandler]]]
 """``room -> [(plugin, handler)]``: the handlers that may run in a room."""
 Publish = Callable[[str, AttachmentEvent], Awaitable[None]]
+SettingsFor = Callable[[str, str], dict[str, Any]]
+"""``(plugin, room) -> settings`` as JSON types: for handlers with ``room_settings``."""
+SETTINGS_KEY = "settings"
+"""Where a ``room_settings`` handler's result keeps the settings it was made with."""
 Spawn = Callable[..., Any]
 
 
@@ -203,6 +212,7 @@ class AttachmentPipeline:
         *,
         max_jobs: int = 2,
         start_method: str = "forkserver",
+        settings_for: SettingsFor | None = None,
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(
@@ -215,6 +225,7 @@ class AttachmentPipeline:
         self.spawn = spawn
         self.slots = asyncio.Semaphore(max(1, max_jobs))
         self.start_method = start_method
+        self.settings_for = settings_for
         self.stats = PipelineStats()
         self._context: Any = None
         self._hashes: dict[str, str] = {}  # attachment id -> sha256 (uploads never change)
@@ -285,18 +296,25 @@ class AttachmentPipeline:
             for plugin, handler in handlers:
                 if not handler.matches(meta.media_type):
                     continue
+                job_info = info
+                if handler.room_settings and self.settings_for is not None:
+                    settings = self.settings_for(plugin, room)
+                    job_info = msgspec.structs.replace(info, settings=settings)
                 key = (digest, handler.name)
                 if key in self._inflight and password is None:  # being processed right now
                     queued.append(f"{attachment_id}:{handler.name}")
                     continue
                 if not force:
                     stored = await self.store.attachment_results(digest, handler.name)
-                    if stored:
+                    if stored and (
+                        not handler.room_settings
+                        or stored[0].data.get(SETTINGS_KEY) == job_info.settings
+                    ):
                         self.stats.cached += 1
                         await self._announce(info, handler.name, stored[0], cached=True)
                         continue
                 await self._event(info, handler.name, "queued")
-                task = self.spawn(self._job(plugin, handler, info), name=f"attachment:{key[1]}")
+                task = self.spawn(self._job(plugin, handler, job_info), name=f"attachment:{key[1]}")
                 self._inflight[key] = task
                 task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
                 queued.append(f"{attachment_id}:{handler.name}")
@@ -359,6 +377,8 @@ class AttachmentPipeline:
                 result.status = "done"
                 result.summary, result.markdown = out.summary, out.markdown
                 result.data, result.warnings = out.data, list(out.warnings)
+                if handler.room_settings:
+                    result.data = {**result.data, SETTINGS_KEY: info.settings}
             result.seconds = round(time.monotonic() - started, 3)
             await self._finish(info, handler, result)
 

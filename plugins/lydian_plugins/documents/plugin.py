@@ -9,10 +9,14 @@ act on the room's attachments (``commands.py``). An encrypted PDF fails with "pa
 required"; its uploader (or an admin) then gives it with ``/password ATTACHMENT_ID PASSWORD``
 or ``POST /api/rooms/{room}/attachments/{id}/password``, which runs this handler again with
 ``info.password`` for that job only.
+Scanned pages (no text layer) are rendered and read by OCR with the vision library when it
+is installed.
 """
 
 from __future__ import annotations
 
+import io
+import time
 from typing import Any
 
 from hub.sdk import (
@@ -47,6 +51,10 @@ NAME = "documents"
 TIMEOUT = 120.0
 MEMORY_MB = 2048
 MAX_BYTES = 50 * 1024 * 1024
+OCR_MAX_PAGES = 20
+OCR_DPI = 300
+OCR_MAX_SIDE = 4_000  # pixels: a page larger than A3 is rendered below OCR_DPI
+NO_TEXT = "*(no text layer: OCR needed)*\n"
 MEDIA_TYPES = (PDF, DOCX, XLSX, PPTX, CSV, HTML, MARKDOWN, TEXT)
 LABELS = {PDF: "PDF", DOCX: "DOCX", XLSX: "XLSX", PPTX: "PPTX", CSV: "CSV", HTML: "HTML"}
 CHUNK_TOKENS = 400
@@ -58,6 +66,7 @@ MAX_CHUNKS = 2000
 
 def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
     """Extract one file (in the pipeline's child process); typed errors become clear ones."""
+    started = time.monotonic()
     limits = Limits(max_bytes=MAX_BYTES, max_seconds=TIMEOUT - 10)
     try:
         document = extract(
@@ -75,15 +84,22 @@ def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
         ) from None
     except DocumentError as exc:
         raise HandlerError(exc.message) from None
+    markdown, read, warnings = document.markdown, {}, list(document.warnings)
+    if document.media_type == PDF and document.needs_ocr:
+        markdown, read, more = ocr_scanned(data, document, deadline=started + TIMEOUT - 15)
+        warnings.extend(more)
     fields = details(document)
-    warnings = list(document.warnings)
+    fields["ocr_pages"] = sorted(read)
     chunks = chunks_for(document, info)
     if len(chunks) > MAX_CHUNKS:
         warnings.append(f"only the first {MAX_CHUNKS} of {len(chunks)} chunks are kept")
         chunks = chunks[:MAX_CHUNKS]
     fields["chunks"] = chunks
     return HandlerResult(
-        summary=summary(document), markdown=document.markdown, data=fields, warnings=warnings
+        summary=summary(document, ocr_pages=len(read), markdown=markdown),
+        markdown=markdown,
+        data=fields,
+        warnings=warnings,
     )
 
 
@@ -111,8 +127,60 @@ def chunks_for(document: Document, info: AttachmentInfo) -> list[dict[str, Any]]
     ]
 
 
-def summary(document: Document) -> str:
-    """One line for the room: kind, size, tables, outline, words."""
+def ocr_scanned(
+    data: bytes, document: Document, *, deadline: float
+) -> tuple[str, dict[int, str], list[str]]:
+    """The markdown with the scanned pages' text read by OCR, the text per page read, and
+    warnings. Uses the vision library's ``ocr`` (Tesseract, orientation corrected, one
+    thread) when it is installed: a library call, not the vision plugin (which need not be
+    enabled here); at most :data:`OCR_MAX_PAGES` pages, within the handler's time."""
+    try:
+        from lydian_plugins.vision import VisionError, ocr
+    except ImportError:
+        return (
+            document.markdown,
+            {},
+            [
+                "scanned pages were not read: OCR needs the vision extra "
+                "(pip install 'lydian-hub[vision]') and Tesseract"
+            ],
+        )
+    import pypdfium2 as pdfium  # type: ignore[import-untyped]
+
+    markdown, read, warnings = document.markdown, {}, []
+    pages = document.needs_ocr
+    pdf = pdfium.PdfDocument(data)
+    try:
+        for number in pages[:OCR_MAX_PAGES]:
+            if time.monotonic() > deadline:
+                warnings.append(f"OCR stopped at page {number}: out of time")
+                break
+            page = pdf[number - 1]
+            width, height = page.get_size()  # points
+            scale = min(OCR_DPI / 72, OCR_MAX_SIDE / max(width, height, 1))
+            image = page.render(scale=scale, grayscale=True).to_pil()
+            png = io.BytesIO()
+            image.save(png, format="PNG", compress_level=1)
+            try:
+                text = ocr(png.getvalue()).text
+            except VisionError as exc:
+                warnings.append(f"page {number}: OCR failed: {exc}")
+                if exc.code in ("missing_tool", "missing_language"):
+                    break
+                continue
+            read[number] = text
+            marker = f"<!-- page {number} -->\n\n"
+            shown = f"{text}\n" if text else "*(scanned page: no text found)*\n"
+            markdown = markdown.replace(marker + NO_TEXT, marker + shown, 1)
+    finally:
+        pdf.close()
+    if len(pages) > OCR_MAX_PAGES:
+        warnings.append(f"only the first {OCR_MAX_PAGES} of {len(pages)} scanned pages were read")
+    return markdown, read, warnings
+
+
+def summary(document: Document, *, ocr_pages: int = 0, markdown: str | None = None) -> str:
+    """One line for the room: kind, size, tables, outline, scanned pages, words."""
     parts = [LABELS.get(document.media_type, "text")]
     if document.pages:
         n = len(document.pages)
@@ -122,9 +190,11 @@ def summary(document: Document) -> str:
         parts.append(f"{n} table{'s' * (n != 1)}")
     if document.outline:
         parts.append(f"outline of {len(document.outline)}")
-    if scanned := document.needs_ocr:
-        parts.append(f"{len(scanned)} scanned page(s) without text")
-    words = len(document.markdown.split())
+    if ocr_pages:
+        parts.append(f"{ocr_pages} scanned page(s) read by OCR")
+    if unread := len(document.needs_ocr) - ocr_pages:
+        parts.append(f"{unread} scanned page(s) without text")
+    words = len((document.markdown if markdown is None else markdown).split())
     parts.append(f"{words:,} words")
     return ", ".join(parts)
 

@@ -6,9 +6,8 @@ attachment pipeline's process pool. Hostile input gets typed errors (:class:`Bad
 :class:`LimitExceeded`, :class:`MissingTool`, :class:`MissingLanguage`), and image
 dimensions are checked from the header before any pixel is decoded.
 
-Not a registered plugin yet, on purpose: there is no entry point. The lead wires these
-functions as ``lydian_attachment_handlers`` once the attachment pipeline (jobs, process
-pool, storage by content hash, ``attachment`` events) exists on ``hub.sdk``.
+The plugin is :mod:`.plugin` (entry point ``vision``): these functions as the ``ocr``,
+``faces`` and ``moderation`` attachment handlers.
 
 Needs the ``vision`` extra (``pip install 'lydian-hub[vision]'``) and, for OCR, Debian's
 ``tesseract-ocr`` plus a ``tesseract-ocr-LANG`` package per language.
@@ -33,7 +32,7 @@ from .models import (
 from .moderation import decide_moderation, moderate
 from .ocr import installed_languages, ocr
 
-# checked by ``lydian doctor`` once the plugin is registered; faces and moderation need none
+# checked by ``lydian doctor`` (through .plugin); faces and moderation need none
 LYDIAN_REQUIREMENTS = ["tesseract"]
 
 __all__ = [

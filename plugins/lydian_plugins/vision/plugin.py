@@ -1,0 +1,205 @@
+"""The vision library as attachment handlers: ``ocr``, ``faces`` and ``moderation`` on images.
+
+Enable it in a room with ``/plugins enable vision``; from then on every PNG, JPEG, GIF, WebP,
+BMP or TIFF image a message carries there is read (Tesseract), searched for faces (counts and
+boxes only, never who) and scored for sexual content, each in its own child process. What a
+room wants is in the plugin's settings (``[plugins.vision]``, overridable per room in
+``[plugins.vision.rooms.ROOM]``): the OCR languages, whether a faces-blurred copy is made,
+and the moderation policy. Every handler gets these settings (``room_settings``): a result
+is reused only in rooms with the same settings, and records the ones it was made with.
+
+Derived copies (faces blurred, or the whole image under a ``blur`` policy) are kept in the
+result's ``data`` (``blurred``: media type, size, base64), up to :data:`MAX_DERIVED_BYTES`.
+The hub does not serve them in place of the original yet, nor hide a refused original: the
+decision is recorded in the result, and shown to the room in its summary.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from hub.sdk import (
+    AttachmentHandler,
+    AttachmentInfo,
+    HandlerError,
+    HandlerResult,
+    PerRoom,
+    hookimpl,
+)
+
+from . import LYDIAN_REQUIREMENTS as _REQUIRED
+from .errors import MissingLanguage, VisionError
+from .faces import blur_faces, blur_image, detect_faces
+from .models import ImageLimits, ModerationPolicy
+from .moderation import decide_moderation, moderate
+from .ocr import ocr
+
+LYDIAN_REQUIREMENTS = list(_REQUIRED)  # ``lydian doctor`` reads it here, on the plugin module
+MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff")
+LIMITS = ImageLimits(timeout=45.0)  # one Tesseract run; OCR makes up to three
+MAX_BYTES = LIMITS.max_bytes
+MAX_DERIVED_BYTES = 8 * 1024 * 1024
+"""A derived (blurred) copy larger than this is not kept; the result says so."""
+
+Language = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+
+
+class VisionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[plugins.vision]``; every field may be overridden per room."""
+
+    languages: Annotated[tuple[Language, ...], msgspec.Meta(min_length=1), PerRoom] = ("eng",)
+    blur_faces: Annotated[bool, PerRoom] = False
+    moderation_action: Annotated[Literal["flag", "blur", "refuse"], PerRoom] = "flag"
+    moderation_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0), PerRoom] = 0.8
+
+
+def settings_of(info: AttachmentInfo) -> VisionSettings:
+    """The room's settings the hub handed the job (defaults if none)."""
+    try:
+        return msgspec.convert(info.settings, VisionSettings)
+    except msgspec.ValidationError as exc:
+        raise HandlerError(f"invalid vision settings: {exc}") from None
+
+
+def derived(image: bytes, media_type: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """A derived copy as result data, or a warning when it is too large to keep."""
+    if len(image) > MAX_DERIVED_BYTES:
+        return None, [
+            f"the blurred copy ({len(image):,} bytes) is larger than {MAX_DERIVED_BYTES:,} "
+            "bytes and was not kept"
+        ]
+    encoded = base64.b64encode(image).decode()
+    return {"media_type": media_type, "size": len(image), "base64": encoded}, []
+
+
+def run_ocr(data: bytes, info: AttachmentInfo) -> HandlerResult:
+    """Read the image's text in the room's languages (orientation corrected)."""
+    settings = settings_of(info)
+    try:
+        read = ocr(data, languages=settings.languages, limits=LIMITS)
+    except MissingLanguage as exc:
+        raise HandlerError(str(exc)) from None
+    except VisionError as exc:
+        raise HandlerError(str(exc)) from None
+    words = len(read.text.split())
+    langs = "+".join(read.languages)
+    if words:
+        summary = f"OCR ({langs}): {words} words, {read.mean_confidence:.0%} confidence"
+    else:
+        summary = f"OCR ({langs}): no text found"
+    if read.rotation:
+        summary += f", turned {read.rotation}°"
+    return HandlerResult(
+        summary=summary,
+        markdown=read.text,
+        data={
+            "languages": list(read.languages),
+            "words": words,
+            "mean_confidence": round(read.mean_confidence, 4),
+            "orientation": read.orientation,
+            "rotation": read.rotation,
+            "width": read.width,
+            "height": read.height,
+        },
+    )
+
+
+def run_faces(data: bytes, info: AttachmentInfo) -> HandlerResult:
+    """Count and box the faces; a blurred copy when the room asks for one."""
+    settings = settings_of(info)
+    try:
+        found = detect_faces(data, limits=LIMITS)
+        copy, warnings = None, []
+        if settings.blur_faces and found.count:
+            copy, warnings = derived(blur_faces(data, found.boxes, limits=LIMITS), info.media_type)
+    except VisionError as exc:
+        raise HandlerError(str(exc)) from None
+    summary = f"{found.count} face{'s' * (found.count != 1)}"
+    if copy is not None:
+        summary += ", blurred copy made"
+    return HandlerResult(
+        summary=summary,
+        data={
+            "count": found.count,
+            "boxes": [list(msgspec.to_builtins(b)) for b in found.boxes],
+            "width": found.width,
+            "height": found.height,
+            "blurred": copy,
+        },
+        warnings=warnings,
+    )
+
+
+def run_moderation(data: bytes, info: AttachmentInfo) -> HandlerResult:
+    """Score the image and decide under the room's policy (allow, flag, blur or refuse)."""
+    settings = settings_of(info)
+    policy = ModerationPolicy(
+        action=settings.moderation_action, threshold=settings.moderation_threshold
+    )
+    try:
+        scored = moderate(data, limits=LIMITS)
+        decision = decide_moderation(policy, scored)
+        copy, warnings = None, []
+        if decision.action == "blur":
+            copy, warnings = derived(blur_image(data, limits=LIMITS), info.media_type)
+    except VisionError as exc:
+        raise HandlerError(str(exc)) from None
+    summary = f"{scored.label} (score {scored.score:.2f})"
+    if decision.action != "allow":
+        verb = {"flag": "flagged", "blur": "blurred", "refuse": "refused"}[decision.action]
+        summary = f"{verb} by the room's policy: {summary} at or above {decision.threshold:.2f}"
+    return HandlerResult(
+        summary=summary,
+        data={
+            "score": round(scored.score, 6),
+            "label": scored.label,
+            "model": scored.model,
+            "policy": {"action": policy.action, "threshold": policy.threshold},
+            "decision": decision.action,
+            "blurred": copy,
+        },
+        warnings=warnings,
+    )
+
+
+@hookimpl
+def lydian_plugin_settings() -> type[msgspec.Struct]:
+    return VisionSettings
+
+
+@hookimpl
+def lydian_attachment_handlers() -> list[AttachmentHandler]:
+    common: dict[str, Any] = {
+        "media_types": MEDIA_TYPES,
+        "max_bytes": MAX_BYTES,
+        "room_settings": True,
+    }
+    return [
+        AttachmentHandler(
+            name="ocr",
+            run=run_ocr,
+            timeout=150.0,
+            memory_mb=1536,
+            description="the text of an image (Tesseract, orientation corrected)",
+            **common,
+        ),
+        AttachmentHandler(
+            name="faces",
+            run=run_faces,
+            timeout=60.0,
+            memory_mb=1536,
+            description="face count and boxes (never identities); a blurred copy if asked",
+            **common,
+        ),
+        AttachmentHandler(
+            name="moderation",
+            run=run_moderation,
+            timeout=60.0,
+            memory_mb=2048,
+            description="sexual-content score and label; the room's flag/blur/refuse policy",
+            **common,
+        ),
+    ]
