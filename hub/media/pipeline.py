@@ -146,11 +146,19 @@ Spawn = Callable[..., Any]
 # ------------------------------------------------------------------ the child process
 
 
+STARTED = b"!"
+"""A child's first message: it runs (interpreter started, handler unpickled)."""
+START_TIMEOUT = 60.0
+"""Seconds a child may take to start (``spawn`` imports the hub; a busy machine is slow)
+before the job fails; the handler's own ``timeout`` starts once it runs."""
+
+
 def _child(conn: Connection, run: RunFunction, path: str, info: AttachmentInfo, mb: int) -> None:
     """A job's child process: cap memory, read the file, run the handler, send the result."""
     import resource
 
     try:
+        conn.send_bytes(STARTED)  # the handler's timeout counts from here, not process start
         resource.setrlimit(resource.RLIMIT_AS, (mb * MiB, mb * MiB))
         data = Path(path).read_bytes()
         result = run(data, info)
@@ -427,11 +435,17 @@ class AttachmentPipeline:
         self._children.add(proc)
         try:
             try:
-                await asyncio.wait_for(_readable(reader.fileno()), handler.timeout)
+                await asyncio.wait_for(_readable(reader.fileno()), START_TIMEOUT)
             except TimeoutError:
-                raise JobFailed(f"timed out after {handler.timeout:g} s") from None
+                raise JobFailed(f"the handler did not start within {START_TIMEOUT:g} s") from None
             try:
                 raw = reader.recv_bytes()
+                if raw == STARTED:
+                    try:
+                        await asyncio.wait_for(_readable(reader.fileno()), handler.timeout)
+                    except TimeoutError:
+                        raise JobFailed(f"timed out after {handler.timeout:g} s") from None
+                    raw = reader.recv_bytes()
             except (EOFError, OSError):
                 await self._reap(proc)
                 raise JobFailed(self._crash_reason(proc, handler)) from None
