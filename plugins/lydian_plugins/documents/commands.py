@@ -77,34 +77,42 @@ def shown(text: str, attachment: Attachment, what: str, room: str) -> str:
     )
 
 
-async def extract_command(ctx: CommandContext, args: dict[str, Any]) -> str:
+async def _done_result(
+    ctx: CommandContext, args: dict[str, Any], handler: str, missing: str
+) -> tuple[Attachment, AttachmentResult]:
+    """The attachment named (or the room's last) and its finished ``handler`` result; a clear
+    error (``{name}: `` + ``missing``) when there is none, the failure when it failed."""
     hub = ctx.hub
     assert hub is not None
     attachment = await find_attachment(hub, ctx.room, args.get("attachment"))
-    result = await result_of(hub, attachment, HANDLER)
+    result = await result_of(hub, attachment, handler)
     if result is None:
-        raise CommandError(
-            f"{attachment.name}: not extracted (is the documents plugin enabled here? "
-            "/plugins enable documents, then POST .../process to extract existing files)"
-        )
+        raise CommandError(f"{attachment.name}: {missing}")
     if result.status != "done":
         raise _failed(attachment, result)
+    return attachment, result
+
+
+async def extract_command(ctx: CommandContext, args: dict[str, Any]) -> str:
+    attachment, result = await _done_result(
+        ctx,
+        args,
+        HANDLER,
+        "not extracted (is the documents plugin enabled here? /plugins enable documents, "
+        "then POST .../process to extract existing files)",
+    )
     text = shown(result.markdown, attachment, "text", ctx.room)
     return f"{attachment.name} ({result.summary}):\n\n{text or '(no text)'}"
 
 
 async def ocr_command(ctx: CommandContext, args: dict[str, Any]) -> str:
-    hub = ctx.hub
-    assert hub is not None
-    attachment = await find_attachment(hub, ctx.room, args.get("attachment"))
-    result = await result_of(hub, attachment, OCR_HANDLER)
-    if result is None:
-        raise CommandError(
-            f"{attachment.name}: no OCR result: enable the vision plugin "
-            "(/plugins enable vision), then have the file processed again"
-        )
-    if result.status != "done":
-        raise _failed(attachment, result)
+    attachment, result = await _done_result(
+        ctx,
+        args,
+        OCR_HANDLER,
+        "no OCR result: enable the vision plugin (/plugins enable vision), then have the file "
+        "processed again",
+    )
     text = shown(result.markdown, attachment, "OCR text", ctx.room)
     return f"{attachment.name}, OCR:\n\n{text or '(no text found)'}"
 
