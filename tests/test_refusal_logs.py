@@ -54,8 +54,12 @@ async def test_300_refused_requests_add_little_log(tmp_path):
     access_lines = [line for line in lines if '" 40' in line and "HTTP/1.1" in line]
     assert len(access_lines) == 300  # uvicorn's one access line per request at info
     assert 2 <= len(refusal_lines) <= 10, refusal_lines  # the hub's own: first of each kind
-    assert len(lines) < 300 + 30, len(lines)
-    assert len(output.encode()) < 60 * 1024, len(output.encode())
+    # what the requests added: from the first refused request's line to the last (start-up
+    # and shutdown lines depend on how many plugins are installed, not on the refusals)
+    is_refused = [i for i, line in enumerate(lines) if line in access_lines]
+    during = lines[is_refused[0] : is_refused[-1] + 1]
+    assert len(during) < 300 + 10, len(during)
+    assert len("\n".join(during).encode()) < 50 * 1024, len("\n".join(during).encode())
 
 
 def test_repeats_are_summed_up_after_the_window(caplog):
