@@ -8,6 +8,7 @@ real. Nothing explicit is shipped or generated: moderation is checked on benign 
 from __future__ import annotations
 
 import difflib
+import importlib
 import io
 import multiprocessing
 import os
@@ -160,16 +161,35 @@ def test_ocr_reads_german_umlauts_with_the_german_pack():
     assert accuracy(both.text, GERMAN) >= 0.95, both.text
 
 
-@pytest.mark.parametrize(("turn", "correction"), [(90, 90), (180, 180), (270, 270)])
+@pytest.mark.parametrize(("turn", "correction"), [(90, 90), (180, 180)])
 def test_ocr_detects_and_corrects_page_orientation(turn: int, correction: int):
     page = render(ENGLISH)
     turned = page.rotate(turn, expand=True)  # Pillow turns counter-clockwise
+    assert ocr(encoded(turned), detect_orientation=False).mean_confidence < 0.8  # reads badly
     result = ocr(encoded(turned))
     assert result.rotation == correction  # clockwise degrees applied
     assert result.orientation == (360 - correction) % 360
     assert result.orientation_confidence >= 2.0
     assert (result.width, result.height) == page.size
     assert accuracy(result.text, ENGLISH) >= 0.95, result.text
+
+
+def test_a_page_that_reads_well_as_it_came_skips_orientation_detection(monkeypatch):
+    """Tesseract reads text turned 270 degrees (lines running bottom to top) by itself: the
+    first reading is confident, so no orientation detection runs and nothing is turned."""
+    ocr_module = importlib.import_module("lydian_plugins.vision.ocr")  # the package exports
+    # a function of the same name
+
+    def no_osd(*args, **kwargs):
+        raise AssertionError("orientation detection ran")
+
+    monkeypatch.setattr(ocr_module, "_detect_orientation", no_osd)
+    page = render(ENGLISH)
+    for image in (page, page.rotate(270, expand=True)):
+        result = ocr(encoded(image))
+        assert (result.rotation, result.orientation, result.orientation_confidence) == (0, 0, 0)
+        assert (result.width, result.height) == image.size
+        assert accuracy(result.text, ENGLISH) >= 0.95, result.text
 
 
 def test_ocr_without_orientation_detection_misreads_a_turned_page():
@@ -224,11 +244,13 @@ def test_tesseract_runs_with_one_openmp_thread(tmp_path, monkeypatch):
     monkeypatch.setattr(pt, "tesseract_cmd", str(probe))
     monkeypatch.delenv("OMP_THREAD_LIMIT", raising=False)
     page = encoded(render(ENGLISH[:2]))
+    turned = encoded(render(ENGLISH).rotate(90, expand=True))
 
-    result = ocr(page)
-    assert accuracy(result.text, ENGLISH[:2]) >= 0.95
+    assert accuracy(ocr(page).text, ENGLISH[:2]) >= 0.95
+    result = ocr(turned)
+    assert result.rotation == 90 and accuracy(result.text, ENGLISH) >= 0.95
     runs = seen.read_text().split()
-    assert len(runs) >= 3  # --list-langs, orientation, recognition
+    assert len(runs) >= 5  # --list-langs, recognition; recognition, orientation, recognition
     assert set(runs[1:]) == {"1"}
     assert "OMP_THREAD_LIMIT" not in os.environ  # set for Tesseract only
 

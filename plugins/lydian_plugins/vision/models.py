@@ -76,7 +76,8 @@ class OcrResult(msgspec.Struct, frozen=True, kw_only=True):
 
     ``orientation`` is the page orientation Tesseract detected (degrees counter-clockwise the
     text is turned) and ``rotation`` the clockwise rotation applied to correct it (0 when
-    detection was off, unsure or impossible: ``orientation_confidence`` says which).
+    detection was off, not needed because the image read well as it came, unsure or
+    impossible; ``orientation_confidence`` is 0.0 when it did not run).
     ``width``/``height`` and every box refer to the corrected image. ``mean_confidence`` is
     0..1 over the recognised words (0.0 when there are none).
     """
