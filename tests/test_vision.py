@@ -49,6 +49,7 @@ from lydian_plugins.vision import (
 )
 from lydian_plugins.vision.errors import debian_package
 from lydian_plugins.vision.faces import grow
+from lydian_plugins.vision.ocr import band_cut
 
 FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
 ENGLISH = [
@@ -222,6 +223,54 @@ def test_ocr_boxes_match_the_rendered_lines():
         words = [w.text for w in result.words if w.line == i]
         assert " ".join(words) == line.text
     assert accuracy(" ".join(line.text for line in result.lines), ENGLISH) >= 0.95
+
+
+def big_page(lines: list[str], *, size: int = 32, columns: int = 1) -> Image.Image:
+    """``lines`` rendered onto a 2,400 x 2,000 page (above the banding threshold), in one
+    column or side by side in several."""
+    page = Image.new("L", (2400, 2000), 255)
+    column = render(lines, size=size)
+    for i in range(columns):
+        page.paste(column, (40 + i * (column.width + 80), 40))
+    return page
+
+
+def test_a_large_page_is_read_in_two_bands_cut_between_lines(monkeypatch):
+    ocr_module = importlib.import_module("lydian_plugins.vision.ocr")
+    bands: list[tuple[int, int]] = []
+    real = ocr_module._recognise
+
+    def spy(img, lang, limits):
+        bands.append(img.size)
+        return real(img, lang, limits)
+
+    monkeypatch.setattr(ocr_module, "_recognise", spy)
+    lines = ENGLISH * 3
+    page = big_page(lines)
+    cut = band_cut(page)
+    assert cut is not None
+    row, _ = cut
+    assert 0.3 * page.height <= row <= 0.7 * page.height
+    assert page.crop((0, row, page.width, row + 1)).getextrema() == (255, 255)  # no glyph
+
+    result = ocr(encoded(page), boxes=True)
+    assert sorted(bands) == sorted([(page.width, row), (page.width, page.height - row)])
+    assert accuracy(result.text, lines) >= 0.95, result.text
+    assert result.lines is not None and result.words is not None
+    assert len(result.lines) == len(lines)
+    tops = [line.box.top for line in result.lines]
+    assert tops == sorted(tops)  # page coordinates, in reading order across the cut
+    step = int(32 * 1.6)
+    for i, line in enumerate(result.lines):
+        assert abs(line.box.top - (80 + i * step)) <= step // 2
+        assert " ".join(w.text for w in result.words if w.line == i) == line.text
+
+
+def test_pages_with_columns_small_images_and_blank_pages_are_read_whole():
+    assert band_cut(big_page(ENGLISH * 12, size=20)) is not None
+    assert band_cut(big_page(ENGLISH * 12, size=20, columns=2)) is None  # reading order
+    assert band_cut(render(ENGLISH)) is None  # below the size threshold
+    assert band_cut(Image.new("L", (2400, 2000), 255)) is None
 
 
 def test_ocr_on_an_image_without_text_is_empty_not_an_error():

@@ -10,13 +10,16 @@ better than OpenMP does.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import NamedTuple, NoReturn
 
+import numpy as np
 from PIL import Image
 
 from .errors import LimitExceeded, MissingLanguage, MissingTool, VisionError
@@ -33,6 +36,8 @@ except ImportError:  # pragma: no cover - the optional extra is missing
 MIN_ORIENTATION_CONFIDENCE = 2.0  # below this Tesseract's OSD guess is not acted upon
 SURE_ORIENTATION_CONFIDENCE = 8.0  # below this a turn is kept only if it reads better
 UPRIGHT_CONFIDENCE = 0.8  # a first reading this confident needs no orientation detection
+BAND_MIN_PIXELS = 4_000_000  # pages this large are read in bands (a 300-dpi A4 page: 8.7 Mpx)
+BAND_SCALE = 4  # the layout is looked at on a copy scaled down this many times
 OSD_MAX_SIDE = 3_000  # orientation is detected on a copy scaled down to this longest side
 _LANGUAGE = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _CORRECTION = {  # OSD's clockwise correction -> Pillow transpose
@@ -245,6 +250,79 @@ def _recognise(img: Image.Image, lang: str, limits: ImageLimits) -> _Reading:
     return _Reading(text.replace("\x0c", "").strip(), lines, words, mean)
 
 
+def _blank_runs(ink: np.ndarray) -> list[tuple[int, int]]:
+    """(start, end) of the runs of zeros in a 1-D ink profile."""
+    blank = np.concatenate(([False], ink == 0, [False]))
+    edges = np.flatnonzero(np.diff(blank.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+def band_cut(img: Image.Image) -> tuple[int, bool] | None:
+    """Where a page may be cut in two for reading in parallel: ``(row, paragraph)``, a row
+    with no ink between two text lines (``paragraph`` when the gap is taller than the gaps
+    between lines), or ``None`` when the page is small, has columns (a blank vertical strip
+    inside the text: cutting would change the reading order) or no gap near its middle."""
+    if img.width * img.height < BAND_MIN_PIXELS or (os.cpu_count() or 1) < 2:
+        return None
+    small = img.reduce(BAND_SCALE)
+    ink = np.asarray(small, dtype=np.uint8) < 128
+    rows, cols = ink.sum(axis=1), ink.sum(axis=0)
+    inked = np.flatnonzero(cols)
+    if inked.size == 0:
+        return None
+    inner = [(a, b) for a, b in _blank_runs(cols) if a > inked[0] and b <= inked[-1]]
+    if any(b - a >= max(3, small.width // 100) for a, b in inner):
+        return None  # columns, or a table: read as one
+    gaps = [(a, b) for a, b in _blank_runs(rows) if a > 0 and b < small.height]
+    if not gaps:
+        return None
+    usual = float(np.median([b - a for a, b in gaps]))
+    middle = [(a, b) for a, b in gaps if 0.3 * small.height <= (a + b) / 2 <= 0.7 * small.height]
+    if not middle:
+        return None
+    # the tallest gap near the middle (a paragraph break), then the one nearest the middle
+    a, b = max(middle, key=lambda g: (g[1] - g[0], -abs((g[0] + g[1]) / 2 - small.height / 2)))
+    return ((a + b) // 2) * BAND_SCALE, (b - a) > 1.5 * usual
+
+
+def _shifted(read: _Reading, dy: int, first_line: int) -> _Reading:
+    """A band's reading with its boxes moved to page coordinates."""
+
+    def move(box: Box) -> Box:
+        return Box(box.left, box.top + dy, box.width, box.height)
+
+    lines = tuple(
+        OcrLine(text=line.text, confidence=line.confidence, box=move(line.box))
+        for line in read.lines
+    )
+    words = tuple(
+        OcrWord(text=w.text, confidence=w.confidence, box=move(w.box), line=w.line + first_line)
+        for w in read.words
+    )
+    return _Reading(read.text, lines, words, read.mean)
+
+
+def _read_page(img: Image.Image, lang: str, limits: ImageLimits) -> _Reading:
+    """Read ``img``; a large single-column page in two bands at once, one Tesseract process
+    each (two cores for one page without OpenMP's busy-waiting threads)."""
+    cut = band_cut(img)
+    if cut is None:
+        return _recognise(img, lang, limits)
+    row, paragraph = cut
+    bands = [img.crop((0, 0, img.width, row)), img.crop((0, row, img.width, img.height))]
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="lydian-ocr") as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, _recognise, band, lang, limits)
+            for band in bands
+        ]
+        top, bottom = (f.result() for f in futures)
+    bottom = _shifted(bottom, row, len(top.lines))
+    words = top.words + bottom.words
+    mean = sum(w.confidence for w in words) / len(words) if words else 0.0
+    text = ("\n\n" if paragraph else "\n").join(t for t in (top.text, bottom.text) if t)
+    return _Reading(text, top.lines + bottom.lines, words, mean)
+
+
 def ocr(
     image_bytes: bytes,
     *,
@@ -276,12 +354,12 @@ def ocr(
     img = flatten(load_image(image_bytes, limits=limits), "L")
     with tesseract_threads(threads):
         orientation, confidence, rotation = 0, 0.0, 0
-        read = _recognise(img, lang, limits)
+        read = _read_page(img, lang, limits)
         if detect_orientation and not _reads_upright(read):
             orientation, confidence = _detect_orientation(img, limits)
             if orientation and confidence >= MIN_ORIENTATION_CONFIDENCE:
                 turn = (360 - orientation) % 360
-                turned = _recognise(img.transpose(_CORRECTION[turn]), lang, limits)
+                turned = _read_page(img.transpose(_CORRECTION[turn]), lang, limits)
                 # a sure guess is followed; an unsure one (little text) only if the turned
                 # image reads better: a wrong turn reads as few, low-confidence fragments
                 if confidence >= SURE_ORIENTATION_CONFIDENCE or turned.score > read.score:
@@ -301,4 +379,4 @@ def ocr(
     )
 
 
-__all__ = ["installed_languages", "ocr", "tesseract_threads"]
+__all__ = ["band_cut", "installed_languages", "ocr", "tesseract_threads"]
