@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from lydian_plugins.assistant.files import INSTRUCTION, rank, select
+from lydian_plugins.assistant.files import INSTRUCTION, PENDING, rank, select
+from tests.attachment_handlers import ProbePlugin
 from tests.documents_support import PageFlow, make_pdf
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.plugin_support import add_plugin, command, frame_where
@@ -129,6 +130,92 @@ async def test_the_agent_gets_the_relevant_page_with_its_citation(make_server):
             system = system_text(fake.chat_requests()[-1].body)
             assert "[handbook.pdf, p. 5]\n" in system and FERRY in system
             assert LEASE not in system
+            await owner.close()
+            await alice.close()
+
+
+async def test_a_question_sent_with_its_pdf_waits_for_the_extraction(make_server):
+    """The PDF and the question in one message: the jobs start with the message, and the
+    assistant waits for them (``hub.wait_attachment_results``) before building its prompt."""
+    pytest.importorskip("pypdfium2")
+    script = Script(tokens=["It expires on 14 March 2031 ", "(handbook.pdf, p. 2)."])
+    async with FakeOpenAI(script) as fake:
+        config = {**upstream(fake), "assistant": {"context_tokens": 1400}}
+        async with make_server(plugin_config=config) as server:
+            owner, alice = await room_with(server, "ops", "documents", "assistant")
+            attachment = await upload(server, "ops", "handbook.pdf", handbook_pdf())
+            await alice.send(
+                {
+                    "type": "send",
+                    "room": "ops",
+                    "text": "@assistant when does the Zanzibar warehouse lease expire?",
+                    "attachments": [attachment],
+                    "id": "q1",
+                }
+            )
+            answer = await collect(alice, timeout=90)
+            assert answer["end"]["type"] == "stream_end", answer["end"]
+            assert text_of(answer) == "It expires on 14 March 2031 (handbook.pdf, p. 2)."
+            # the extraction ended before the answer started
+            kinds = [
+                (f["type"], f.get("status"))
+                for f in alice.seen
+                if f["type"] == "stream_start"
+                or (f["type"] == "attachment" and f["attachment"] == attachment)
+            ]
+            assert kinds.index(("attachment", "done")) < kinds.index(("stream_start", None))
+            (request,) = fake.chat_requests()
+            system = system_text(request.body)
+            assert "[handbook.pdf, p. 2]\n" in system
+            assert LEASE in system.split("[handbook.pdf, p. 2]\n", 1)[1].split("\n\n[", 1)[0]
+            assert "Still being processed" not in system
+            history = await server.hub.history("ops")
+            assert [m.user.id for m in history] == ["alice", "agent:assistant"]
+            await owner.close()
+            await alice.close()
+
+
+async def test_a_file_still_processing_after_file_wait_is_named_and_the_answer_comes(make_server):
+    """A job that outlasts ``file_wait``: the assistant answers anyway, tells the room the
+    file is still being processed, and tells the model not to guess its content."""
+    async with FakeOpenAI(Script(tokens=["I cannot read it yet."])) as fake:
+        config = {**upstream(fake), "assistant": {"file_wait": 0.5}}
+        async with make_server(plugin_config=config) as server:
+            await add_plugin(server, ProbePlugin(), "probe")
+            owner, alice = await room_with(server, "ops", "probe", "assistant")
+            # the probe handler hangs on this file until its 2 s timeout: longer than 0.5 s
+            slow = await upload(server, "ops", "minutes.txt", b"hang for a while")
+            await alice.send(
+                {
+                    "type": "send",
+                    "room": "ops",
+                    "text": "@assistant what do the minutes say?",
+                    "attachments": [slow],
+                    "id": "q1",
+                }
+            )
+            notice = await frame_where(
+                alice,
+                lambda f: f["type"] == "message" and f["message"]["kind"] == "system",
+                timeout=30,
+            )
+            assert notice["message"]["text"] == (
+                "minutes.txt is still being processed: this answer does not use it yet. "
+                "Ask again once the room shows it done."
+            )
+            assert notice["message"]["meta"]["files_pending"] == ["minutes.txt"]
+            answer = await collect(alice, timeout=30)
+            assert text_of(answer) == "I cannot read it yet."
+            system = system_text(fake.chat_requests()[-1].body)
+            assert PENDING.format(names="minutes.txt", pronoun="it", s="s") in system
+            # the job was still at work when the answer started
+            started = next(i for i, f in enumerate(alice.seen) if f["type"] == "stream_start")
+            ended = [
+                i
+                for i, f in enumerate(alice.seen)
+                if f["type"] == "attachment" and f["status"] in ("done", "failed")
+            ]
+            assert not ended or ended[0] > started
             await owner.close()
             await alice.close()
 
