@@ -220,6 +220,73 @@ async def test_a_file_still_processing_after_file_wait_is_named_and_the_answer_c
             await alice.close()
 
 
+SCANNED = ["Okapi ferry contract", "signed with Brightwater Marine", "for nine years"]
+
+
+def scanned_handbook_pdf() -> bytes:
+    """Three pages; page 2 is only a picture of text (a scan, no text layer)."""
+    from tests.test_vision import encoded, render
+
+    picture = render(SCANNED, size=40).convert("RGB")
+    jpeg = encoded(picture, "JPEG", quality=95)
+    pages = []
+    for number in (1, 2, 3):
+        flow = PageFlow()
+        if number == 2:
+            width, height = picture.size
+            flow.image(jpeg, width, height, w=width * 0.4, h=height * 0.4)
+        else:
+            flow.heading(f"Part {number}", 14)
+            flow.paragraph(FILLER[number + 1 if number > 1 else 1])  # holidays; audits
+        pages.append(flow.page)
+    return make_pdf(pages)
+
+
+async def test_ocr_text_of_a_scanned_page_reaches_the_agent_with_its_page(make_server):
+    """A scanned page read by OCR is in the chunks (with its page, ``ocr: true``), so the
+    question about its text gets it under ``[scan.pdf, p. 2]``, and the answer cites it."""
+    pytest.importorskip("pypdfium2")
+    pytest.importorskip("pytesseract")
+    pytest.importorskip("skimage")  # tests.test_vision's imports
+    import shutil
+
+    if shutil.which("tesseract") is None:
+        pytest.skip("no tesseract")
+    script = Script(tokens=["Brightwater Marine ", "(scan.pdf, p. 2)."])
+    async with FakeOpenAI(script) as fake:
+        async with make_server(plugin_config=upstream(fake)) as server:
+            owner, alice = await room_with(server, "ops", "documents", "assistant")
+            attachment = await upload(server, "ops", "scan.pdf", scanned_handbook_pdf())
+            await alice.send(
+                {
+                    "type": "send",
+                    "room": "ops",
+                    "text": "@assistant who signed the Okapi ferry contract?",
+                    "attachments": [attachment],
+                    "id": "q1",
+                }
+            )
+            answer = await collect(alice, timeout=120)
+            assert text_of(answer) == "Brightwater Marine (scan.pdf, p. 2)."
+            (result,) = await server.hub.attachment_results(attachment)
+            assert result.data["needs_ocr"] == [2] and result.data["ocr_pages"] == [2]
+            scanned = [c for c in result.data["chunks"] if c["page"] == 2]
+            assert scanned and all(c.get("ocr") is True for c in scanned)
+            assert all(c["citation"] == "scan.pdf, p. 2" for c in scanned)
+            assert [c["page"] for c in result.data["chunks"]] == sorted(
+                c["page"] for c in result.data["chunks"]
+            )  # in page order, between pages 1 and 3
+            assert not [c for c in result.data["chunks"] if c["page"] != 2 and c.get("ocr")]
+            system = system_text(fake.chat_requests()[-1].body)
+            assert "[scan.pdf, p. 2]\n" in system
+            excerpt = system.split("[scan.pdf, p. 2]\n", 1)[1].split("\n\n[", 1)[0]
+            # the page's OCR text (after the end of page 1's chunk, the overlap)
+            assert " ".join(excerpt.split()).endswith(" ".join(SCANNED)), system
+            assert "[scan.pdf, p. 1]" not in system and "[scan.pdf, p. 3]" not in system
+            await owner.close()
+            await alice.close()
+
+
 async def test_no_files_no_excerpts_and_a_disabled_budget(make_server):
     pytest.importorskip("pypdfium2")
     async with FakeOpenAI(Script(tokens=["ok"])) as fake:
