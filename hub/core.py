@@ -356,8 +356,9 @@ class Hub:
                 self.spawn(self.plugins.observe(message, self), name=f"plugins:{room_id}")
             uploads = [a.id for a in resolved if ":" not in a.id]
             if uploads:  # handlers' jobs, in the background: the message never waits
-                self.spawn(
-                    self.attachment_pipeline.submit(room_id, uploads), name=f"attach:{room_id}"
+                self.spawn(  # awaited from now on by wait_attachment_results (agents)
+                    self.attachment_pipeline.submit_soon(room_id, uploads),
+                    name=f"attach:{room_id}",
                 )
         return message, duplicate
 
@@ -585,6 +586,11 @@ class Hub:
     async def attachment_results(self, attachment_id: str) -> list[AttachmentResult]:
         _, results = await self.attachment_pipeline.results(attachment_id)
         return results
+
+    async def wait_attachment_results(
+        self, attachment_id: str, timeout: float = 60.0
+    ) -> list[AttachmentResult]:
+        return await self.attachment_pipeline.wait_results(attachment_id, timeout)
 
 
 @contextlib.asynccontextmanager

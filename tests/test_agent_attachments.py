@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from lydian_plugins.assistant.files import INSTRUCTION, rank, select
+from lydian_plugins.assistant.files import INSTRUCTION, PENDING, rank, select
+from tests.attachment_handlers import ProbePlugin
 from tests.documents_support import PageFlow, make_pdf
 from tests.fakes.openai_server import FakeOpenAI, Script
 from tests.plugin_support import add_plugin, command, frame_where
@@ -129,6 +130,159 @@ async def test_the_agent_gets_the_relevant_page_with_its_citation(make_server):
             system = system_text(fake.chat_requests()[-1].body)
             assert "[handbook.pdf, p. 5]\n" in system and FERRY in system
             assert LEASE not in system
+            await owner.close()
+            await alice.close()
+
+
+async def test_a_question_sent_with_its_pdf_waits_for_the_extraction(make_server):
+    """The PDF and the question in one message: the jobs start with the message, and the
+    assistant waits for them (``hub.wait_attachment_results``) before building its prompt."""
+    pytest.importorskip("pypdfium2")
+    script = Script(tokens=["It expires on 14 March 2031 ", "(handbook.pdf, p. 2)."])
+    async with FakeOpenAI(script) as fake:
+        config = {**upstream(fake), "assistant": {"context_tokens": 1400}}
+        async with make_server(plugin_config=config) as server:
+            owner, alice = await room_with(server, "ops", "documents", "assistant")
+            attachment = await upload(server, "ops", "handbook.pdf", handbook_pdf())
+            await alice.send(
+                {
+                    "type": "send",
+                    "room": "ops",
+                    "text": "@assistant when does the Zanzibar warehouse lease expire?",
+                    "attachments": [attachment],
+                    "id": "q1",
+                }
+            )
+            answer = await collect(alice, timeout=90)
+            assert answer["end"]["type"] == "stream_end", answer["end"]
+            assert text_of(answer) == "It expires on 14 March 2031 (handbook.pdf, p. 2)."
+            # the extraction ended before the answer started
+            kinds = [
+                (f["type"], f.get("status"))
+                for f in alice.seen
+                if f["type"] == "stream_start"
+                or (f["type"] == "attachment" and f["attachment"] == attachment)
+            ]
+            assert kinds.index(("attachment", "done")) < kinds.index(("stream_start", None))
+            (request,) = fake.chat_requests()
+            system = system_text(request.body)
+            assert "[handbook.pdf, p. 2]\n" in system
+            assert LEASE in system.split("[handbook.pdf, p. 2]\n", 1)[1].split("\n\n[", 1)[0]
+            assert "Still being processed" not in system
+            history = await server.hub.history("ops")
+            assert [m.user.id for m in history] == ["alice", "agent:assistant"]
+            await owner.close()
+            await alice.close()
+
+
+async def test_a_file_still_processing_after_file_wait_is_named_and_the_answer_comes(make_server):
+    """A job that outlasts ``file_wait``: the assistant answers anyway, tells the room the
+    file is still being processed, and tells the model not to guess its content."""
+    async with FakeOpenAI(Script(tokens=["I cannot read it yet."])) as fake:
+        config = {**upstream(fake), "assistant": {"file_wait": 0.5}}
+        async with make_server(plugin_config=config) as server:
+            await add_plugin(server, ProbePlugin(), "probe")
+            owner, alice = await room_with(server, "ops", "probe", "assistant")
+            # the probe handler hangs on this file until its 2 s timeout: longer than 0.5 s
+            slow = await upload(server, "ops", "minutes.txt", b"hang for a while")
+            await alice.send(
+                {
+                    "type": "send",
+                    "room": "ops",
+                    "text": "@assistant what do the minutes say?",
+                    "attachments": [slow],
+                    "id": "q1",
+                }
+            )
+            notice = await frame_where(
+                alice,
+                lambda f: f["type"] == "message" and f["message"]["kind"] == "system",
+                timeout=30,
+            )
+            assert notice["message"]["text"] == (
+                "minutes.txt is still being processed: this answer does not use it yet. "
+                "Ask again once the room shows it done."
+            )
+            assert notice["message"]["meta"]["files_pending"] == ["minutes.txt"]
+            answer = await collect(alice, timeout=30)
+            assert text_of(answer) == "I cannot read it yet."
+            system = system_text(fake.chat_requests()[-1].body)
+            assert PENDING.format(names="minutes.txt", pronoun="it", s="s") in system
+            # the job was still at work when the answer started
+            started = next(i for i, f in enumerate(alice.seen) if f["type"] == "stream_start")
+            ended = [
+                i
+                for i, f in enumerate(alice.seen)
+                if f["type"] == "attachment" and f["status"] in ("done", "failed")
+            ]
+            assert not ended or ended[0] > started
+            await owner.close()
+            await alice.close()
+
+
+SCANNED = ["Okapi ferry contract", "signed with Brightwater Marine", "for nine years"]
+
+
+def scanned_handbook_pdf() -> bytes:
+    """Three pages; page 2 is only a picture of text (a scan, no text layer)."""
+    from tests.test_vision import encoded, render
+
+    picture = render(SCANNED, size=40).convert("RGB")
+    jpeg = encoded(picture, "JPEG", quality=95)
+    pages = []
+    for number in (1, 2, 3):
+        flow = PageFlow()
+        if number == 2:
+            width, height = picture.size
+            flow.image(jpeg, width, height, w=width * 0.4, h=height * 0.4)
+        else:
+            flow.heading(f"Part {number}", 14)
+            flow.paragraph(FILLER[number + 1 if number > 1 else 1])  # holidays; audits
+        pages.append(flow.page)
+    return make_pdf(pages)
+
+
+async def test_ocr_text_of_a_scanned_page_reaches_the_agent_with_its_page(make_server):
+    """A scanned page read by OCR is in the chunks (with its page, ``ocr: true``), so the
+    question about its text gets it under ``[scan.pdf, p. 2]``, and the answer cites it."""
+    pytest.importorskip("pypdfium2")
+    pytest.importorskip("pytesseract")
+    pytest.importorskip("skimage")  # tests.test_vision's imports
+    import shutil
+
+    if shutil.which("tesseract") is None:
+        pytest.skip("no tesseract")
+    script = Script(tokens=["Brightwater Marine ", "(scan.pdf, p. 2)."])
+    async with FakeOpenAI(script) as fake:
+        async with make_server(plugin_config=upstream(fake)) as server:
+            owner, alice = await room_with(server, "ops", "documents", "assistant")
+            attachment = await upload(server, "ops", "scan.pdf", scanned_handbook_pdf())
+            await alice.send(
+                {
+                    "type": "send",
+                    "room": "ops",
+                    "text": "@assistant who signed the Okapi ferry contract?",
+                    "attachments": [attachment],
+                    "id": "q1",
+                }
+            )
+            answer = await collect(alice, timeout=120)
+            assert text_of(answer) == "Brightwater Marine (scan.pdf, p. 2)."
+            (result,) = await server.hub.attachment_results(attachment)
+            assert result.data["needs_ocr"] == [2] and result.data["ocr_pages"] == [2]
+            scanned = [c for c in result.data["chunks"] if c["page"] == 2]
+            assert scanned and all(c.get("ocr") is True for c in scanned)
+            assert all(c["citation"] == "scan.pdf, p. 2" for c in scanned)
+            assert [c["page"] for c in result.data["chunks"]] == sorted(
+                c["page"] for c in result.data["chunks"]
+            )  # in page order, between pages 1 and 3
+            assert not [c for c in result.data["chunks"] if c["page"] != 2 and c.get("ocr")]
+            system = system_text(fake.chat_requests()[-1].body)
+            assert "[scan.pdf, p. 2]\n" in system
+            excerpt = system.split("[scan.pdf, p. 2]\n", 1)[1].split("\n\n[", 1)[0]
+            # the page's OCR text (after the end of page 1's chunk, the overlap)
+            assert " ".join(excerpt.split()).endswith(" ".join(SCANNED)), system
+            assert "[scan.pdf, p. 1]" not in system and "[scan.pdf, p. 3]" not in system
             await owner.close()
             await alice.close()
 

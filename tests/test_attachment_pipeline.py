@@ -401,3 +401,47 @@ async def test_shutdown_kills_running_jobs_and_keeps_no_result(make_server):
         await alice.close()
     await eventually(lambda: not Path(f"/proc/{pid}").exists(), what="the child to be gone")
     assert (pipeline.stats.done, pipeline.stats.failed) == (0, 0)  # nothing stored as failed
+
+
+# ------------------------------------------------------------------ waiting for the jobs
+
+
+async def test_wait_attachment_results_waits_for_the_jobs_of_a_message_just_posted(server):
+    """``hub.wait_attachment_results`` (the SDK call an agent uses): right after
+    ``post_message`` returns (its jobs not even queued yet) it waits for them, and returns
+    the results; at once when no job runs; ``TimeoutError`` naming the handler still at
+    work; ``LookupError`` for an unknown upload."""
+    import asyncio
+
+    from hub.base.protocol import UserRef
+
+    await add_plugin(server, ProbePlugin(), "probe")
+    owner, alice = await setup_room(server, "lab", "probe")
+    hub = server.hub
+    author = UserRef(id="alice", name="Alice")
+    attachment = await upload(server, "lab", "notes.txt", b"four words right here")
+    await hub.post_message("lab", author, "see the notes", attachments=[attachment])
+    assert hub.attachment_pipeline.pending(attachment, "unknown") == ["(queued)"]
+    found = await hub.wait_attachment_results(attachment, timeout=60)
+    assert [(r.handler, r.status, r.summary) for r in found] == [("probe", "done", "4 words")]
+    # nothing running: at once, the stored results
+    again = await asyncio.wait_for(hub.wait_attachment_results(attachment, timeout=60), 5)
+    assert [r.summary for r in again] == ["4 words"]
+    # an upload no message carries: nothing to wait for
+    lone = await upload(server, "lab", "lone.txt", b"never sent")
+    assert await asyncio.wait_for(hub.wait_attachment_results(lone, timeout=60), 5) == []
+
+    # a job that outlasts the wait: TimeoutError saying which handler is at work
+    hang = await upload(server, "lab", "hang.txt", b"hang on")
+    await hub.post_message("lab", author, "see the hang", attachments=[hang])
+    with pytest.raises(TimeoutError, match=r"hang.txt: still being processed after 0.5 s \("):
+        await hub.wait_attachment_results(hang, timeout=0.5)  # the job takes 2 s at least
+    # and once it has ended (cut off at its timeout), the failure is what there is
+    failed = await hub.wait_attachment_results(hang, timeout=60)
+    assert [(r.handler, r.status) for r in failed] == [("probe", "failed")]
+    assert failed[0].error == f"timed out after {TIMEOUT:g} s"
+
+    with pytest.raises(LookupError):
+        await hub.wait_attachment_results("att_nope", timeout=1)
+    await owner.close()
+    await alice.close()

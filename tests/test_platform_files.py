@@ -43,6 +43,33 @@ def report() -> bytes:
     return report_pdf()
 
 
+LAST_WORDS = "The final clause names the Quokka harbour as the place of delivery."
+
+
+def long_pdf() -> bytes:
+    """Three pages of text, several thousand characters extracted: more than a reply
+    quotes (``REPLY_EXCERPT``), so it goes to the platform as a file."""
+    from tests.documents_support import PageFlow, make_pdf
+
+    pages = []
+    for number in range(1, 4):
+        flow = PageFlow()
+        flow.heading(f"Chapter {number}", 14)
+        for _ in range(4):
+            flow.paragraph(f"Chapter {number} sets out the terms of the agreement in detail. " * 4)
+        if number == 3:
+            flow.paragraph(LAST_WORDS)
+        pages.append(flow.page)
+    return make_pdf(pages)
+
+
+async def _extracted(server, attachment: str) -> str:
+    (result,) = [
+        r for r in await server.hub.attachment_results(attachment) if r.handler == "documents"
+    ]
+    return result.markdown.strip()
+
+
 def locked_pdf(password: str) -> bytes:
     import pypdf
 
@@ -144,6 +171,82 @@ async def test_pdf_shared_in_slack_is_fetched_processed_and_answered_in_its_thre
         await owner.close()
 
 
+async def test_long_text_goes_to_the_slack_thread_as_a_file_or_cut_when_the_upload_fails(
+    make_server, slack, monkeypatch
+):
+    from lydian_adapters.bridge.service import REPLY_EXCERPT
+
+    slack_env(monkeypatch)
+    config = {"api_url": slack.api_url, "edit_interval": 0.05}
+    async with make_server(max_upload_bytes=LIMIT, plugin_config={"slack": config}) as server:
+        slack.hub_url = server.http_url
+        owner = await _with_documents(server, "files", "slack", SLACK_CHANNEL)
+        shared = slack.add_file("terms.pdf", long_pdf(), "application/pdf")
+        ts = await slack.user_says(
+            SLACK_CHANNEL, "UALICE", "the terms", extra={"subtype": "file_share", "files": [shared]}
+        )
+        attachment = _message_with(await _seen(owner, "the terms"), "the terms")["attachments"][0][
+            "id"
+        ]
+        done = await frame_where(
+            owner, attachment_frame(attachment, "done", "documents"), timeout=60
+        )
+        full = await _extracted(server, attachment)
+        assert len(full) > REPLY_EXCERPT and full.endswith(LAST_WORDS)
+
+        def uploaded():
+            return [u for u in slack.uploads.values() if u["shared"] and u["thread_ts"] == ts]
+
+        (upload,) = await eventually(uploaded, what="the file in the thread", timeout=10)
+        # files_upload_v2's three steps: URL, bytes, completion in the thread
+        methods = [m for m, _, _ in slack.calls if m.startswith("files.")]
+        assert methods == ["files.getUploadURLExternal", "files.completeUploadExternal"]
+        assert upload["data"].decode() == full  # the whole extracted text
+        assert upload["filename"] == upload["title"] == "terms.pdf.documents.md"
+        assert upload["length"] == len(upload["data"]) and upload["channel"] == SLACK_CHANNEL
+        assert upload["initial_comment"] == (
+            f"📄 terms.pdf (documents): {done['summary']}\nThe extracted text "
+            f"({len(full):,} characters) is in the attached file terms.pdf.documents.md."
+        )
+        (message,) = [
+            m
+            for m in slack.in_channel(SLACK_CHANNEL)
+            if m.get("thread_ts") == ts and m.get("files")
+        ]
+        assert message["files"][0]["id"] == upload["id"] and message["bot_id"] == "BBOT"
+        assert not [p for p in slack.posted() if p.get("thread_ts") == ts]  # no quoted text
+
+        # the upload fails (the upload URL answers 500): the text cut, with a note
+        slack.fail_uploads = 1
+        again = slack.add_file("terms-2.pdf", long_pdf() + b"\n", "application/pdf")
+        ts2 = await slack.user_says(
+            SLACK_CHANNEL, "UALICE", "once more", extra={"subtype": "file_share", "files": [again]}
+        )
+        second = _message_with(await _seen(owner, "once more"), "once more")["attachments"][0]["id"]
+        (reply,) = await eventually(
+            lambda: [p for p in slack.posted() if p.get("thread_ts") == ts2],
+            what="the cut reply",
+            timeout=60,
+        )
+        text = reply["text"]
+        assert text.startswith("📄 terms-2.pdf (documents): PDF, 3 pages")
+        assert full[:200] in text and LAST_WORDS not in text
+        assert (
+            f"… (cut at 1,500 of {len(full):,} characters; it could not be sent as a file (" in text
+        )
+        assert (
+            f"the whole text is in the hub: GET /api/rooms/files/attachments/{second}/results)"
+            in text
+        )
+        assert not [u for u in slack.uploads.values() if u["shared"] and u["thread_ts"] == ts2]
+        await owner.close()
+
+
+async def _seen(owner, text: str):
+    await frame_where(owner, lambda f: f["type"] == "message" and f["message"]["text"] == text)
+    return owner
+
+
 async def test_slack_file_over_the_limit_or_not_fetchable_gives_a_notice_and_the_text_arrives(
     make_server, slack, monkeypatch
 ):
@@ -236,6 +339,61 @@ async def test_pdf_shared_in_discord_is_fetched_processed_and_answered_as_a_repl
         assert len(reply["content"]) <= 2000
         replied = [m for m in discord_fake.in_channel(DISCORD_CHANNEL) if m["author"] == BOT]
         assert len(replied) == 1  # the reply, as the bot; its echo was not ingested
+        await owner.close()
+
+
+async def test_long_text_goes_to_discord_as_a_file_in_a_reply_or_cut_when_refused(
+    make_server, discord_fake, monkeypatch
+):
+    discord_env(monkeypatch)
+    config = {"api_url": discord_fake.api_url, "edit_interval": 0.05, "guild_ready_timeout": 0.1}
+    async with make_server(max_upload_bytes=LIMIT, plugin_config={"discord": config}) as server:
+        owner = await _with_documents(server, "files", "discord", DISCORD_CHANNEL)
+        await _discord_ready(server, discord_fake)
+        item = discord_fake.attachment(DISCORD_CHANNEL, "terms.pdf", long_pdf(), "application/pdf")
+        msg_id = await discord_fake.user_says(DISCORD_CHANNEL, ALICE, "the terms", [item])
+        attachment = _message_with(await _seen(owner, "the terms"), "the terms")["attachments"][0][
+            "id"
+        ]
+        done = await frame_where(
+            owner, attachment_frame(attachment, "done", "documents"), timeout=60
+        )
+        full = await _extracted(server, attachment)
+
+        def replies_with_files():
+            return [
+                m
+                for m in discord_fake.in_channel(DISCORD_CHANNEL)
+                if str((m.get("message_reference") or {}).get("message_id")) == msg_id
+                and m["attachments"]
+            ]
+
+        (reply,) = await eventually(replies_with_files, what="the reply with a file", timeout=10)
+        assert reply["author"] == BOT
+        assert reply["content"] == (
+            f"📄 terms.pdf (documents): {done['summary']}\nThe extracted text "
+            f"({len(full):,} characters) is in the attached file terms.pdf.documents.md."
+        )
+        (sent,) = reply["attachments"]
+        assert sent["filename"] == "terms.pdf.documents.md"
+        assert discord_fake.files[sent["id"]].decode() == full  # the whole extracted text
+        assert sent["size"] == len(full.encode())
+
+        # Discord refuses the file (413, over its upload limit): the text cut, with a note
+        discord_fake.too_large = 1
+        again = discord_fake.attachment(
+            DISCORD_CHANNEL, "terms-2.pdf", long_pdf() + b"\n", "application/pdf"
+        )
+        msg2 = await discord_fake.user_says(DISCORD_CHANNEL, ALICE, "once more", [again])
+        second = _message_with(await _seen(owner, "once more"), "once more")["attachments"][0]["id"]
+        (cut,) = await eventually(
+            lambda: _replies_to(discord_fake, msg2), what="the cut", timeout=60
+        )
+        text = cut["content"]
+        assert text.startswith("📄 terms-2.pdf (documents): PDF, 3 pages") and len(text) <= 2000
+        assert full[:200] in text and LAST_WORDS not in text
+        assert "it could not be sent as a file (Discord: 413 Request Entity Too Large" in text, text
+        assert f"GET /api/rooms/files/attachments/{second}/results)" in text
         await owner.close()
 
 

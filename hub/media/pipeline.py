@@ -240,6 +240,8 @@ class AttachmentPipeline:
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._children: set[multiprocessing.process.BaseProcess] = set()
         self._stopping = False
+        self._expected: dict[str, int] = {}  # attachment id -> submissions not yet started
+        self._changed = asyncio.Event()  # set (then replaced) when a job or submission ends
 
     def _ctx(self) -> Any:
         if self._context is None:
@@ -324,9 +326,67 @@ class AttachmentPipeline:
                 await self._event(info, handler.name, "queued")
                 task = self.spawn(self._job(plugin, handler, job_info), name=f"attachment:{key[1]}")
                 self._inflight[key] = task
-                task.add_done_callback(lambda _t, key=key: self._inflight.pop(key, None))
+                task.add_done_callback(lambda _t, key=key: self._job_ended(key))
                 queued.append(f"{attachment_id}:{handler.name}")
         return queued
+
+    def submit_soon(self, room: str, attachment_ids: list[str]) -> Awaitable[list[str]]:
+        """:meth:`submit`, to be run as a task (a message just posted): the uploads count as
+        awaited by :meth:`wait_results` from this call on, before the task has started, so
+        that an agent answering the same message waits for their jobs."""
+        for attachment_id in attachment_ids:
+            self._expected[attachment_id] = self._expected.get(attachment_id, 0) + 1
+        return self._submit_expected(room, attachment_ids)
+
+    async def _submit_expected(self, room: str, attachment_ids: list[str]) -> list[str]:
+        try:
+            return await self.submit(room, attachment_ids)
+        finally:
+            for attachment_id in attachment_ids:
+                left = self._expected.get(attachment_id, 0) - 1
+                if left > 0:
+                    self._expected[attachment_id] = left
+                else:
+                    self._expected.pop(attachment_id, None)
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake every :meth:`wait_results` (each checks again what it waits for)."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def pending(self, attachment_id: str, digest: str) -> list[str]:
+        """What an upload still waits for in this process: the handlers with a job on its
+        bytes, or ``["(queued)"]`` while the submission of a message carrying it has not
+        run yet; empty when nothing is running."""
+        running = sorted(name for sha, name in self._inflight if sha == digest)
+        if running:
+            return running
+        return ["(queued)"] if attachment_id in self._expected else []
+
+    async def wait_results(self, attachment_id: str, timeout: float) -> list[AttachmentResult]:
+        """Every stored result of an upload's bytes once no job on them is queued or running
+        in this process (at once if none is), like :meth:`results`. Event-driven: woken
+        when a job or a submission ends. :class:`TimeoutError` (naming the handlers still
+        at work) past ``timeout`` seconds; :class:`UnknownAttachment` for no such upload."""
+        try:
+            meta, digest = await self.describe(attachment_id)
+        except FileNotFoundError:
+            raise UnknownAttachment(attachment_id) from None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        while True:
+            changed = self._changed  # taken before checking: a change meanwhile sets it
+            busy = self.pending(attachment_id, digest)
+            if not busy:
+                return await self.store.attachment_results(digest)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await changed.wait()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{meta.name}: still being processed after {timeout:g} s ({', '.join(busy)})"
+                ) from None
 
     async def results(self, attachment_id: str) -> tuple[StoredAttachment, list[AttachmentResult]]:
         """An upload and every result stored for its bytes; :class:`UnknownAttachment`."""
@@ -335,6 +395,10 @@ class AttachmentPipeline:
         except FileNotFoundError:
             raise UnknownAttachment(attachment_id) from None
         return meta, await self.store.attachment_results(digest)
+
+    def _job_ended(self, key: tuple[str, str]) -> None:
+        self._inflight.pop(key, None)
+        self._notify()
 
     async def _event(self, info: AttachmentInfo, handler: str, status: str, **fields: Any) -> None:
         frame = AttachmentEvent(

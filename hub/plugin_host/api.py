@@ -263,6 +263,19 @@ class HubAPI(Protocol):
         :class:`LookupError` if there is no such upload."""
         ...
 
+    async def wait_attachment_results(
+        self, attachment_id: str, timeout: float = 60.0
+    ) -> list[AttachmentResult]:
+        """:meth:`attachment_results` once the handlers' jobs on this upload have ended:
+        those running, and those of a message carrying it that was just posted (its jobs
+        start in the background; an agent answering that message calls this to see what
+        they extract). At once when no job is queued or running. Woken by the jobs' end (no
+        polling); it sees the jobs of the hub process it runs in, which is the one that
+        posted the message for a ``lydian_message`` hook. :class:`TimeoutError`
+        (saying which handlers are still at work) after ``timeout`` seconds;
+        :class:`LookupError` if there is no such upload."""
+        ...
+
     # ------------------------------------------------------------ cache
 
     def cache_stats(self) -> dict[str, Any]:

@@ -6,6 +6,10 @@ URL comes from ``GET /gateway/bot``. Frames are plain JSON text (no zlib), which
 discord.py accepts. ``fake.rate_limit("POST", retry_after=1)`` answers the next message
 create with 429, ``Retry-After`` and the ``X-RateLimit-*`` headers. Messages the bot posts
 come back as ``MESSAGE_CREATE`` dispatches, as on Discord, so echo suppression is real.
+A message sent with files is ``multipart/form-data`` (``payload_json`` and ``files[N]``
+parts, matched to ``payload_json``'s ``attachments`` by id); the files become the message's
+attachment objects, served by the fake CDN like users' files. ``fake.too_large = N``
+answers the next N of them 413 (code 40005), as Discord does past its upload limit.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import mimetypes
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -67,6 +72,7 @@ class FakeDiscord(LoopbackServer):
         r.add_get("/attachments/{channel}/{id}/{name}", self._cdn)
         self.files: dict[str, bytes] = {}  # attachment id -> bytes
         self.cdn_fetches: list[tuple[str, bool]] = []  # (attachment id, signature valid)
+        self.too_large = 0  # the next N messages with files answer 413
         r.add_get("/api/v10/users/@me", self._me)
         r.add_get("/api/v10/gateway/bot", self._gateway_bot)
         r.add_get("/api/v10/oauth2/applications/@me", self._application)
@@ -128,7 +134,26 @@ class FakeDiscord(LoopbackServer):
                 },
             )
         body: dict[str, Any] = {}
-        if request.can_read_body:
+        parts: list[dict[str, Any]] = []
+        request["parts"] = parts  # the files sent, for the route
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            async for part in reader:
+                if part.name == "payload_json":
+                    body = json.loads(await part.text())  # type: ignore[union-attr]
+                elif part.name and part.name.startswith("files["):
+                    parts.append(
+                        {
+                            "index": int(part.name[len("files[") : -1]),
+                            "filename": part.filename,  # type: ignore[union-attr]
+                            "content_type": part.headers.get("Content-Type"),
+                            "data": await part.read(),  # type: ignore[union-attr]
+                        }
+                    )
+            if parts and self.too_large:
+                self.too_large -= 1
+                return _json({"message": "Request entity too large", "code": 40005}, status=413)
+        elif request.can_read_body:
             body = await request.json()
         self.calls.append((request.method, request.path, body, time.monotonic()))
         return None
@@ -190,7 +215,20 @@ class FakeDiscord(LoopbackServer):
         if (denied := await self._guard(request)) is not None:
             return denied
         body = self.calls[-1][2]
-        message = self.message(request.match_info["channel"], BOT, body.get("content", ""))
+        channel = request.match_info["channel"]
+        named = {str(a.get("id")): a for a in body.get("attachments") or []}
+        attachments = []
+        for part in request["parts"]:  # the files sent with it, by their attachments entry
+            entry = named.get(str(part["index"]), {})
+            name = entry.get("filename") or part["filename"]
+            kind = mimetypes.guess_type(name)[0] or part["content_type"]  # Discord's guess
+            attachments.append(
+                self.attachment(channel, name, part["data"], kind or "application/octet-stream")
+            )
+        extra = {"attachments": attachments}
+        if body.get("message_reference"):
+            extra["message_reference"] = body["message_reference"]
+        message = self.message(channel, BOT, body.get("content", ""), **extra)
         self.messages[message["id"]] = message
         await self.dispatch("MESSAGE_CREATE", message)
         return _json(message)

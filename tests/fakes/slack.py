@@ -1,7 +1,13 @@
 """A fake Slack: the Web API methods the adapter uses, and a sender of signed Events API
 requests and slash commands, as Slack would deliver them to the hub.
 
-Point ``slack_sdk`` at it with ``base_url=fake.api_url``. ``fake.rate_limit("chat.postMessage",
+Point ``slack_sdk`` at it with ``base_url=fake.api_url``. Files the bot uploads go the way of
+``files_upload_v2``: ``files.getUploadURLExternal`` gives an upload URL (on 127.0.0.1 here,
+``files.slack.com`` on Slack) and a file id, the bytes are POSTed there (raw, or a
+multipart ``file`` field; ``OK - N`` as text), ``files.completeUploadExternal`` shares the
+file in a channel or thread as a ``file_share`` message with the ``initial_comment``
+(``fake.uploads`` keeps them; ``fake.fail_uploads`` makes the upload URL answer 500).
+``fake.rate_limit("chat.postMessage",
 retry_after=1)`` makes the next call of that method answer 429 with ``Retry-After``. When
 ``echo_events`` is on, every message the bot posts comes back to the hub as a ``message``
 event with the bot's ids, as Slack does, so echo suppression is exercised for real.
@@ -55,6 +61,9 @@ class FakeSlack(LoopbackServer):
         self.files: dict[str, tuple[bytes, str]] = {}  # file id -> (bytes, mimetype)
         self.file_fetches: list[tuple[str, str | None]] = []  # (file id, Authorization)
         self.app.router.add_get("/files-pri/{team_file}/{name}", self._file)
+        self.uploads: dict[str, dict[str, Any]] = {}  # file id -> the bot's upload, see above
+        self.fail_uploads = 0  # the next N POSTs to an upload URL answer 500
+        self.app.router.add_post("/upload/v1/{key}", self._upload)
 
     @property
     def api_url(self) -> str:
@@ -117,6 +126,95 @@ class FakeSlack(LoopbackServer):
         if found is None:
             return web.Response(status=404, text="not found")
         return web.Response(body=found[0], content_type=found[1])
+
+    # ------------------------------------------------------------ the bot's uploads
+
+    async def _m_files_getUploadURLExternal(self, p: dict[str, Any]) -> dict[str, Any]:
+        filename = p.get("filename")
+        try:
+            length = int(p.get("length", ""))
+        except ValueError:
+            length = 0
+        if not filename or length < 1:
+            return {"ok": False, "error": "invalid_arguments"}
+        file_id = f"F{len(self.files) + len(self.uploads) + 1:08d}"
+        key = hashlib.sha256(f"{self.token}:{file_id}".encode()).hexdigest()[:32]
+        self.uploads[file_id] = {
+            "id": file_id,
+            "filename": filename,
+            "length": length,
+            "key": key,
+            "data": None,
+            "shared": False,
+        }
+        return {"ok": True, "upload_url": f"{self.url}/upload/v1/{key}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload URL: no token (the URL is the credential), the bytes in the body."""
+        found = next(
+            (u for u in self.uploads.values() if u["key"] == request.match_info["key"]), None
+        )
+        if found is None or found["shared"]:
+            return web.Response(status=404, text="not found", content_type="text/plain")
+        if self.fail_uploads:
+            self.fail_uploads -= 1
+            return web.Response(status=500, text="upload failed", content_type="text/plain")
+        if request.content_type.startswith("multipart/"):
+            form = await request.post()
+            field = form.get("file")
+            data = field.file.read() if hasattr(field, "file") else str(field or "").encode()
+        else:
+            data = await request.read()
+        found["data"] = data
+        return web.Response(text=f"OK - {len(data)}", content_type="text/plain")
+
+    async def _m_files_completeUploadExternal(self, p: dict[str, Any]) -> dict[str, Any]:
+        try:
+            items = json.loads(p.get("files") or "")
+        except ValueError:
+            return {"ok": False, "error": "invalid_arguments"}
+        if not isinstance(items, list) or not items:
+            return {"ok": False, "error": "invalid_arguments"}
+        done = []
+        for item in items:
+            upload = self.uploads.get(str(item.get("id")))
+            if upload is None or upload["data"] is None:  # never uploaded: Slack's answer
+                return {"ok": False, "error": "file_not_found"}
+            upload["title"] = item.get("title") or upload["filename"]
+            done.append(upload)
+        channel, thread = p.get("channel_id"), p.get("thread_ts")
+        files = []
+        for upload in done:
+            upload["shared"] = True
+            upload["channel"], upload["thread_ts"] = channel, thread
+            upload["initial_comment"] = p.get("initial_comment")
+            self.files[upload["id"]] = (upload["data"], "text/plain")
+            url = f"{self.url}/files-pri/{TEAM}-{upload['id']}/{upload['filename']}"
+            files.append(
+                {
+                    "id": upload["id"],
+                    "name": upload["filename"],
+                    "title": upload["title"],
+                    "mimetype": "text/plain",
+                    "size": len(upload["data"]),
+                    "url_private": url,
+                    "url_private_download": url + "?download=1",
+                }
+            )
+        if channel:  # shared: a file_share message from the bot, in the thread if given
+            ts = self._next_ts()
+            message = {
+                "ts": ts,
+                "channel": str(channel),
+                "text": p.get("initial_comment") or "",
+                "files": files,
+                "bot_id": BOT_ID,
+                "user": BOT_USER,
+                **({"thread_ts": thread} if thread else {}),
+            }
+            self.messages[(str(channel), ts)] = message
+            self._echo({"type": "message", "subtype": "file_share", **message})
+        return {"ok": True, "files": files}
 
     # ------------------------------------------------------------ Web API
 

@@ -80,6 +80,15 @@ class Connector:
         """Answer ``platform_msg`` in its thread (Slack ``thread_ts``, a Discord reply), as
         the bot: e.g. what an attachment handler made of a file. Nothing by default."""
 
+    async def reply_file(
+        self, channel: str, platform_msg: str, text: str, filename: str, data: bytes
+    ) -> None:
+        """Answer ``platform_msg`` in its thread with a file (``data`` named ``filename``)
+        and ``text`` saying what it is, as the bot: e.g. a handler's long extracted text.
+        Raises :class:`NotImplementedError` where files are not supported (the default);
+        the bridge then replies with the text cut, and so it does on any other error."""
+        raise NotImplementedError
+
     async def stream_open(self, channel: str, stream: StreamState) -> str:
         """Create the message that will hold a streamed answer; return its platform id."""
         return await self.post(channel, stream.agent, stream.text or PLACEHOLDER, [])

@@ -24,6 +24,7 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -47,7 +48,7 @@ from hub.sdk import (
     UserRef,
 )
 from lydian_adapters.bridge.connector import Connector, FileTooLarge, PlatformFile, StreamState
-from lydian_adapters.bridge.outbox import Outbox
+from lydian_adapters.bridge.outbox import Outbox, RateLimited
 from lydian_adapters.bridge.store import BridgeStore, Link, MessageCopy, PlatformUser
 from lydian_adapters.bridge.tables import TABLES
 
@@ -71,7 +72,52 @@ LEADER_TTL = 6.0
 """Seconds a replica's lease on the bridge lasts without renewal."""
 
 REPLY_EXCERPT = 1500
-"""Characters of a handler's extracted text quoted in the platform's threaded reply."""
+"""Characters of a handler's extracted text quoted in the platform's threaded reply; a
+longer text is sent whole as a file in the thread instead (cut to this when that fails)."""
+
+UPLOAD_TIMEOUT = 30.0
+"""Seconds an upload of the extracted text may take before the reply falls back to the cut
+text (the outbox's own job timeout is longer)."""
+
+
+@dataclass(frozen=True)
+class ResultReply:
+    """What an attachment handler's result becomes on a platform: ``head`` (a line naming
+    the file, handler and summary, or the error) and the extracted text ``full``."""
+
+    head: str
+    full: str = ""
+    filename: str = ""
+    where: str = ""  # the hub route with every result of the file
+
+    @property
+    def long(self) -> bool:
+        return len(self.full) > REPLY_EXCERPT
+
+    @property
+    def text(self) -> str:
+        """The reply when the text is short enough to quote (or there is none)."""
+        return f"{self.head}\n\n{self.full}" if self.full else self.head
+
+    @property
+    def file_note(self) -> str:
+        """The message that goes with the file: what the file is."""
+        return (
+            f"{self.head}\nThe extracted text ({len(self.full):,} characters) is in the "
+            f"attached file {self.filename}."
+        )
+
+    def cut(self, failure: str | None) -> str:
+        """The reply with the text cut at :data:`REPLY_EXCERPT` characters and a note saying
+        so, why there is no file (``failure``), and where the whole text is."""
+        excerpt = self.full[:REPLY_EXCERPT].rstrip()
+        why = f"; it could not be sent as a file ({failure[:200]})" if failure else ""
+        note = (
+            f"… (cut at {len(excerpt):,} of {len(self.full):,} characters{why}; "
+            f"the whole text is in the hub: GET {self.where})"
+        )
+        return f"{self.head}\n\n{excerpt}\n{note}"
+
 
 StopHandler = Callable[[str, str, Identity], Awaitable[bool]]
 
@@ -710,7 +756,7 @@ class BridgeService:
         hub_msg = self._uploads.get(frame.attachment)
         if hub_msg is None:
             return
-        text = await self._result_text(frame)
+        reply = await self._result_text(frame)
         origin = self._origins.get(hub_msg)
         for link, connector in self._targets(frame.room):
             key = (frame.attachment, frame.handler, link.platform, link.channel)
@@ -724,12 +770,12 @@ class BridgeService:
                 thread = origin[2]
             self.outbox.put(
                 (link.platform, link.channel),
-                _bind(self._reply, connector, link, hub_msg, thread, text),
+                _bind(self._reply, connector, link, hub_msg, thread, reply),
                 f"reply {frame.attachment}:{frame.handler}",
             )
 
     async def _reply(
-        self, connector: Connector, link: Link, hub_msg: str, thread: str | None, text: str
+        self, connector: Connector, link: Link, hub_msg: str, thread: str | None, reply: ResultReply
     ) -> None:
         if thread is None:  # the message's copy in this channel (posted before, same queue)
             where = (link.platform, link.channel)
@@ -739,24 +785,45 @@ class BridgeService:
             if not copies:
                 return
             thread = copies[0].platform_msg
+        text = reply.text
+        if reply.long:  # the whole text as a file; if that fails, cut, saying where it is
+            try:
+                async with asyncio.timeout(UPLOAD_TIMEOUT):
+                    await connector.reply_file(
+                        link.channel, thread, reply.file_note, reply.filename, reply.full.encode()
+                    )
+                return
+            except RateLimited:
+                raise  # the outbox waits as the platform asks, then tries the file again
+            except NotImplementedError:
+                text = reply.cut(None)
+            except Exception as exc:
+                log.warning(
+                    "bridge: %s:%s could not upload %s (%s); replying with the text cut",
+                    link.platform,
+                    link.channel,
+                    reply.filename,
+                    exc,
+                )
+                text = reply.cut(str(exc) or type(exc).__name__)
         await connector.reply(link.channel, thread, text)
 
-    async def _result_text(self, frame: AttachmentEvent) -> str:
+    async def _result_text(self, frame: AttachmentEvent) -> ResultReply:
         name = frame.filename or "the file"
         if frame.status == "failed":
-            return f"⚠ {name} ({frame.handler}): {frame.error}"
-        text = f"📄 {name} ({frame.handler}): {frame.summary}".rstrip(": ")
+            return ResultReply(f"⚠ {name} ({frame.handler}): {frame.error}")
+        head = f"📄 {name} ({frame.handler}): {frame.summary}".rstrip(": ")
         try:
             results = await self.hub.attachment_results(frame.attachment)
         except LookupError:
             results = []
         markdown = next((r.markdown for r in results if r.handler == frame.handler), "")
-        if markdown.strip():
-            excerpt = markdown.strip()
-            if len(excerpt) > REPLY_EXCERPT:
-                excerpt = excerpt[:REPLY_EXCERPT].rstrip() + "\n… (the full text is in the hub)"
-            text = f"{text}\n\n{excerpt}"
-        return text
+        return ResultReply(
+            head,
+            full=markdown.strip(),
+            filename=f"{name}.{frame.handler}.md",
+            where=f"/api/rooms/{frame.room}/attachments/{frame.attachment}/results",
+        )
 
     # ------------------------------------------------------------ streams
 

@@ -10,6 +10,7 @@ the outbox.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -144,6 +145,18 @@ class DiscordConnector(Connector):
         partial = self._channel(channel).get_partial_message(int(platform_msg))
         none = discord.AllowedMentions.none()
         await self._do(partial.reply(_cap(text), allowed_mentions=none, mention_author=False))
+
+    async def reply_file(
+        self, channel: str, platform_msg: str, text: str, filename: str, data: bytes
+    ) -> None:
+        """A reply to the message carrying the file (a ``discord.File``), as the bot,
+        pinging nobody."""
+        partial = self._channel(channel).get_partial_message(int(platform_msg))
+        none = discord.AllowedMentions.none()
+        attached = discord.File(io.BytesIO(data), filename=filename)
+        await self._do(
+            partial.reply(_cap(text), file=attached, allowed_mentions=none, mention_author=False)
+        )
 
     async def edit(self, channel: str, platform_msg: str, author: UserRef, text: str) -> None:
         hook = self._hooked.get(platform_msg)

@@ -118,6 +118,24 @@ class SlackConnector(Connector):
             unfurl_media=False,
         )
 
+    async def reply_file(
+        self, channel: str, platform_msg: str, text: str, filename: str, data: bytes
+    ) -> None:
+        """A file in the message's thread with ``text`` as its comment: ``files_upload_v2``
+        (``files.getUploadURLExternal``, the upload, ``files.completeUploadExternal``;
+        the app needs the ``files:write`` scope)."""
+        try:
+            await self.client.files_upload_v2(
+                channel=channel,
+                thread_ts=platform_msg,
+                content=data,
+                filename=filename,
+                title=filename,
+                initial_comment=text[:MAX_TEXT],
+            )
+        except (SlackApiError, aiohttp.ClientError) as exc:
+            _raise(exc)
+
     async def edit(self, channel: str, platform_msg: str, author: UserRef, text: str) -> None:
         await self._call("chat_update", channel=channel, ts=platform_msg, text=self._text(text, []))
 

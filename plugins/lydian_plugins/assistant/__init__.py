@@ -5,13 +5,16 @@ Enable it per room (``/plugins enable assistant``). It answers messages that men
 (``mention``, ``command`` or ``both``). The prompt is the system prompt, excerpts of the
 files the question is about (the ``documents`` handler's chunks, most relevant first within
 ``document_tokens``, with an instruction to cite them: see ``files.py``), the room's recent
-history, newest first within ``context_tokens`` (estimated), then the question. Every
-setting except the provider's secrets may be overridden per room
-(``[plugins.assistant.rooms.ROOM]``).
+history, newest first within ``context_tokens`` (estimated), then the question. A question
+posted with its files waits (at most ``file_wait`` seconds) for their handlers' jobs, so that
+the excerpts are there; past it, the answer comes without them and the room is told the file
+is still being processed. Every setting except the provider's secrets may be overridden per
+room (``[plugins.assistant.rooms.ROOM]``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Annotated, Any, Literal
 
@@ -32,7 +35,7 @@ from hub.sdk import (
     role_of,
 )
 
-from .files import document_context
+from .files import document_context, pending_turn
 
 NAME = "assistant"
 
@@ -53,6 +56,8 @@ class AssistantSettings(msgspec.Struct):
     document_messages: Annotated[int, msgspec.Meta(ge=0, le=500), PerRoom] = 50
     """How many recent messages are searched for attachments besides the one asked about."""
     document_files: Annotated[int, msgspec.Meta(ge=1, le=50), PerRoom] = 5
+    file_wait: Annotated[float, msgspec.Meta(ge=0, le=600), PerRoom] = 60.0
+    """Seconds a question posted with files waits for their extraction (0: not at all)."""
 
 
 AGENT = Agent(
@@ -109,6 +114,58 @@ async def lydian_message(message: ChatMessage, hub: HubAPI) -> None:
     question = addressed(message.text, settings.mention)
     if question is None:
         return
+    if settings.file_wait > 0 and settings.document_tokens > 0 and _uploads(message):
+        # its files' jobs started with it: wait for them, longer than a hook may take
+        hub.spawn(_respond(hub, settings, message, question), name=f"assistant:{message.id}")
+        return
+    await _respond(hub, settings, message, question, wait=False)
+
+
+def _uploads(message: ChatMessage) -> list[str]:
+    """The message's own hub uploads (not platform links such as ``slack:F123``)."""
+    return [a.id for a in message.attachments if ":" not in a.id]
+
+
+async def files_pending(hub: HubAPI, message: ChatMessage, timeout: float) -> list[str]:
+    """Wait (at most ``timeout`` s in all) for the handlers' jobs on the message's own
+    uploads; the names of the files still being processed then."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    late = []
+    for attachment in message.attachments:
+        if ":" in attachment.id:
+            continue
+        try:
+            await hub.wait_attachment_results(attachment.id, max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            late.append(attachment.name)
+        except LookupError:  # gone (retention): nothing to wait for
+            continue
+    return late
+
+
+async def _respond(
+    hub: HubAPI,
+    settings: AssistantSettings,
+    message: ChatMessage,
+    question: str,
+    *,
+    wait: bool = True,
+) -> None:
+    late = await files_pending(hub, message, settings.file_wait) if wait else []
+    context = await _files(hub, settings, message, question)
+    if late:
+        it, is_ = ("it", "is") if len(late) == 1 else ("them", "are")
+        await hub.post_message(
+            message.room,
+            AGENT.user,
+            f"{', '.join(late)} {is_} still being processed: this answer does not use {it} "
+            f"yet. Ask again once the room shows {it} done.",
+            kind="system",
+            reply_to=message.id,
+            meta={"files_pending": late, "to": message.user.id},
+        )
+        context = [*context, pending_turn(late)]
     try:
         await hub.answer(
             _agent(settings),
@@ -116,7 +173,7 @@ async def lydian_message(message: ChatMessage, hub: HubAPI) -> None:
             question,
             reply_to=message,
             requested_by=message.user.id,
-            context=await _files(hub, settings, message, question),
+            context=context,
         )
     except ModelRefused as refused:  # over the asker's model use, or a guest: say so
         meta: dict[str, Any] = {"refused": refused.code, "to": message.user.id}

@@ -4,7 +4,9 @@ citations, so that the answer can cite "report.pdf, p. 12".
 
 Which attachments: those of the message asked, of the message it replies to, then those of
 the room's recent messages (newest first), up to ``max_files``. Only results that exist are
-used (a file still being extracted is not waited for). The chunks come from the handler's
+used: the assistant waits for the jobs on the asked message's own files first (``file_wait``,
+through ``hub.wait_attachment_results``); a file still being extracted after that is named in
+the prompt (:func:`pending_turn`) instead. The chunks come from the handler's
 ``data["chunks"]`` (``text``, ``citation``, ``tokens``, ``page``...): nothing is computed
 here but the choice.
 """
@@ -82,6 +84,23 @@ def select(
         chosen.append(i)
         used += cost
     return [chunks[i] for i in sorted(chosen)]
+
+
+PENDING = (
+    "Still being processed, so not readable yet: {names}. The asker has been told so; do "
+    "not guess what {pronoun} contain{s}."
+)
+
+
+def pending_turn(names: Sequence[str]) -> ChatTurn:
+    """A ``system`` turn naming the files whose extraction had not ended in time."""
+    one = len(names) == 1
+    return ChatTurn(
+        role="system",
+        content=PENDING.format(
+            names=", ".join(names), pronoun="it" if one else "they", s="s" if one else ""
+        ),
+    )
 
 
 def excerpts_turn(chosen: Sequence[dict[str, Any]]) -> ChatTurn:

@@ -16,8 +16,11 @@ is installed.
 from __future__ import annotations
 
 import io
+import re
 import time
 from typing import Any
+
+import msgspec
 
 from hub.sdk import (
     AttachmentHandler,
@@ -37,6 +40,7 @@ from . import (
     PPTX,
     TEXT,
     XLSX,
+    Block,
     Document,
     DocumentError,
     EncryptedDocument,
@@ -90,7 +94,7 @@ def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
         warnings.extend(more)
     fields = details(document)
     fields["ocr_pages"] = sorted(read)
-    chunks = chunks_for(document, info)
+    chunks = chunks_for(with_ocr_blocks(document, read), info, ocr_pages=set(read))
     if len(chunks) > MAX_CHUNKS:
         warnings.append(f"only the first {MAX_CHUNKS} of {len(chunks)} chunks are kept")
         chunks = chunks[:MAX_CHUNKS]
@@ -103,9 +107,12 @@ def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
     )
 
 
-def chunks_for(document: Document, info: AttachmentInfo) -> list[dict[str, Any]]:
+def chunks_for(
+    document: Document, info: AttachmentInfo, *, ocr_pages: set[int] | frozenset[int] = frozenset()
+) -> list[dict[str, Any]]:
     """The document cut for agents (``data["chunks"]``), computed here in the child process
-    so that agents only select: text, citation ("report.pdf, p. 12"), page(s), section."""
+    so that agents only select: text, citation ("report.pdf, p. 12"), page(s), section;
+    ``ocr: true`` on the chunks of pages read by OCR (``ocr_pages``)."""
     return [
         {
             "text": c.text,
@@ -116,6 +123,7 @@ def chunks_for(document: Document, info: AttachmentInfo) -> list[dict[str, Any]]
             "page": c.page,
             "page_end": c.page_end,
             "section": c.section,
+            **({"ocr": True} if c.page in ocr_pages else {}),
         }
         for c in chunk(
             document,
@@ -177,6 +185,33 @@ def ocr_scanned(
     if len(pages) > OCR_MAX_PAGES:
         warnings.append(f"only the first {OCR_MAX_PAGES} of {len(pages)} scanned pages were read")
     return markdown, read, warnings
+
+
+def with_ocr_blocks(document: Document, read: dict[int, str]) -> Document:
+    """``document`` with the text OCR read on scanned pages (``read``: page -> text) as
+    paragraph blocks of those pages, in page order, so that chunks carry it with its page
+    (a scanned page has no block of its own). A paragraph is a run of lines of the OCR
+    text; its section is the heading trail in force where the page starts."""
+    if not any(text.strip() for text in read.values()):
+        return document
+    blocks: list[Block] = []
+    pending = sorted((n, t) for n, t in read.items() if t.strip())
+    section: str | None = None
+    for block in document.blocks:
+        while pending and block.page is not None and block.page > pending[0][0]:
+            blocks.extend(_ocr_paragraphs(*pending.pop(0), section))
+        blocks.append(block)
+        section = block.section
+    for number, text in pending:
+        blocks.extend(_ocr_paragraphs(number, text, section))
+    return msgspec.structs.replace(document, blocks=blocks)
+
+
+def _ocr_paragraphs(page: int, text: str, section: str | None) -> list[Block]:
+    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", text))
+    return [
+        Block(kind="paragraph", markdown=p, page=page, section=section) for p in paragraphs if p
+    ]
 
 
 def summary(document: Document, *, ocr_pages: int = 0, markdown: str | None = None) -> str:
