@@ -143,6 +143,8 @@ class Hub:
             max_jobs=settings.attachment_max_jobs,
             start_method=settings.attachment_start_method,
             settings_for=self._attachment_settings,
+            api=self,  # what in-hub (``run_async``) handlers are given
+            max_async_jobs=settings.attachment_max_async_jobs,
         )
         self.revocations = Revocations(  # revoked token ids, the same on every replica
             store,
@@ -513,6 +515,9 @@ class Hub:
 
     async def charge_model_tokens(self, role: str, user_id: str, tokens: int) -> None:
         await self.limits.charge_model_tokens(role, user_id, tokens)
+
+    def model_role(self, user_id: str) -> str:
+        return self.limits.role_for(user_id)
 
     async def start_stream(
         self,

@@ -10,6 +10,12 @@ killed: past the handler's ``timeout`` it is killed and the job fails with "time
 address space is capped at ``memory_mb`` (``RLIMIT_AS``); a crash is a failed job too. The
 message is stored and delivered before any job starts and never waits for one.
 
+A handler may instead be an ``async`` function run **in the hub process** (``run_async``),
+for network-bound work such as asking a model: no child process, but the same queueing,
+frames, timeout (the coroutine is cancelled and the job fails), result storage and failure
+reporting; at most ``attachment_max_async_jobs`` of them run at a time (their own slots,
+so a slow model never holds up the CPU-bound jobs). It gets the hub's ``HubAPI``.
+
 Results are stored by content hash and handler name (:meth:`Store.save_attachment_result`):
 the same bytes, uploaded again in any room, are not processed again (the room is told the
 stored result, ``cached: true``) unless re-processing is asked for. The room sees each job as
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import fnmatch
 import hashlib
+import inspect
 import logging
 import multiprocessing
 import re
@@ -68,6 +75,9 @@ class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
     """The plugin's settings for ``room`` (JSON types), for handlers with ``room_settings``."""
     password: str | None = None
     """Only in the job a ``/password`` retry started (never stored, never logged)."""
+    uploaded_by: str = ""
+    """The user id of the upload's owner (e.g. whom a model call made for the file is
+    charged to)."""
 
     def __repr__(self) -> str:  # the password never reaches a log line or a traceback
         secret = ", password=***" if self.password is not None else ""
@@ -76,12 +86,17 @@ class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
 
 class HandlerResult(msgspec.Struct, kw_only=True):
     """What a handler returns: ``summary`` for people (one line or a few), ``markdown`` for
-    agents and "copy text", ``data`` anything structured (JSON types), ``warnings``."""
+    agents and "copy text", ``data`` anything structured (JSON types), ``warnings``.
+
+    ``reusable=False``: the result says something about the hub rather than the file (e.g.
+    "no vision model is configured"); it is stored and shown, but the same bytes sent again
+    get a new job instead of it."""
 
     summary: str = ""
     markdown: str = ""
     data: dict[str, Any] = {}
     warnings: list[str] = []
+    reusable: bool = True
 
 
 class HandlerError(Exception):
@@ -89,6 +104,9 @@ class HandlerError(Exception):
 
 
 RunFunction = Callable[[bytes, AttachmentInfo], HandlerResult]
+AsyncRunFunction = Callable[[bytes, AttachmentInfo, Any], Awaitable[HandlerResult]]
+"""``async def run(data, info, hub) -> HandlerResult``, run in the hub process (``hub`` is
+the ``HubAPI``)."""
 
 
 @dataclass(frozen=True)
@@ -100,11 +118,16 @@ class AttachmentHandler:
     ``"image/*"``, ``"*/*"``. Limits: ``timeout`` seconds of wall time, ``memory_mb`` of
     address space for the whole child process, ``max_bytes`` of input (larger files fail at
     once, no process started).
+
+    ``run_async`` instead of ``run``: an ``async`` function ``(data, info, hub)`` awaited in
+    the hub process, for network-bound work (a model call), never CPU-bound work (it shares
+    the hub's event loop: it must not block). ``timeout`` cancels it; ``memory_mb`` does
+    not apply.
     """
 
     name: str
     media_types: tuple[str, ...]
-    run: RunFunction
+    run: RunFunction | None = None
     timeout: float = 60.0
     memory_mb: int = 1024
     max_bytes: int = 50 * MiB
@@ -112,6 +135,12 @@ class AttachmentHandler:
     room_settings: bool = False
     """``run`` gets the plugin's settings for the room in ``info.settings``; a stored result
     is then reused only where the settings are the same (they are kept in its ``data``)."""
+    run_async: AsyncRunFunction | None = None
+
+    @property
+    def in_hub(self) -> bool:
+        """Whether the handler runs in the hub process (``run_async``), not in a child."""
+        return self.run_async is not None
 
     def matches(self, media_type: str) -> bool:
         media_type = media_type.split(";", 1)[0].strip().lower()
@@ -128,7 +157,14 @@ def check_handler(handler: Any) -> str | None:
         return f"handler {handler.name!r}: media_types must be a non-empty list of patterns"
     if handler.timeout <= 0 or handler.memory_mb <= 0 or handler.max_bytes <= 0:
         return f"handler {handler.name!r}: timeout, memory_mb and max_bytes must be positive"
-    if getattr(handler.run, "__qualname__", "<").count("<") or "." in handler.run.__qualname__:
+    if (handler.run is None) == (handler.run_async is None):
+        return f"handler {handler.name!r}: give either run or run_async, not both or neither"
+    if handler.run_async is not None:
+        if not inspect.iscoroutinefunction(handler.run_async):
+            return f"handler {handler.name!r}: run_async must be an async function"
+        return None
+    qualname = getattr(handler.run, "__qualname__", "<")
+    if qualname.count("<") or "." in qualname:
         return f"handler {handler.name!r}: run must be a top-level function (it is pickled)"
     return None
 
@@ -140,6 +176,13 @@ SettingsFor = Callable[[str, str], dict[str, Any]]
 """``(plugin, room) -> settings`` as JSON types: for handlers with ``room_settings``."""
 SETTINGS_KEY = "settings"
 """Where a ``room_settings`` handler's result keeps the settings it was made with."""
+REUSABLE_KEY = "reusable"
+"""``False`` in a stored result's ``data`` when it must not be reused for the same bytes:
+``HandlerResult.reusable=False``, or a failure of an in-hub handler (a model that errors or
+hangs says nothing about the file)."""
+CANCEL_GRACE = 1.0
+"""Seconds an in-hub handler cut off at its timeout has to finish its cancellation (close
+its connections) before its slot goes to the next job."""
 Spawn = Callable[..., Any]
 
 
@@ -191,6 +234,13 @@ async def _readable(fd: int) -> None:
         loop.remove_reader(fd)
 
 
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    """Read an in-hub handler's outcome so that one left behind (cut off at its timeout,
+    cancelled at shutdown) is never logged as "exception was never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
 class JobFailed(Exception):
     """A job that gave no result: timed out, over its memory, crashed, or raised."""
 
@@ -201,6 +251,7 @@ class JobFailed(Exception):
 @dataclass
 class PipelineStats:
     jobs: int = 0  # child processes started
+    in_hub: int = 0  # jobs of in-hub (``run_async``) handlers started
     done: int = 0
     failed: int = 0
     cached: int = 0  # results found stored for the same bytes
@@ -221,6 +272,8 @@ class AttachmentPipeline:
         max_jobs: int = 2,
         start_method: str = "forkserver",
         settings_for: SettingsFor | None = None,
+        api: Any = None,
+        max_async_jobs: int = 4,
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(
@@ -232,6 +285,8 @@ class AttachmentPipeline:
         self.publish = publish
         self.spawn = spawn
         self.slots = asyncio.Semaphore(max(1, max_jobs))
+        self.async_slots = asyncio.Semaphore(max(1, max_async_jobs))  # in-hub handlers
+        self.api = api  # the HubAPI in-hub handlers get
         self.start_method = start_method
         self.settings_for = settings_for
         self.stats = PipelineStats()
@@ -239,6 +294,7 @@ class AttachmentPipeline:
         self._hashes: dict[str, str] = {}  # attachment id -> sha256 (uploads never change)
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._children: set[multiprocessing.process.BaseProcess] = set()
+        self._in_hub: set[asyncio.Task[HandlerResult]] = set()
         self._stopping = False
         self._expected: dict[str, int] = {}  # attachment id -> submissions not yet started
         self._changed = asyncio.Event()  # set (then replaced) when a job or submission ends
@@ -302,6 +358,7 @@ class AttachmentPipeline:
                 sha256=digest,
                 room=room,
                 password=password,
+                uploaded_by=meta.uploaded_by,
             )
             for plugin, handler in handlers:
                 if not handler.matches(meta.media_type):
@@ -316,9 +373,13 @@ class AttachmentPipeline:
                     continue
                 if not force:
                     stored = await self.store.attachment_results(digest, handler.name)
-                    if stored and (
-                        not handler.room_settings
-                        or stored[0].data.get(SETTINGS_KEY) == job_info.settings
+                    if (
+                        stored
+                        and (
+                            not handler.room_settings
+                            or stored[0].data.get(SETTINGS_KEY) == job_info.settings
+                        )
+                        and stored[0].data.get(REUSABLE_KEY, True)
                     ):
                         self.stats.cached += 1
                         await self._announce(info, handler.name, stored[0], cached=True)
@@ -427,7 +488,7 @@ class AttachmentPipeline:
         )
 
     async def _job(self, plugin: str, handler: AttachmentHandler, info: AttachmentInfo) -> None:
-        async with self.slots:
+        async with self.async_slots if handler.in_hub else self.slots:
             await self._event(info, handler.name, "running")
             started = time.monotonic()
             result = AttachmentResult(
@@ -451,6 +512,10 @@ class AttachmentPipeline:
                 result.data, result.warnings = out.data, list(out.warnings)
                 if handler.room_settings:
                     result.data = {**result.data, SETTINGS_KEY: info.settings}
+                if not out.reusable:
+                    result.data = {**result.data, REUSABLE_KEY: False}
+            if result.status == "failed" and handler.in_hub:
+                result.data = {REUSABLE_KEY: False}
             result.seconds = round(time.monotonic() - started, 3)
             await self._finish(info, handler, result)
 
@@ -478,6 +543,9 @@ class AttachmentPipeline:
                 f"the file has {info.size:,} bytes; {handler.name} takes at most "
                 f"{handler.max_bytes:,}"
             )
+        if handler.run_async is not None:
+            return await self._run_in_hub(handler, handler.run_async, info)
+        assert handler.run is not None  # check_handler: one of run and run_async
         ctx = self._ctx()
         reader, writer = ctx.Pipe(duplex=False)
         path = str(self.attachments.blob_path(info.id))
@@ -526,6 +594,47 @@ class AttachmentPipeline:
         except msgspec.ValidationError as exc:
             raise JobFailed(f"the handler's result is not valid: {exc}") from None
 
+    async def _run_in_hub(
+        self, handler: AttachmentHandler, run: AsyncRunFunction, info: AttachmentInfo
+    ) -> HandlerResult:
+        """An in-hub handler's result, or :class:`JobFailed`: past its ``timeout`` it is
+        cancelled (given :data:`CANCEL_GRACE` to finish) and the job fails."""
+        self.stats.in_hub += 1
+        self.stats.by_handler[handler.name] = self.stats.by_handler.get(handler.name, 0) + 1
+        data = await asyncio.to_thread(self.attachments.blob_path(info.id).read_bytes)
+
+        async def call() -> HandlerResult:
+            return await run(data, info, self.api)
+
+        task = asyncio.create_task(call(), name=f"attachment-in-hub:{handler.name}")
+        task.add_done_callback(_retrieved)
+        self._in_hub.add(task)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=handler.timeout)
+            if not done:  # never waits on the handler's cooperation for longer than the grace
+                task.cancel()
+                await asyncio.wait({task}, timeout=CANCEL_GRACE)
+                raise JobFailed(f"timed out after {handler.timeout:g} s")
+        except asyncio.CancelledError:  # the hub stops: the handler stops with it
+            task.cancel()
+            raise
+        finally:
+            self._in_hub.discard(task)
+        try:
+            result = task.result()
+        except HandlerError as exc:
+            raise JobFailed(str(exc)) from None
+        except asyncio.CancelledError:
+            raise JobFailed("the handler was cancelled") from None
+        except Exception as exc:  # anything a handler raises is its failure, reported
+            raise JobFailed(f"{type(exc).__name__}: {exc}"[:2000]) from None
+        if not isinstance(result, HandlerResult):
+            raise JobFailed(f"the handler returned {type(result).__name__}, not HandlerResult")
+        try:  # JSON types only, as a child's result is: what is stored is what was returned
+            return msgspec.json.decode(msgspec.json.encode(result), type=HandlerResult)
+        except (TypeError, msgspec.MsgspecError) as exc:
+            raise JobFailed(f"the handler's result is not valid: {exc}") from None
+
     @staticmethod
     def _crash_reason(proc: multiprocessing.process.BaseProcess, handler: AttachmentHandler) -> str:
         code = proc.exitcode
@@ -545,11 +654,14 @@ class AttachmentPipeline:
         proc.join(0)
 
     def stop(self) -> None:
-        """Kill every running child (hub shutdown); their jobs store nothing."""
+        """Kill every running child and cancel every in-hub handler (hub shutdown); their
+        jobs store nothing."""
         self._stopping = True
         for proc in list(self._children):
             with contextlib.suppress(Exception):
                 proc.kill()
+        for task in list(self._in_hub):
+            task.cancel()
 
 
 # ------------------------------------------------------------------ HTTP routes

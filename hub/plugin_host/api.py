@@ -208,6 +208,13 @@ class HubAPI(Protocol):
         """Count ``tokens`` of model use to ``user_id`` (known only afterwards)."""
         ...
 
+    def model_role(self, user_id: str) -> str:
+        """The role whose model limits apply to ``user_id`` when only the id is known (not
+        their :class:`Identity`, e.g. an upload's owner): ``admin``, ``agent``, ``guest`` or
+        ``user``, as this hub process has seen them (``guest`` for guest ids, else ``user``
+        for someone it has not seen)."""
+        ...
+
     # ------------------------------------------------------------ streams
 
     async def start_stream(

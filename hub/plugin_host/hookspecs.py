@@ -166,8 +166,10 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
     When a message refers to an upload, every handler matching its media type whose plugin
     is enabled in the room runs on it as a job in a child process (``run(data, info)``, a
     top-level function, within the handler's ``timeout``, ``memory_mb`` and ``max_bytes``)
-    and returns a :class:`hub.sdk.HandlerResult`. Results are stored by content hash and
-    handler name, and the room sees ``attachment`` frames. See ``docs/plugins.md``.
+    and returns a :class:`hub.sdk.HandlerResult`. A handler given ``run_async`` instead (an
+    ``async`` function ``(data, info, hub)``, for network-bound work such as a model call)
+    is awaited in the hub process, within its ``timeout``. Results are stored by content
+    hash and handler name, and the room sees ``attachment`` frames. See ``docs/plugins.md``.
 
     Example::
 

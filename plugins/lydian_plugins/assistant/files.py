@@ -8,7 +8,8 @@ used: the assistant waits for the jobs on the asked message's own files first (`
 through ``hub.wait_attachment_results``); a file still being extracted after that is named in
 the prompt (:func:`pending_turn`) instead. The chunks come from the handler's
 ``data["chunks"]`` (``text``, ``citation``, ``tokens``, ``page``...): nothing is computed
-here but the choice.
+here but the choice. An image is one excerpt made of what the vision handlers stored for
+it: the ``describe`` handler's description and objects, and the ``ocr`` handler's text.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ from hub.sdk import Attachment, ChatMessage, ChatTurn, HubAPI, estimate_tokens
 
 HANDLER = "documents"
 """The attachment handler whose ``data["chunks"]`` are read."""
+DESCRIBE, OCR = "describe", "ocr"
+"""The vision handlers whose results make an image's excerpt."""
+MAX_IMAGE_TEXT = 4000
+"""Characters of an image's OCR text put in its excerpt at most."""
 
 INSTRUCTION = (
     "Excerpts of files shared in this room follow, each headed by its source in square "
@@ -111,6 +116,37 @@ def excerpts_turn(chosen: Sequence[dict[str, Any]]) -> ChatTurn:
     return ChatTurn(role="system", content="\n\n".join(parts))
 
 
+def image_chunk(name: str, results: Sequence[Any]) -> dict[str, Any] | None:
+    """One excerpt for an image: its description and objects (``describe``, when a model
+    made one) and the text read in it (``ocr``); None when neither says anything."""
+    seen: list[str] = []
+    read: list[str] = []
+    for result in results:
+        if result.status != "done":
+            continue
+        if result.handler == DESCRIBE and result.data.get("available") is not False:
+            description = str(result.data.get("description") or "").strip()
+            objects = [o for o in result.data.get("objects") or [] if isinstance(o, str)]
+            if description:
+                seen.append(f"Image description: {description}")
+            if objects:
+                seen.append("Objects seen: " + ", ".join(objects))
+        elif result.handler == OCR and result.markdown.strip():
+            text = result.markdown.strip()[:MAX_IMAGE_TEXT]
+            read.append(f"Text read in the image (OCR): {text}")
+    if not seen and not read:
+        return None
+    text = "\n".join(seen + read)
+    citation = f"{name}, image"
+    return {
+        "text": text,
+        "citation": citation,
+        "filename": name,
+        "kind": "image",
+        "tokens": estimate_tokens(text) + estimate_tokens(citation),
+    }
+
+
 def _tokens(c: dict[str, Any]) -> int:
     tokens = c.get("tokens")
     return tokens if isinstance(tokens, int) else estimate_tokens(str(c.get("text", "")))
@@ -152,6 +188,11 @@ async def document_context(
             results = await hub.attachment_results(attachment.id)
         except LookupError:  # the upload is gone (retention)
             continue
+        image = image_chunk(attachment.name, results)
+        if image is not None:
+            chunks.append(image)
+            if direct:
+                direct_chunks.append(image)
         for result in results:
             if result.handler != HANDLER or result.status != "done":
                 continue

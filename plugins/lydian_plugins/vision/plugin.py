@@ -1,4 +1,5 @@
-"""The vision library as attachment handlers: ``ocr``, ``faces`` and ``moderation`` on images.
+"""The vision library as attachment handlers: ``ocr``, ``faces`` and ``moderation`` on images,
+and ``describe`` through a vision model when one is configured (``describe.py``).
 
 Enable it in a room with ``/plugins enable vision``; from then on every PNG, JPEG, GIF, WebP,
 BMP or TIFF image a message carries there is read (Tesseract), searched for faces (counts and
@@ -26,11 +27,13 @@ from hub.sdk import (
     AttachmentInfo,
     HandlerError,
     HandlerResult,
+    HubAPI,
     PerRoom,
     hookimpl,
 )
 
 from . import LYDIAN_REQUIREMENTS as _REQUIRED
+from . import describe
 from .errors import MissingLanguage, VisionError
 from .faces import blur_faces, blur_image, detect_faces
 from .models import ImageLimits, ModerationPolicy
@@ -54,6 +57,9 @@ class VisionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     blur_faces: Annotated[bool, PerRoom] = False
     moderation_action: Annotated[Literal["flag", "blur", "refuse"], PerRoom] = "flag"
     moderation_threshold: Annotated[float, msgspec.Meta(ge=0.0, le=1.0), PerRoom] = 0.8
+    describe_agent: Annotated[str, PerRoom] = ""
+    """The agent whose vision model describes images (``describe``); empty: the first agent
+    enabled in the room whose model takes images."""
 
 
 def settings_of(info: AttachmentInfo) -> VisionSettings:
@@ -165,6 +171,11 @@ def run_moderation(data: bytes, info: AttachmentInfo) -> HandlerResult:
     )
 
 
+async def run_describe(data: bytes, info: AttachmentInfo, hub: HubAPI) -> HandlerResult:
+    """Describe the image with the room's vision model (in the hub process: a model call)."""
+    return await describe.describe_image(data, info, hub, settings_of(info).describe_agent)
+
+
 @hookimpl
 def lydian_plugin_settings() -> type[msgspec.Struct]:
     return VisionSettings
@@ -201,5 +212,14 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
             memory_mb=2048,
             description="sexual-content score and label; the room's flag/blur/refuse policy",
             **common,
+        ),
+        AttachmentHandler(
+            name=describe.NAME,
+            media_types=describe.MEDIA_TYPES,
+            run_async=run_describe,
+            timeout=describe.TIMEOUT,
+            max_bytes=describe.MAX_BYTES,
+            room_settings=True,
+            description="a description and the objects seen, by the room's vision model",
         ),
     ]
