@@ -143,6 +143,8 @@ class Hub:
             max_jobs=settings.attachment_max_jobs,
             start_method=settings.attachment_start_method,
             settings_for=self._attachment_settings,
+            max_derived_files=settings.attachment_max_derived_files,
+            max_derived_bytes=settings.attachment_max_derived_bytes,
         )
         self.revocations = Revocations(  # revoked token ids, the same on every replica
             store,
