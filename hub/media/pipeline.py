@@ -552,7 +552,8 @@ class AttachmentPipeline:
 
     async def _job(self, plugin: str, handler: AttachmentHandler, info: AttachmentInfo) -> None:
         async with self.slots:
-            await self._event(info, handler.name, "running")
+            review = handler.reviews(self._settings(plugin, handler, info.room))
+            await self._event(info, handler.name, "running", review=review)
             started = time.monotonic()
             result = AttachmentResult(
                 handler=handler.name,
