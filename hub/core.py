@@ -145,6 +145,8 @@ class Hub:
             settings_for=self._attachment_settings,
             api=self,  # what in-hub (``run_async``) handlers are given
             max_async_jobs=settings.attachment_max_async_jobs,
+            max_derived_files=settings.attachment_max_derived_files,
+            max_derived_bytes=settings.attachment_max_derived_bytes,
         )
         self.revocations = Revocations(  # revoked token ids, the same on every replica
             store,

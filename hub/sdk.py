@@ -77,7 +77,13 @@ from hub.base.protocol import (
 )
 from hub.base.protocol import Error as ErrorFrame
 from hub.cache.strategy import CacheStrategy
-from hub.media.pipeline import AttachmentHandler, AttachmentInfo, HandlerError, HandlerResult
+from hub.media.pipeline import (
+    AttachmentHandler,
+    AttachmentInfo,
+    DerivedFile,
+    HandlerError,
+    HandlerResult,
+)
 from hub.plugin_host.api import FrameHandler, HubAPI, LLMProvider, Unsubscribe
 from hub.plugin_host.commands import (
     Arg,
@@ -91,7 +97,7 @@ from hub.plugin_host.dashboard import DashboardPage, RouteHandler
 from hub.plugin_host.hookspecs import hookimpl
 from hub.plugin_host.settings import PerRoom, Secret
 from hub.realtime.shared import SharedState
-from hub.store.store import AttachmentResult, RoomExists, RoomInfo
+from hub.store.store import AttachmentResult, DerivedAttachment, RoomExists, RoomInfo
 
 
 def hub_of(connection: ASGIConnection[Any, Any, Any, Any]) -> HubAPI:
@@ -128,6 +134,8 @@ __all__ = [
     "CommandSpec",
     "CompletionRequest",
     "DashboardPage",
+    "DerivedAttachment",
+    "DerivedFile",
     "ErrorCode",
     "ErrorFrame",
     "Frame",

@@ -7,7 +7,6 @@ scikit-image); they are uploaded through the REST route and sent over the socket
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +62,14 @@ async def finished(client: Any, attachment: str) -> dict[str, dict[str, Any]]:
     return out
 
 
+async def download(server: Any, attachment: str) -> bytes:
+    """What the room is served at the attachment's public URL (200 expected)."""
+    async with server.http() as http:
+        resp = await http.get(f"/api/attachments/{attachment}")
+    assert resp.status_code == 200, resp.text
+    return resp.content
+
+
 def text_png() -> bytes:
     return encoded(render(TEXT))
 
@@ -101,7 +108,7 @@ async def test_text_and_face_images_are_read_counted_and_scored(make_server):
         assert faces["count"] == 1 and len(faces["boxes"]) == 1
         left, top, width, _height = faces["boxes"][0]
         assert 150 < left < 250 and 50 < top < 150 and 60 < width < 160, faces["boxes"]
-        assert faces["blurred"] is None  # blur_faces is off in this room
+        assert faces["blurred"] is False and "files" not in stored["faces"]  # blur_faces off
         assert set(faces) >= {"count", "boxes", "width", "height"}
         moderation = stored["moderation"]["data"]
         assert moderation["label"] == "safe" and moderation["score"] < 0.2
@@ -117,11 +124,13 @@ async def test_text_and_face_images_are_read_counted_and_scored(make_server):
         assert frames["faces"]["summary"] == "1 face, blurred copy made", frames["faces"]
         assert not frames["faces"].get("cached")
         assert frames["ocr"]["status"] == "done" and not frames["ocr"].get("cached")
-        copy = (await results(server, "private", private_id))["faces"]["data"]["blurred"]
-        assert copy["media_type"] == "image/png"
-        blurred = base64.b64decode(copy["base64"])
+        (copy,) = (await results(server, "private", private_id))["faces"]["files"]
+        assert copy["media_type"] == "image/png" and copy["role"] == "replacement"
+        assert copy["name"] == "astronaut.faces-blurred.png"
+        blurred = await download(server, copy["id"])
         assert len(blurred) == copy["size"] and blurred != photo
         assert detect_faces(blurred).count == 0
+        assert await download(server, private_id) == blurred  # shown instead of the photo
 
         # one result is kept per file and handler: "private" replaced the one made with
         # "photos"'s settings, so "photos" gets its own again from a new job, without a copy
@@ -131,7 +140,8 @@ async def test_text_and_face_images_are_read_counted_and_scored(make_server):
         frames = await finished(alice, again)
         assert frames["faces"]["summary"] == "1 face" and not frames["faces"].get("cached")
         assert server.hub.attachment_pipeline.stats.by_handler["faces"] == jobs + 1
-        assert (await results(server, "photos", again))["faces"]["data"]["blurred"] is None
+        assert (await results(server, "photos", again))["faces"]["data"]["blurred"] is False
+        assert await download(server, again) == photo
         # and the same bytes once more with the same settings: the stored results, no job
         third = await upload(server, "photos", "third.png", photo)
         await send(alice, "photos", third, "f3")
@@ -160,16 +170,18 @@ async def test_room_moderation_policy_decides_and_is_recorded(make_server):
         data = (await results(server, "strict", refused))["moderation"]["data"]
         assert data["decision"] == "refuse" and data["label"] == "safe"
         assert data["policy"] == {"action": "refuse", "threshold": 0.0}
-        assert data["blurred"] is None
+        assert frames["moderation"]["withheld"].startswith("refused by the room's moderation")
 
         owner2, bob = await vision_room(server, "soft")
         blurred = await upload(server, "soft", "scan.png", image)
         await send(bob, "soft", blurred, "b1")
         frames = await finished(bob, blurred)
         assert frames["moderation"]["summary"].startswith("blurred by the room's policy")
-        data = (await results(server, "soft", blurred))["moderation"]["data"]
-        assert data["decision"] == "blur"
-        copy = base64.b64decode(data["blurred"]["base64"])
+        stored = (await results(server, "soft", blurred))["moderation"]
+        assert stored["data"]["decision"] == "blur"
+        (ref,) = stored["files"]
+        assert ref["role"] == "replacement" and ref["priority"] == 10
+        copy = await download(server, blurred)  # the room is shown the blurred copy
         assert copy[:8] == b"\x89PNG\r\n\x1a\n" and copy != image
         for client in (owner, alice, owner2, bob):
             await client.close()

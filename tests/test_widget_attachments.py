@@ -6,12 +6,13 @@ same for messages loaded from history. Headless Chromium against a real hub runn
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from playwright.async_api import Browser, expect
 
-from hub.sdk import AttachmentHandler, AttachmentInfo, HandlerResult, hookimpl
+from hub.sdk import AttachmentHandler, AttachmentInfo, DerivedFile, HandlerResult, hookimpl
 from tests.support import HubServer, eventually
 from tests.test_widget_browser import DESKTOP, WidgetPage, gradient_png, open_widget
 from tests.test_widget_browser import browser as browser  # the fixture
@@ -285,4 +286,72 @@ async def test_image_results_show_face_badges_and_ocr_text(server, browser):
     await job.locator(".lw-proc-copy").click()
     await expect(job.locator(".lw-proc-copy")).to_have_text("Copied")
     assert await alice.page.evaluate("() => navigator.clipboard.readText()") == OCR_TEXT
+    assert alice.errors == []
+
+
+def held_stub(data: bytes, info: AttachmentInfo) -> HandlerResult:
+    """A reviewer's verdict by file name: ``secret`` withheld, ``blur`` replaced by a smaller
+    copy (a 60 x 30 gradient), anything else passed. Top level: the child imports it."""
+    from tests.test_widget_browser import gradient_png as png
+
+    if info.filename.startswith("secret"):
+        return HandlerResult(summary="refused", withhold="refused by the test's policy")
+    if info.filename.startswith("blur"):
+        copy = DerivedFile(
+            name="copy.png", media_type="image/png", data=png(60, 30), role="replacement"
+        )
+        return HandlerResult(summary="replaced", files=[copy])
+    return HandlerResult(summary="passed")
+
+
+class HeldStub:
+    @hookimpl
+    def lydian_attachment_handlers(self) -> list[AttachmentHandler]:
+        return [
+            AttachmentHandler("heldstub", ("image/png",), run=held_stub, timeout=30, review=True)
+        ]
+
+
+async def test_withheld_and_replaced_images_say_so(server, browser):
+    from tests.plugin_support import add_plugin
+
+    await add_plugin(server, HeldStub(), "heldstub")
+    alice = await granted_page(browser, server.http_url, "Alice")
+    async with server.http("admin", admin=True) as http:
+        resp = await http.put("/api/rooms/lobby/plugins/heldstub", json={"enabled": True})
+    assert resp.status_code == 200, resp.text
+
+    async def send_image(name: str, width: int) -> Any:
+        before = await alice.messages.count()
+        await alice.css(".lw-composer input[type=file]").set_input_files(
+            {"name": name, "mimeType": "image/png", "buffer": gradient_png(width)}
+        )
+        await expect(alice.css(".lw-chip-ready .lw-chip-name")).to_have_text(name)
+        await alice.css(".lw-input").press("Enter")
+        await expect(alice.messages).to_have_count(before + 1)
+        message = alice.messages.nth(before)
+        job = message.locator('.lw-proc-item[data-handler="heldstub"]')
+        await expect(job).to_have_attribute("data-status", "done", timeout=60_000)
+        return message, job
+
+    message, job = await send_image("secret.png", 200)
+    await expect(job.locator(".lw-proc-withheld")).to_have_text("withheld")
+    await expect(job.locator(".lw-proc-withheld")).to_have_attribute(
+        "title", "refused by the test's policy"
+    )
+    link = message.locator("a.lw-att-image")
+    await expect(link).to_have_class(re.compile(r"\blw-att-held\b"))
+    await expect(link.locator(".lw-att-note")).to_have_text(
+        "Withheld: refused by the test's policy"
+    )
+    await expect(link.locator("img")).to_be_hidden()
+
+    message, job = await send_image("blur.png", 240)
+    await expect(job.locator(".lw-proc-replaced")).to_have_text("copy shown")
+    img = message.locator("a.lw-att-image img")
+    await expect(img).to_be_visible()
+    # the copy (60 px wide), not the 240 px original, once the review is done (different
+    # bytes from the first image: the same bytes would get its stored verdict)
+    await expect(img).to_have_js_property("naturalWidth", 60, timeout=30_000)
+    await expect(message.locator(".lw-att-note")).to_have_count(0)
     assert alice.errors == []

@@ -102,6 +102,8 @@ class Settings(msgspec.Struct, kw_only=True):
     attachment_max_jobs: int = 2
     attachment_start_method: str = "forkserver"  # or "spawn" (never "fork": the loop's threads)
     attachment_max_async_jobs: int = 4  # in-hub (network-bound) handler jobs at once per process
+    attachment_max_derived_files: int = 32  # files one handler result may keep (embedded, copies)
+    attachment_max_derived_bytes: int = 64 * 1024 * 1024  # their bytes together, per result
     log_level: str = "info"
     plugins: str | None = None  # allow-list "a,b" (env LYDIAN_PLUGINS); None loads every plugin
     trace_hooks: bool = False  # log every plugin hook call (env LYDIAN_TRACE_HOOKS=1)

@@ -346,7 +346,13 @@ class AttachmentEvent(Frame, tag="attachment"):
 
     ``status`` goes ``queued`` -> ``running`` -> ``done`` or ``failed``; ``cached`` marks a
     result found for the same bytes processed earlier (no job ran). ``error`` says why a job
-    failed (the handler's error, a timeout, the memory limit, a crash)."""
+    failed (the handler's error, a timeout, the memory limit, a crash).
+
+    Derived files: ``parent`` names the attachment a job's file was found in (an image
+    embedded in a PDF); ``review`` marks a reviewer's job (the original is not served until
+    it ends); on ``done``, ``withheld`` is the reason the original is no longer served,
+    ``replacement`` the id of the copy served instead, ``embedded`` how many files found
+    inside it were kept (their jobs follow, with ``parent``)."""
 
     room: str
     attachment: str
@@ -356,6 +362,11 @@ class AttachmentEvent(Frame, tag="attachment"):
     summary: str = ""
     error: str = ""
     cached: bool = False
+    parent: str = ""
+    review: bool = False
+    withheld: str = ""
+    replacement: str = ""
+    embedded: int = 0
 
 
 class Ping(Frame, tag="ping"):

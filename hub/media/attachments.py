@@ -96,6 +96,9 @@ class StoredAttachment(msgspec.Struct):
     room: str
     uploaded_by: str
     created_at: float
+    parent: str = ""  # a derived file: the upload it was derived from
+    role: str = ""  # a derived file: ``embedded`` or ``replacement``
+    handler: str = ""  # a derived file: the handler that made it
 
     def public(self) -> Attachment:
         return Attachment(
@@ -190,6 +193,32 @@ class AttachmentStore:
         declared: str | None = None,
     ) -> StoredAttachment:
         """Check and keep one upload; raise :class:`UploadRejected` when it cannot be kept."""
+        meta = self._checked(room, uploaded_by, filename, data, declared)
+        await asyncio.to_thread(self._write, meta, data)
+        return meta
+
+    async def save_derived(
+        self,
+        room: str,
+        filename: str,
+        data: bytes,
+        declared: str,
+        *,
+        parent: str,
+        role: str,
+        handler: str,
+    ) -> StoredAttachment:
+        """Keep a file a handler derived from upload ``parent`` (same checks as an upload:
+        size, sniffed type; :class:`UploadRejected`). It is referenced from the start (by the
+        handler's result), so never swept as an orphan."""
+        meta = self._checked(room, f"handler:{handler}", filename, data, declared)
+        meta = msgspec.structs.replace(meta, parent=parent, role=role, handler=handler)
+        await asyncio.to_thread(self._write, meta, data, False)
+        return meta
+
+    def _checked(
+        self, room: str, uploaded_by: str, filename: str | None, data: bytes, declared: str | None
+    ) -> StoredAttachment:
         if not data:
             raise UploadRejected(400, "the file is empty")
         if len(data) > self.max_bytes:
@@ -200,7 +229,7 @@ class AttachmentStore:
         media_type = sniff_media_type(data[:4096], name, declared)
         if media_type is None:
             raise UploadRejected(415, f"{name!r} is not a supported image, audio clip or document")
-        meta = StoredAttachment(
+        return StoredAttachment(
             id=secrets.token_urlsafe(16),
             name=name,
             media_type=media_type,
@@ -209,13 +238,12 @@ class AttachmentStore:
             uploaded_by=uploaded_by,
             created_at=time.time(),
         )
-        await asyncio.to_thread(self._write, meta, data)
-        return meta
 
-    def _write(self, meta: StoredAttachment, data: bytes) -> None:
+    def _write(self, meta: StoredAttachment, data: bytes, pending: bool = True) -> None:
         folder = self._dir(meta.id)
         folder.mkdir(parents=True, exist_ok=False)
-        (folder / PENDING).touch()  # first: an upload that dies half-written is an orphan too
+        if pending:  # first: an upload that dies half-written is an orphan too
+            (folder / PENDING).touch()
         (folder / "blob").write_bytes(data)
         tmp = folder / "meta.json.tmp"
         tmp.write_bytes(msgspec.json.encode(meta))
@@ -232,6 +260,10 @@ class AttachmentStore:
     def read(self, attachment_id: str) -> tuple[StoredAttachment, bytes]:
         """The sidecar and the bytes of one upload (blocking: call it in a thread)."""
         return self.get(attachment_id), self.blob_path(attachment_id).read_bytes()
+
+    def is_pending(self, attachment_id: str) -> bool:
+        """Whether no message refers to this upload yet (blocking: call it in a thread)."""
+        return (self._dir(attachment_id) / PENDING).exists()
 
     def blob_path(self, attachment_id: str) -> Path:
         return self._dir(attachment_id) / "blob"
@@ -364,29 +396,75 @@ async def _upload(request: Request[Identity, Any, Any], room_id: str) -> Attachm
     return meta.public()
 
 
-@get("/api/attachments/{attachment_id:str}", exclude_from_auth=True, tags=["attachments"])
-async def download_attachment(
-    request: Request[Any, Any, Any], attachment_id: FromPath[str]
+SHOWN_HEADER = "Lydian-Shown"
+"""On a download: ``original`` or ``replacement`` (a handler's copy shown instead)."""
+
+
+def file_response(
+    meta: StoredAttachment, data: bytes, *, media_type: str | None = None, cache: bool = True
 ) -> Response[bytes]:
-    """The stored file; its unguessable id is the capability to read it."""
-    store = AttachmentStore.for_settings(request.app.state.hub.settings)
-    try:  # sidecar and bytes read in a worker thread, never on the event loop
-        meta, data = await asyncio.to_thread(store.read, attachment_id)
-    except (UnknownAttachment, FileNotFoundError):
-        raise NotFoundException(f"no attachment {attachment_id!r}") from None
-    disposition = "inline" if media_kind(meta.media_type) in ("image", "audio") else "attachment"
+    """An upload's bytes with the download headers (name, nosniff, sandbox, caching)."""
+    media_type = media_type or meta.media_type
+    disposition = "inline" if media_kind(media_type) in ("image", "audio") else "attachment"
     quoted = json.dumps(meta.name.encode("ascii", "replace").decode())
     return Response(
         content=data,
-        media_type=meta.media_type,
+        media_type=media_type,
         headers={
             "Content-Disposition": f"{disposition}; filename={quoted}; "
             f"filename*=UTF-8''{quote(meta.name)}",
             "X-Content-Type-Options": "nosniff",
             "Content-Security-Policy": "sandbox; default-src 'none'; style-src 'unsafe-inline'",
-            "Cache-Control": "private, max-age=31536000, immutable",
+            "Cache-Control": "private, max-age=31536000, immutable" if cache else "no-store",
         },
     )
+
+
+def refusal_response(status: int, shown: str, detail: str, **extra: Any) -> Response[Any]:
+    """A download the room's handlers hold back: ``{"status_code", "shown", "detail"}``."""
+    headers = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+    if status == 423:
+        headers["Retry-After"] = "2"
+    return Response(
+        content={"status_code": status, "shown": shown, "detail": detail, **extra},
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+@get("/api/attachments/{attachment_id:str}", exclude_from_auth=True, tags=["attachments"])
+async def download_attachment(
+    request: Request[Any, Any, Any], attachment_id: FromPath[str]
+) -> Response[Any]:
+    """The stored file; its unguessable id is the capability to read it.
+
+    What the room's attachment handlers decided comes first (``hub.media.pipeline``,
+    ``AttachmentPipeline.serving``): a replacement copy is served in place of the original
+    (``Lydian-Shown: replacement``), a withheld original is refused with 451, one a reviewer
+    has not finished with yet with 423 (``Retry-After``); each with a JSON reason."""
+    hub = request.app.state.hub
+    store = AttachmentStore.for_settings(hub.settings)
+    try:  # sidecar and bytes read in a worker thread, never on the event loop
+        meta = await asyncio.to_thread(store.get, attachment_id)
+        decision = await hub.attachment_pipeline.serving(meta)
+        if decision.shown == "withheld":
+            return refusal_response(451, "withheld", decision.reason, handler=decision.handler)
+        if decision.shown == "reviewing":
+            return refusal_response(423, "reviewing", decision.reason, handler=decision.handler)
+        if decision.shown == "replacement":
+            copy = decision.replacement
+            data = await asyncio.to_thread(store.blob_path(copy.id).read_bytes)
+            response = file_response(meta, data, media_type=copy.media_type, cache=False)
+            response.headers[SHOWN_HEADER] = "replacement"
+            return response
+        data = await asyncio.to_thread(store.blob_path(attachment_id).read_bytes)
+    except (UnknownAttachment, FileNotFoundError):
+        raise NotFoundException(f"no attachment {attachment_id!r}") from None
+    # an original under review may be replaced later: only a final decision is cached long
+    response = file_response(meta, data, cache=decision.final)
+    response.headers[SHOWN_HEADER] = "original"
+    return response
 
 
 def attachment_routes(settings: Settings) -> list[ControllerRouterHandler]:

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 from litestar import Request, get, post
@@ -49,8 +49,14 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from hub.base.auth import Identity
 from hub.base.protocol import AttachmentEvent
-from hub.media.attachments import AttachmentStore, StoredAttachment, UnknownAttachment
-from hub.store.store import AttachmentResult, Store
+from hub.media.attachments import (
+    AttachmentStore,
+    StoredAttachment,
+    UnknownAttachment,
+    UploadRejected,
+    file_response,
+)
+from hub.store.store import AttachmentResult, DerivedAttachment, Store
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +84,38 @@ class AttachmentInfo(msgspec.Struct, frozen=True, kw_only=True):
     uploaded_by: str = ""
     """The user id of the upload's owner (e.g. whom a model call made for the file is
     charged to)."""
+    parent: str = ""
+    """For a file another handler found inside an upload (``embedded``): that upload's id."""
 
     def __repr__(self) -> str:  # the password never reaches a log line or a traceback
         secret = ", password=***" if self.password is not None else ""
         return f"AttachmentInfo(id={self.id!r}, filename={self.filename!r}{secret})"
 
 
+class DerivedFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A file a handler derived from the one it read, returned in :attr:`HandlerResult.files`.
+
+    ``role``: ``"embedded"``, a file found inside it (an image of a PDF page): the hub keeps
+    it as an upload of the room and runs the room's handlers on it (one level: files
+    embedded in an embedded file are not kept); ``"replacement"``, a copy the room is shown
+    instead of the original (faces blurred): the download of the original serves it.
+    ``media_type`` is checked against the bytes like any upload (they decide).
+    ``priority``: when several handlers made replacements, the highest is served.
+    ``meta``: JSON facts about it (``{"page": 3}``), kept with the reference."""
+
+    name: str
+    media_type: str
+    data: bytes
+    role: Literal["embedded", "replacement"]
+    priority: int = 0
+    meta: dict[str, Any] = {}
+
+
 class HandlerResult(msgspec.Struct, kw_only=True):
     """What a handler returns: ``summary`` for people (one line or a few), ``markdown`` for
-    agents and "copy text", ``data`` anything structured (JSON types), ``warnings``.
+    agents and "copy text", ``data`` anything structured (JSON types), ``warnings``;
+    ``files`` it derived (:class:`DerivedFile`), and ``withhold``: a reason for the room
+    not to be served the original any more (e.g. refused by a moderation policy).
 
     ``reusable=False``: the result says something about the hub rather than the file (e.g.
     "no vision model is configured"); it is stored and shown, but the same bytes sent again
@@ -97,6 +126,8 @@ class HandlerResult(msgspec.Struct, kw_only=True):
     data: dict[str, Any] = {}
     warnings: list[str] = []
     reusable: bool = True
+    files: list[DerivedFile] = []
+    withhold: str = ""
 
 
 class HandlerError(Exception):
@@ -142,6 +173,23 @@ class AttachmentHandler:
         """Whether the handler runs in the hub process (``run_async``), not in a child."""
         return self.run_async is not None
 
+    review: bool | Callable[[dict[str, Any]], bool] = False
+    """A reviewer: in a room where it reviews, the original is not served until its job on
+    the file is done (423 "being reviewed"), nor if the job failed (withheld: fail closed).
+    A function gets the plugin's settings for the room (JSON types, called in the hub, so
+    keep it quick) and says whether it reviews there (e.g. only under a blur or refuse
+    policy)."""
+
+    def reviews(self, settings: dict[str, Any]) -> bool:
+        """Whether this handler holds the original back in a room with these settings."""
+        if callable(self.review):
+            try:
+                return bool(self.review(settings))
+            except Exception:  # a broken predicate reviews: the safe side
+                log.warning("review predicate of %s failed", self.name, exc_info=True)
+                return True
+        return bool(self.review)
+
     def matches(self, media_type: str) -> bool:
         media_type = media_type.split(";", 1)[0].strip().lower()
         return any(fnmatch.fnmatchcase(media_type, p.lower()) for p in self.media_types)
@@ -166,6 +214,8 @@ def check_handler(handler: Any) -> str | None:
     qualname = getattr(handler.run, "__qualname__", "<")
     if qualname.count("<") or "." in qualname:
         return f"handler {handler.name!r}: run must be a top-level function (it is pickled)"
+    if not isinstance(handler.review, bool) and not callable(handler.review):
+        return f"handler {handler.name!r}: review must be a bool or a function of the settings"
     return None
 
 
@@ -207,7 +257,11 @@ def _child(conn: Connection, run: RunFunction, path: str, info: AttachmentInfo, 
         result = run(data, info)
         if not isinstance(result, HandlerResult):
             raise TypeError(f"the handler returned {type(result).__name__}, not HandlerResult")
-        conn.send_bytes(b"+" + msgspec.json.encode(result))
+        try:
+            encoded = msgspec.msgpack.encode(result)  # derived files' bytes stay bytes
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise TypeError(f"the handler's result cannot be sent: {exc}") from None
+        conn.send_bytes(b"+" + encoded)
     except MemoryError:
         conn.send_bytes(b"-" + f"exceeded its memory limit of {mb} MB".encode())
     except HandlerError as exc:
@@ -248,6 +302,37 @@ class JobFailed(Exception):
 # ------------------------------------------------------------------ the pipeline
 
 
+ROLES = ("embedded", "replacement")
+MAX_DERIVED_FILES = 32
+MAX_DERIVED_BYTES = 64 * MiB
+
+
+@dataclass
+class Serving:
+    """What the download of an upload serves in its room (:meth:`AttachmentPipeline.serving`).
+
+    ``shown``: ``original``; ``replacement`` (a handler's copy, in ``replacement``);
+    ``withheld`` (``reason``, from ``handler``): refused; ``reviewing``: a reviewer has not
+    finished with it yet. ``final``: nothing pending could change the answer (the original
+    may then be cached by browsers)."""
+
+    shown: str = "original"
+    reason: str = ""
+    handler: str = ""
+    replacement: DerivedAttachment | None = None
+    final: bool = True
+
+    def public(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"shown": self.shown}
+        if self.reason:
+            out["reason"] = self.reason
+        if self.handler:
+            out["handler"] = self.handler
+        if self.replacement is not None:
+            out["replacement"] = self.replacement.id
+        return out
+
+
 @dataclass
 class PipelineStats:
     jobs: int = 0  # child processes started
@@ -255,6 +340,7 @@ class PipelineStats:
     done: int = 0
     failed: int = 0
     cached: int = 0  # results found stored for the same bytes
+    derived: int = 0  # derived files kept as uploads
     by_handler: dict[str, int] = field(default_factory=dict)  # jobs per handler
 
 
@@ -274,6 +360,8 @@ class AttachmentPipeline:
         settings_for: SettingsFor | None = None,
         api: Any = None,
         max_async_jobs: int = 4,
+        max_derived_files: int = MAX_DERIVED_FILES,
+        max_derived_bytes: int = MAX_DERIVED_BYTES,
     ) -> None:
         if start_method not in START_METHODS:
             raise ValueError(
@@ -289,10 +377,13 @@ class AttachmentPipeline:
         self.api = api  # the HubAPI in-hub handlers get
         self.start_method = start_method
         self.settings_for = settings_for
+        self.max_derived_files = max_derived_files
+        self.max_derived_bytes = max_derived_bytes
         self.stats = PipelineStats()
         self._context: Any = None
         self._hashes: dict[str, str] = {}  # attachment id -> sha256 (uploads never change)
         self._inflight: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._asked: set[tuple[str, str]] = set()  # reviews a download asked for, starting
         self._children: set[multiprocessing.process.BaseProcess] = set()
         self._in_hub: set[asyncio.Task[HandlerResult]] = set()
         self._stopping = False
@@ -333,12 +424,15 @@ class AttachmentPipeline:
         force: bool = False,
         only: set[str] | None = None,
         password: str | None = None,
+        parent: str = "",
     ) -> list[str]:
         """Start the jobs for these uploads in ``room``; the ``attachment:handler`` pairs
         queued. Stored results of the same bytes are announced instead, unless ``force``
         (re-processing on request). ``only`` restricts to handlers with these names.
         ``password`` reaches the handlers' child processes in :class:`AttachmentInfo` for
-        these jobs only: it is never stored, logged or published."""
+        these jobs only: it is never stored, logged or published. ``parent``: these are
+        files embedded in that upload of ``room`` (they may be kept in the room where the
+        same bytes were first processed); their own embedded files are not processed."""
         handlers = [(p, h) for p, h in self.handlers_for(room) if only is None or h.name in only]
         if not handlers:
             return []
@@ -348,7 +442,7 @@ class AttachmentPipeline:
                 meta, digest = await self.describe(attachment_id)
             except (UnknownAttachment, FileNotFoundError):
                 continue
-            if meta.room != room:
+            if meta.room != room and not (parent and meta.parent):
                 continue
             info = AttachmentInfo(
                 id=meta.id,
@@ -359,6 +453,7 @@ class AttachmentPipeline:
                 room=room,
                 password=password,
                 uploaded_by=meta.uploaded_by,
+                parent=parent,
             )
             for plugin, handler in handlers:
                 if not handler.matches(meta.media_type):
@@ -367,6 +462,7 @@ class AttachmentPipeline:
                 if handler.room_settings and self.settings_for is not None:
                     settings = self.settings_for(plugin, room)
                     job_info = msgspec.structs.replace(info, settings=settings)
+                review = handler.reviews(self._settings(plugin, handler, room))
                 key = (digest, handler.name)
                 if key in self._inflight and password is None:  # being processed right now
                     queued.append(f"{attachment_id}:{handler.name}")
@@ -380,11 +476,15 @@ class AttachmentPipeline:
                             or stored[0].data.get(SETTINGS_KEY) == job_info.settings
                         )
                         and stored[0].data.get(REUSABLE_KEY, True)
+                        and await asyncio.to_thread(self._files_present, stored[0])
                     ):
                         self.stats.cached += 1
-                        await self._announce(info, handler.name, stored[0], cached=True)
+                        await self._announce(
+                            info, handler.name, stored[0], cached=True, review=review
+                        )
+                        await self._embedded(info, stored[0])
                         continue
-                await self._event(info, handler.name, "queued")
+                await self._event(info, handler.name, "queued", review=review)
                 task = self.spawn(self._job(plugin, handler, job_info), name=f"attachment:{key[1]}")
                 self._inflight[key] = task
                 task.add_done_callback(lambda _t, key=key: self._job_ended(key))
@@ -468,6 +568,7 @@ class AttachmentPipeline:
             handler=handler,
             status=status,
             filename=info.filename,
+            parent=info.parent,
             **fields,
         )
         try:
@@ -476,8 +577,14 @@ class AttachmentPipeline:
             log.warning("could not publish %s/%s %s", info.id, handler, status, exc_info=True)
 
     async def _announce(
-        self, info: AttachmentInfo, handler: str, result: AttachmentResult, cached: bool = False
+        self,
+        info: AttachmentInfo,
+        handler: str,
+        result: AttachmentResult,
+        cached: bool = False,
+        review: bool = False,
     ) -> None:
+        replacement = _replacement(result)
         await self._event(
             info,
             handler,
@@ -485,11 +592,91 @@ class AttachmentPipeline:
             summary=result.summary,
             error=result.error,
             cached=cached,
+            review=review,
+            withheld=result.withhold if result.status == "done" else "",
+            replacement=replacement.id if replacement else "",
+            embedded=sum(f.role == "embedded" for f in result.files),
         )
+
+    def _settings(self, plugin: str, handler: AttachmentHandler, room: str) -> dict[str, Any]:
+        """The plugin's settings for ``room`` (for ``review`` predicates), {} without any."""
+        if self.settings_for is None or handler.review in (True, False):
+            return {}
+        return self.settings_for(plugin, room)
+
+    def _files_present(self, result: AttachmentResult) -> bool:
+        """Whether every file a stored result refers to is still kept (else: run again)."""
+        return all(self.attachments.blob_path(f.id).exists() for f in result.files)
+
+    async def _embedded(self, info: AttachmentInfo, result: AttachmentResult) -> None:
+        """The room's handlers on the files embedded in ``info``'s file (one level only)."""
+        if info.parent or result.status != "done" or self._stopping:
+            return
+        ids = [f.id for f in result.files if f.role == "embedded"]
+        if ids:
+            self.spawn(
+                self.submit(info.room, ids, parent=info.id), name=f"attach-embedded:{info.id}"
+            )
+
+    async def _keep_files(
+        self, handler: AttachmentHandler, info: AttachmentInfo, out: HandlerResult
+    ) -> tuple[list[DerivedAttachment], list[str], str]:
+        """Keep what a handler derived as uploads of the room, within the bounds: the
+        references, warnings, and a reason to withhold the original when a replacement
+        could not be kept (its handler meant the original not to be shown)."""
+        kept: list[DerivedAttachment] = []
+        warnings: list[str] = []
+        withhold = ""
+        total = 0
+        # replacements first: they decide what the room sees; then in the handler's order
+        for file in sorted(out.files, key=lambda f: f.role != "replacement"):
+            name = file.name[:200] or "derived"
+            why = ""
+            if file.role == "embedded" and info.parent:
+                why = "files embedded in an embedded file are not processed (one level only)"
+            elif len(kept) >= self.max_derived_files:
+                why = f"over the limit of {self.max_derived_files} derived files per result"
+            elif total + len(file.data) > self.max_derived_bytes:
+                why = f"over the limit of {self.max_derived_bytes:,} bytes of derived files"
+            if not why:
+                try:
+                    meta = await self.attachments.save_derived(
+                        info.room,
+                        name,
+                        file.data,
+                        file.media_type,
+                        parent=info.id,
+                        role=file.role,
+                        handler=handler.name,
+                    )
+                except UploadRejected as exc:
+                    why = exc.detail
+                else:
+                    total += len(file.data)
+                    self.stats.derived += 1
+                    kept.append(
+                        DerivedAttachment(
+                            id=meta.id,
+                            name=meta.name,
+                            media_type=meta.media_type,
+                            size=meta.size,
+                            sha256=await asyncio.to_thread(_sha256, file.data),
+                            role=file.role,
+                            url=meta.public().url,
+                            priority=file.priority,
+                            meta=file.meta,
+                        )
+                    )
+                    continue
+            warnings.append(f"derived file {name!r} ({file.role}) not kept: {why}")
+            if file.role == "replacement" and not withhold:
+                withhold = f"the copy to show instead ({name}) could not be kept: {why}"
+        return kept, warnings, withhold
 
     async def _job(self, plugin: str, handler: AttachmentHandler, info: AttachmentInfo) -> None:
         async with self.async_slots if handler.in_hub else self.slots:
-            await self._event(info, handler.name, "running")
+            review = handler.reviews(self._settings(plugin, handler, info.room))
+            await self._event(info, handler.name, "running", review=review)
             started = time.monotonic()
             result = AttachmentResult(
                 handler=handler.name,
@@ -514,13 +701,23 @@ class AttachmentPipeline:
                     result.data = {**result.data, SETTINGS_KEY: info.settings}
                 if not out.reusable:
                     result.data = {**result.data, REUSABLE_KEY: False}
+                result.withhold = out.withhold[:1000]
+                if out.files:
+                    result.files, notes, withhold = await self._keep_files(handler, info, out)
+                    result.warnings.extend(notes)
+                    result.withhold = result.withhold or withhold
             if result.status == "failed" and handler.in_hub:
                 result.data = {REUSABLE_KEY: False}
             result.seconds = round(time.monotonic() - started, 3)
-            await self._finish(info, handler, result)
+            await self._finish(info, handler, result, plugin)
+        await self._embedded(info, result)
 
     async def _finish(
-        self, info: AttachmentInfo, handler: AttachmentHandler, result: AttachmentResult
+        self,
+        info: AttachmentInfo,
+        handler: AttachmentHandler,
+        result: AttachmentResult,
+        plugin: str = "",
     ) -> None:
         """Count, store and announce a job's end (before its slot goes to the next job)."""
         if self._stopping:  # killed by the shutdown: not the file's fault, nothing to keep
@@ -534,7 +731,8 @@ class AttachmentPipeline:
             await self.store.save_attachment_result(result)
         except Exception:
             log.warning("could not store the result of %s on %s", handler.name, info.id)
-        await self._announce(info, handler.name, result)
+        review = handler.reviews(self._settings(plugin, handler, info.room))
+        await self._announce(info, handler.name, result, review=review)
 
     async def _run(self, handler: AttachmentHandler, info: AttachmentInfo) -> HandlerResult:
         """One child process: its result, or :class:`JobFailed` saying why there is none."""
@@ -590,8 +788,8 @@ class AttachmentPipeline:
         if raw[:1] == b"-":
             raise JobFailed(raw[1:].decode(errors="replace"))
         try:
-            return msgspec.json.decode(raw[1:], type=HandlerResult)
-        except msgspec.ValidationError as exc:
+            return msgspec.msgpack.decode(raw[1:], type=HandlerResult)
+        except msgspec.DecodeError as exc:  # ValidationError included: garbage ``files``
             raise JobFailed(f"the handler's result is not valid: {exc}") from None
 
     async def _run_in_hub(
@@ -630,8 +828,8 @@ class AttachmentPipeline:
             raise JobFailed(f"{type(exc).__name__}: {exc}"[:2000]) from None
         if not isinstance(result, HandlerResult):
             raise JobFailed(f"the handler returned {type(result).__name__}, not HandlerResult")
-        try:  # JSON types only, as a child's result is: what is stored is what was returned
-            return msgspec.json.decode(msgspec.json.encode(result), type=HandlerResult)
+        try:  # checked as a child's result is: what is stored is what was returned
+            return msgspec.msgpack.decode(msgspec.msgpack.encode(result), type=HandlerResult)
         except (TypeError, msgspec.MsgspecError) as exc:
             raise JobFailed(f"the handler's result is not valid: {exc}") from None
 
@@ -653,6 +851,82 @@ class AttachmentPipeline:
                 await _readable(proc.sentinel)
         proc.join(0)
 
+    async def serving(self, meta: StoredAttachment) -> Serving:
+        """What the download of upload ``meta`` serves, by the results of the handlers
+        enabled in its room that take its type: a withheld original (a result's
+        ``withhold``, or a reviewer's failed job: fail closed) before one being reviewed (a
+        reviewer's job queued or running, or not run yet with the room's settings) before a
+        replacement (highest ``priority``, then handler name) before the original. A
+        replacement copy is itself always served as it is. A review a download finds missing
+        is started (a file a message carries, not one still pending)."""
+        if meta.role == "replacement":
+            return Serving()
+        handlers = [(p, h) for p, h in self.handlers_for(meta.room) if h.matches(meta.media_type)]
+        if not handlers:
+            return Serving()
+        _, digest = await self.describe(meta.id)
+        stored = {r.handler: r for r in await self.store.attachment_results(digest)}
+        withheld: Serving | None = None
+        reviewing: list[str] = []
+        replacements: list[tuple[int, str, DerivedAttachment]] = []
+        final = True
+        for plugin, handler in handlers:
+            settings = self._settings(plugin, handler, meta.room)
+            result = stored.get(handler.name)
+            if result is not None and handler.room_settings and self.settings_for is not None:
+                if result.data.get(SETTINGS_KEY) != self.settings_for(plugin, meta.room):
+                    result = None  # made with another room's settings: not this room's answer
+            busy = (digest, handler.name) in self._inflight
+            final = final and result is not None and not busy
+            if handler.reviews(settings) and (result is None or busy):
+                reviewing.append(handler.name)
+                continue
+            if result is None:
+                continue
+            if result.status == "failed":
+                if handler.reviews(settings) and withheld is None:
+                    withheld = Serving(
+                        "withheld",
+                        f"the review by {handler.name} failed ({result.error}); the file "
+                        "is withheld until it is processed again",
+                        handler.name,
+                    )
+                continue
+            if result.withhold and withheld is None:
+                withheld = Serving("withheld", result.withhold, handler.name)
+            replacement = _replacement(result)
+            if replacement is not None:
+                replacements.append((replacement.priority, handler.name, replacement))
+        if withheld is not None:
+            return withheld
+        if reviewing:
+            await self._ask_review(meta, digest, reviewing)
+            names = ", ".join(reviewing)
+            return Serving("reviewing", f"being reviewed ({names}); try again shortly", names)
+        if replacements:
+            copy = max(replacements, key=lambda r: (r[0], r[1]))
+            if not await asyncio.to_thread(self.attachments.blob_path(copy[2].id).exists):
+                reason = "the copy to show instead is missing; have the file processed again"
+                return Serving("withheld", reason, copy[1])
+            return Serving("replacement", handler=copy[1], replacement=copy[2], final=final)
+        return Serving(final=final)
+
+    async def _ask_review(self, meta: StoredAttachment, digest: str, names: list[str]) -> None:
+        """Start the reviews a download found missing (once; not for pending uploads)."""
+        keys = {(digest, n) for n in names} - set(self._inflight) - self._asked
+        if not keys or await asyncio.to_thread(self.attachments.is_pending, meta.id):
+            return
+        self._asked |= keys
+
+        async def ask() -> None:
+            try:
+                room = meta.room
+                await self.submit(room, [meta.id], only={n for _, n in keys}, parent=meta.parent)
+            finally:
+                self._asked -= keys
+
+        self.spawn(ask(), name=f"attachment-review:{meta.id}")
+
     def stop(self) -> None:
         """Kill every running child and cancel every in-hub handler (hub shutdown); their
         jobs store nothing."""
@@ -662,6 +936,17 @@ class AttachmentPipeline:
                 proc.kill()
         for task in list(self._in_hub):
             task.cancel()
+
+
+def _replacement(result: AttachmentResult) -> DerivedAttachment | None:
+    """The copy a result asks to be shown instead of the original (the first, if several)."""
+    if result.status != "done":
+        return None
+    return next((f for f in result.files if f.role == "replacement"), None)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 # ------------------------------------------------------------------ HTTP routes
@@ -686,13 +971,39 @@ async def _visible_attachment(
 async def attachment_results(
     request: Request[Identity, Any, Any], room_id: FromPath[str], attachment_id: FromPath[str]
 ) -> dict[str, Any]:
-    """What the attachment handlers made of this upload (``done`` or ``failed`` each)."""
+    """What the attachment handlers made of this upload (``done`` or ``failed`` each), what
+    its download serves (``shown``), and, under each derived file, that file's own results
+    (an image embedded in a PDF, read by OCR)."""
     hub, _, _ = await _visible_attachment(request, room_id, attachment_id)
-    meta, results = await hub.attachment_pipeline.results(attachment_id)
-    return {
-        "attachment": meta.public(),
-        "results": [msgspec.to_builtins(r) for r in results],
-    }
+    pipeline: AttachmentPipeline = hub.attachment_pipeline
+    meta, results = await pipeline.results(attachment_id)
+    out = []
+    for result in results:
+        item = msgspec.to_builtins(result)
+        for ref, file in zip(result.files, item.get("files", ()), strict=False):
+            found = await pipeline.store.attachment_results(ref.sha256)
+            file["results"] = [msgspec.to_builtins(r) for r in found]
+        out.append(item)
+    shown = await pipeline.serving(meta)
+    return {"attachment": meta.public(), "shown": shown.public(), "results": out}
+
+
+@get("/api/rooms/{room_id:str}/attachments/{attachment_id:str}/original", tags=["attachments"])
+async def attachment_original(
+    request: Request[Identity, Any, Any], room_id: FromPath[str], attachment_id: FromPath[str]
+) -> Any:
+    """The original bytes of an upload whatever the room's handlers decided (a replacement
+    shown, withheld, under review): for its uploader and admins only, never cached."""
+    hub, _, meta = await _visible_attachment(request, room_id, attachment_id)
+    if meta.uploaded_by != request.user.id and not request.user.is_admin:
+        raise HTTPException(
+            status_code=403, detail="only the uploader or an admin may fetch the original"
+        )
+    path = hub.attachment_pipeline.attachments.blob_path(attachment_id)
+    data = await asyncio.to_thread(path.read_bytes)
+    response = file_response(meta, data, cache=False)
+    response.headers["Lydian-Shown"] = "original"
+    return response
 
 
 class ProcessRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -787,4 +1098,4 @@ async def password_jobs(
     return queued
 
 
-ROUTES = [attachment_results, process_attachment, attachment_password]
+ROUTES = [attachment_results, attachment_original, process_attachment, attachment_password]

@@ -81,8 +81,29 @@ class MemberInfo(msgspec.Struct):
     role: str
 
 
+class DerivedAttachment(msgspec.Struct, omit_defaults=True):
+    """A file a handler derived from the one it read, kept by the hub as an upload.
+
+    ``role``: ``embedded`` (found inside it, e.g. an image of a PDF: the room's image
+    handlers run on it) or ``replacement`` (a copy shown instead of the original, e.g. with
+    faces blurred). ``url`` serves its bytes; ``sha256`` finds its own results."""
+
+    id: str
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    role: str
+    url: str = ""
+    priority: int = 0  # among replacements of several handlers, the highest is served
+    meta: dict[str, Any] = {}  # what the handler said about it (e.g. ``page``)
+
+
 class AttachmentResult(msgspec.Struct, omit_defaults=True):
-    """What one attachment handler made of one file (the same bytes share one result)."""
+    """What one attachment handler made of one file (the same bytes share one result).
+
+    ``files``: what it derived (:class:`DerivedAttachment`); ``withhold``: why the original
+    must not be served ("" when it may be)."""
 
     handler: str
     status: str  # done | failed
@@ -97,6 +118,8 @@ class AttachmentResult(msgspec.Struct, omit_defaults=True):
     error: str = ""
     seconds: float = 0.0
     created_at: float = 0.0
+    files: list[DerivedAttachment] = []
+    withhold: str = ""
 
 
 class RoomExists(Exception):
@@ -662,6 +685,8 @@ class Store:
             error=result.error,
             seconds=result.seconds,
             created_at=datetime.now(UTC),
+            files=msgspec.json.encode(result.files).decode(),
+            withhold=result.withhold,
         )
         async with self._write():
             await ResultRow.delete().where(
@@ -678,7 +703,7 @@ class Store:
             query = query.where(ResultRow.handler == handler)
         out = []
         for row in await query.order_by(ResultRow.handler):
-            data, warnings = row["data"], row["warnings"]
+            data, warnings, files = row["data"], row["warnings"], row["files"]
             out.append(
                 AttachmentResult(
                     handler=row["handler"],
@@ -698,6 +723,11 @@ class Store:
                     error=row["error"],
                     seconds=row["seconds"],
                     created_at=row["created_at"].timestamp() if row["created_at"] else 0.0,
+                    files=msgspec.convert(
+                        msgspec.json.decode(files) if isinstance(files, str | bytes) else files,
+                        list[DerivedAttachment],
+                    ),
+                    withhold=row["withhold"] or "",
                 )
             )
         return out

@@ -88,6 +88,8 @@ class AttachmentResult(Table, tablename="lydian_attachment_result"):
     error = Text(default="")
     seconds = Real(default=0.0)
     created_at = Timestamptz()
+    files = JSON(default="[]")  # derived files kept as uploads (migration 0007)
+    withhold = Text(default="")  # why the original must not be served; "" serves it
 
 
 TABLES: list[type[Table]] = [

@@ -10,7 +10,11 @@ required"; its uploader (or an admin) then gives it with ``/password ATTACHMENT_
 or ``POST /api/rooms/{room}/attachments/{id}/password``, which runs this handler again with
 ``info.password`` for that job only.
 Scanned pages (no text layer) are rendered and read by OCR with the vision library when it
-is installed.
+is installed. Images embedded in PDF, DOCX and PPTX files are returned as ``embedded``
+derived files (:func:`embedded_files`, within :data:`EMBEDDED_MAX_FILES`,
+:data:`EMBEDDED_MAX_BYTES` each, :data:`EMBEDDED_MAX_TOTAL` together and
+:data:`EMBEDDED_MAX_PIXELS`): the hub keeps them and runs the room's image handlers on them
+(OCR, faces, moderation when the vision plugin is enabled there).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from hub.sdk import (
     AttachmentHandler,
     AttachmentInfo,
     CommandSpec,
+    DerivedFile,
     HandlerError,
     HandlerResult,
     hookimpl,
@@ -44,6 +49,7 @@ from . import (
     Document,
     DocumentError,
     EncryptedDocument,
+    Image,
     Limits,
     WrongPassword,
     chunk,
@@ -66,6 +72,13 @@ CHUNK_TOKENS = 400
 CHUNK_OVERLAP = 40
 MAX_CHUNKS = 2000
 """Chunks stored at most (about 800k tokens of text); the rest is left out with a warning."""
+EMBEDDED_MAX_FILES = 20
+"""Embedded images returned per document (each gets the room's image handlers' jobs)."""
+EMBEDDED_MAX_BYTES = 5 * 1024 * 1024
+EMBEDDED_MAX_TOTAL = 40 * 1024 * 1024
+EMBEDDED_MAX_PIXELS = 25_000_000
+EMBEDDED_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
+"""The image formats the hub keeps as uploads (what its upload sniffing recognises)."""
 
 
 def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
@@ -99,12 +112,74 @@ def run(data: bytes, info: AttachmentInfo) -> HandlerResult:
         warnings.append(f"only the first {MAX_CHUNKS} of {len(chunks)} chunks are kept")
         chunks = chunks[:MAX_CHUNKS]
     fields["chunks"] = chunks
+    files, notes = embedded_files(document.images, skip_pages=set(read))
+    warnings.extend(notes)
+    fields["embedded"] = [
+        {"name": f.name, "media_type": f.media_type, "page": f.meta.get("page")} for f in files
+    ]
     return HandlerResult(
-        summary=summary(document, ocr_pages=len(read), markdown=markdown),
+        summary=summary(document, ocr_pages=len(read), markdown=markdown, images=len(files)),
         markdown=markdown,
         data=fields,
         warnings=warnings,
+        files=files,
     )
+
+
+def embedded_files(
+    images: list[Image], *, skip_pages: set[int] | None = None
+) -> tuple[list[DerivedFile], list[str]]:
+    """The document's embedded images as ``embedded`` derived files, within the limits (the
+    rest are named in warnings). Images of pages already read by OCR (whole-page scans) are
+    left out: their text is in the markdown, and reading them twice would double the cost."""
+    files: list[DerivedFile] = []
+    left: dict[str, int] = {}
+    total = 0
+    for image in images:
+        if image.page is not None and image.page in (skip_pages or set()):
+            continue
+        pixels = _pixels(image)
+        why = ""
+        if image.media_type not in EMBEDDED_TYPES:
+            why = f"in a format not processed ({image.media_type})"
+        elif len(files) >= EMBEDDED_MAX_FILES:
+            why = f"beyond the first {EMBEDDED_MAX_FILES}"
+        elif len(image.data) > EMBEDDED_MAX_BYTES:
+            why = f"larger than {EMBEDDED_MAX_BYTES:,} bytes"
+        elif total + len(image.data) > EMBEDDED_MAX_TOTAL:
+            why = f"beyond {EMBEDDED_MAX_TOTAL:,} bytes of images"
+        elif pixels is None or pixels > EMBEDDED_MAX_PIXELS:
+            why = f"over {EMBEDDED_MAX_PIXELS:,} pixels or unreadable"
+        if why:
+            left[why] = left.get(why, 0) + 1
+            continue
+        total += len(image.data)
+        meta: dict[str, Any] = {"page": image.page} if image.page is not None else {}
+        files.append(
+            DerivedFile(
+                name=image.name,
+                media_type=image.media_type,
+                data=image.data,
+                role="embedded",
+                meta=meta,
+            )
+        )
+    warnings = [f"{n} embedded image(s) not processed: {why}" for why, n in left.items()]
+    return files, warnings
+
+
+def _pixels(image: Image) -> int | None:
+    """Width x height from the file's dictionary, else from the image's header (no decode)."""
+    if image.width and image.height:
+        return image.width * image.height
+    try:
+        from PIL import Image as Pillow
+
+        with Pillow.open(io.BytesIO(image.data)) as opened:
+            width, height = opened.size
+    except Exception:
+        return None
+    return int(width) * int(height)
 
 
 def chunks_for(
@@ -214,7 +289,9 @@ def _ocr_paragraphs(page: int, text: str, section: str | None) -> list[Block]:
     ]
 
 
-def summary(document: Document, *, ocr_pages: int = 0, markdown: str | None = None) -> str:
+def summary(
+    document: Document, *, ocr_pages: int = 0, markdown: str | None = None, images: int = 0
+) -> str:
     """One line for the room: kind, size, tables, outline, scanned pages, words."""
     parts = [LABELS.get(document.media_type, "text")]
     if document.pages:
@@ -227,6 +304,8 @@ def summary(document: Document, *, ocr_pages: int = 0, markdown: str | None = No
         parts.append(f"outline of {len(document.outline)}")
     if ocr_pages:
         parts.append(f"{ocr_pages} scanned page(s) read by OCR")
+    if images:
+        parts.append(f"{images} image{'s' * (images != 1)}")
     if unread := len(document.needs_ocr) - ocr_pages:
         parts.append(f"{unread} scanned page(s) without text")
     words = len((document.markdown if markdown is None else markdown).split())

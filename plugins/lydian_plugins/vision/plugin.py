@@ -9,15 +9,17 @@ room wants is in the plugin's settings (``[plugins.vision]``, overridable per ro
 and the moderation policy. Every handler gets these settings (``room_settings``): a result
 is reused only in rooms with the same settings, and records the ones it was made with.
 
-Derived copies (faces blurred, or the whole image under a ``blur`` policy) are kept in the
-result's ``data`` (``blurred``: media type, size, base64), up to :data:`MAX_DERIVED_BYTES`.
-The hub does not serve them in place of the original yet, nor hide a refused original: the
-decision is recorded in the result, and shown to the room in its summary.
+Derived copies (faces blurred, or the whole image under a ``blur`` policy) are returned as
+``replacement`` files (:class:`DerivedFile`): the hub keeps them and serves them in the
+room instead of the original; a ``refuse`` decision withholds the original
+(``HandlerResult.withhold``). ``faces`` (with ``blur_faces``) and ``moderation`` (under
+``blur`` or ``refuse``) are reviewers there: the original is not served before they are done,
+nor if they fail. A copy larger than :data:`MAX_DERIVED_BYTES` is not made; the original is
+then withheld rather than shown.
 """
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -25,6 +27,7 @@ import msgspec
 from hub.sdk import (
     AttachmentHandler,
     AttachmentInfo,
+    DerivedFile,
     HandlerError,
     HandlerResult,
     HubAPI,
@@ -45,7 +48,9 @@ MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp"
 LIMITS = ImageLimits(timeout=45.0)  # one Tesseract run; OCR makes up to three
 MAX_BYTES = LIMITS.max_bytes
 MAX_DERIVED_BYTES = 8 * 1024 * 1024
-"""A derived (blurred) copy larger than this is not kept; the result says so."""
+"""A derived (blurred) copy larger than this is not kept; the original is withheld instead."""
+WHOLE_IMAGE_PRIORITY = 10
+"""A whole-image blur (moderation) is served before a faces-blurred copy of the same file."""
 
 Language = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 
@@ -70,15 +75,32 @@ def settings_of(info: AttachmentInfo) -> VisionSettings:
         raise HandlerError(f"invalid vision settings: {exc}") from None
 
 
-def derived(image: bytes, media_type: str) -> tuple[dict[str, Any] | None, list[str]]:
-    """A derived copy as result data, or a warning when it is too large to keep."""
+def derived(
+    image: bytes, info: AttachmentInfo, label: str, priority: int = 0
+) -> tuple[list[DerivedFile], str]:
+    """A blurred copy as a replacement file, or (too large to keep) a reason to withhold the
+    original: the room asked for it not to be shown as it is."""
     if len(image) > MAX_DERIVED_BYTES:
-        return None, [
-            f"the blurred copy ({len(image):,} bytes) is larger than {MAX_DERIVED_BYTES:,} "
-            "bytes and was not kept"
-        ]
-    encoded = base64.b64encode(image).decode()
-    return {"media_type": media_type, "size": len(image), "base64": encoded}, []
+        return [], (
+            f"the {label} copy ({len(image):,} bytes) is larger than {MAX_DERIVED_BYTES:,} "
+            "bytes and was not kept; the original is withheld"
+        )
+    stem, dot, ext = info.filename.rpartition(".")
+    name = f"{stem}.{label}.{ext}" if dot else f"{info.filename}.{label}"
+    copy = DerivedFile(
+        name=name, media_type=info.media_type, data=image, role="replacement", priority=priority
+    )
+    return [copy], ""
+
+
+def reviews_faces(settings: dict[str, Any]) -> bool:
+    """``faces`` holds the original back where the room wants faces blurred."""
+    return bool(settings.get("blur_faces", False))
+
+
+def reviews_moderation(settings: dict[str, Any]) -> bool:
+    """``moderation`` holds the original back under a ``blur`` or ``refuse`` policy."""
+    return settings.get("moderation_action", "flag") != "flag"
 
 
 def run_ocr(data: bytes, info: AttachmentInfo) -> HandlerResult:
@@ -118,14 +140,18 @@ def run_faces(data: bytes, info: AttachmentInfo) -> HandlerResult:
     settings = settings_of(info)
     try:
         found = detect_faces(data, limits=LIMITS)
-        copy, warnings = None, []
+        files: list[DerivedFile] = []
+        withhold = ""
         if settings.blur_faces and found.count:
-            copy, warnings = derived(blur_faces(data, found.boxes, limits=LIMITS), info.media_type)
+            blurred = blur_faces(data, found.boxes, limits=LIMITS)
+            files, withhold = derived(blurred, info, "faces-blurred")
     except VisionError as exc:
         raise HandlerError(str(exc)) from None
     summary = f"{found.count} face{'s' * (found.count != 1)}"
-    if copy is not None:
+    if files:
         summary += ", blurred copy made"
+    elif withhold:
+        summary += ", withheld (the blurred copy was too large)"
     return HandlerResult(
         summary=summary,
         data={
@@ -133,9 +159,10 @@ def run_faces(data: bytes, info: AttachmentInfo) -> HandlerResult:
             "boxes": [list(msgspec.to_builtins(b)) for b in found.boxes],
             "width": found.width,
             "height": found.height,
-            "blurred": copy,
+            "blurred": bool(files),
         },
-        warnings=warnings,
+        files=files,
+        withhold=withhold,
     )
 
 
@@ -148,15 +175,20 @@ def run_moderation(data: bytes, info: AttachmentInfo) -> HandlerResult:
     try:
         scored = moderate(data, limits=LIMITS)
         decision = decide_moderation(policy, scored)
-        copy, warnings = None, []
+        files: list[DerivedFile] = []
+        withhold = ""
         if decision.action == "blur":
-            copy, warnings = derived(blur_image(data, limits=LIMITS), info.media_type)
+            blurred = blur_image(data, limits=LIMITS)
+            files, withhold = derived(blurred, info, "blurred", WHOLE_IMAGE_PRIORITY)
     except VisionError as exc:
         raise HandlerError(str(exc)) from None
     summary = f"{scored.label} (score {scored.score:.2f})"
     if decision.action != "allow":
         verb = {"flag": "flagged", "blur": "blurred", "refuse": "refused"}[decision.action]
         summary = f"{verb} by the room's policy: {summary} at or above {decision.threshold:.2f}"
+    if decision.action == "refuse":
+        withhold = f"refused by the room's moderation policy ({scored.label}, score "
+        withhold += f"{scored.score:.2f} at or above {decision.threshold:.2f})"
     return HandlerResult(
         summary=summary,
         data={
@@ -165,9 +197,9 @@ def run_moderation(data: bytes, info: AttachmentInfo) -> HandlerResult:
             "model": scored.model,
             "policy": {"action": policy.action, "threshold": policy.threshold},
             "decision": decision.action,
-            "blurred": copy,
         },
-        warnings=warnings,
+        files=files,
+        withhold=withhold,
     )
 
 
@@ -203,6 +235,7 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
             timeout=60.0,
             memory_mb=1536,
             description="face count and boxes (never identities); a blurred copy if asked",
+            review=reviews_faces,
             **common,
         ),
         AttachmentHandler(
@@ -211,6 +244,7 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
             timeout=60.0,
             memory_mb=2048,
             description="sexual-content score and label; the room's flag/blur/refuse policy",
+            review=reviews_moderation,
             **common,
         ),
         AttachmentHandler(

@@ -973,11 +973,20 @@
       if (!url) return;
       var kind = String(a.media_type).split("/")[0];
       if (kind === "image") {
-        box.appendChild(
-          h("a", { class: "lw-att lw-att-image", href: url, target: "_blank", rel: "noopener noreferrer" }, [
-            h("img", { src: url, alt: a.name, loading: "lazy" }),
-          ])
-        );
+        // the hub may hold the original back (being reviewed: 423, withheld: 451): the image
+        // then fails to load and says why, and is loaded again when its review ends
+        var link = h("a", { class: "lw-att lw-att-image", href: url, target: "_blank", rel: "noopener noreferrer", "data-att-image": a.id });
+        var img = h("img", { src: url, alt: a.name, loading: "lazy" });
+        img.addEventListener("error", function () {
+          self.holdImage(link, a.id);
+        });
+        img.addEventListener("load", function () {
+          link.classList.remove("lw-att-held");
+          var note = link.querySelector(".lw-att-note");
+          if (note) note.remove();
+        });
+        link.appendChild(img);
+        box.appendChild(link);
       } else if (kind === "audio") {
         box.appendChild(
           h("figure", { class: "lw-att lw-att-audio" }, [
@@ -998,10 +1007,46 @@
     return box;
   };
 
+  /** An image the hub did not serve: why, from its jobs (withheld, being reviewed). */
+  Widget.prototype.holdImage = function (link, id) {
+    var st = this.atts.get(id);
+    var why = "Image not available";
+    if (st) {
+      Array.from(st.jobs.values()).forEach(function (job) {
+        var r = job.result || {};
+        var withheld = (typeof r.withhold === "string" && r.withhold) || job.withheld;
+        if (withheld) why = "Withheld: " + withheld;
+        else if (BUSY[job.status] && job.review && why.indexOf("Withheld") !== 0) why = "Being reviewed…";
+        else if (job.status === "failed" && job.review && why.indexOf("Withheld") !== 0) why = "Withheld: the review failed";
+      });
+    }
+    link.classList.add("lw-att-held");
+    var note = link.querySelector(".lw-att-note");
+    if (!note) {
+      note = h("span", { class: "lw-att-note" });
+      link.appendChild(note);
+    }
+    note.textContent = why;
+  };
+
+  /** Load an attachment's images again (a review ended: the hub may serve it, or a copy). */
+  Widget.prototype.reloadImages = function (id) {
+    var self = this;
+    var links = this.list.querySelectorAll('a[data-att-image="' + CSS.escape(id) + '"]');
+    Array.prototype.forEach.call(links, function (link) {
+      var img = link.querySelector("img");
+      if (!img) return;
+      var base = link.getAttribute("href");
+      self.imageLoads = (self.imageLoads || 0) + 1;
+      img.src = base + (base.indexOf("?") < 0 ? "?" : "&") + "v=" + self.imageLoads;
+    });
+  };
+
   // ---------------------------------------------------------------- attachment processing
 
   var PREVIEW_CHARS = 20000; // the preview shows this much of the extracted text; copy takes all
   var BUSY = { queued: "Waiting to be processed…", running: "Processing…" };
+  var REVIEWING = "Being reviewed…"; // a reviewer's job: the original is not shown meanwhile
 
   /** Copy ``text``: the async clipboard API, else a hidden textarea and execCommand("copy"). */
   function copyText(text) {
@@ -1041,6 +1086,24 @@
       facts.push({ text: "faces blurred", cls: "lw-proc-blurred" });
     }
     return facts;
+  }
+
+  /** What the room is shown instead of the original, from a job's frame or stored result:
+   * "withheld" (the reason as its title) or "copy shown" (a replacement is served). */
+  function shownFacts(job, facts) {
+    var r = job.result || {};
+    var out = [];
+    var withheld = (typeof r.withhold === "string" && r.withhold) || job.withheld;
+    if (withheld) out.push({ text: "withheld", cls: "lw-proc-withheld", title: withheld });
+    var files = Array.isArray(r.files) ? r.files : [];
+    var replaced = !!job.replacement || files.some(function (f) {
+      return f && f.role === "replacement";
+    });
+    var blurred = facts.some(function (f) {
+      return f.cls === "lw-proc-blurred";
+    });
+    if (replaced && !withheld && !blurred) out.push({ text: "copy shown", cls: "lw-proc-replaced" });
+    return out;
   }
 
   /** OCR text in a result's ``data`` (``ocr_text``, or ``ocr.text``), else "". */
@@ -1154,10 +1217,20 @@
       summary: f.summary || "",
       error: f.error || "",
       cached: !!f.cached,
+      review: !!f.review,
+      withheld: typeof f.withheld === "string" ? f.withheld : "",
+      replacement: typeof f.replacement === "string" ? f.replacement : "",
       joins: this.stats.joins,
       result: null,
     });
     if (f.status === "done") this.refreshAttachment(f.attachment); // its text: from the results route
+    var ended = f.status === "done" || f.status === "failed";
+    if (ended && (f.review || f.withheld || f.replacement)) this.reloadImages(f.attachment);
+    var self = this;
+    var held = this.list.querySelectorAll('a.lw-att-held[data-att-image="' + CSS.escape(f.attachment) + '"]');
+    Array.prototype.forEach.call(held, function (link) {
+      self.holdImage(link, f.attachment); // say why it is not shown, as the jobs go on
+    });
     this.paintAttachment(f.attachment);
   };
 
@@ -1199,6 +1272,9 @@
         summary: typeof r.summary === "string" ? r.summary : "",
         error: typeof r.error === "string" ? r.error : "",
         cached: job ? job.cached : false,
+        review: job ? job.review : false,
+        withheld: "",
+        replacement: "",
         joins: joins,
         result: r,
       });
@@ -1275,7 +1351,8 @@
     var tag = h("span", { class: "lw-proc-handler", text: job.handler });
     if (BUSY[job.status]) {
       item.setAttribute("aria-busy", "true");
-      item.appendChild(h("div", { class: "lw-proc-head" }, [h("span", { class: "lw-spinner", "aria-hidden": "true" }), h("span", { class: "lw-proc-state", text: BUSY[job.status] }), tag]));
+      var state = job.review ? REVIEWING : BUSY[job.status];
+      item.appendChild(h("div", { class: "lw-proc-head" }, [h("span", { class: "lw-spinner", "aria-hidden": "true" }), h("span", { class: "lw-proc-state", text: state }), tag]));
       return item;
     }
     if (job.status !== "done") {
@@ -1289,13 +1366,14 @@
     var head = h("div", { class: "lw-proc-head" }, [h("span", { class: "lw-proc-summary", text: job.summary || "Processed" }), tag]);
     item.appendChild(head);
     var facts = resultFacts(data);
+    facts = facts.concat(shownFacts(job, facts));
     if (facts.length) {
       item.appendChild(
         h(
           "div",
           { class: "lw-proc-facts" },
           facts.map(function (f) {
-            return h("span", { class: "lw-proc-badge " + (f.cls || ""), text: f.text });
+            return h("span", { class: "lw-proc-badge " + (f.cls || ""), text: f.text, title: f.title });
           })
         )
       );
