@@ -279,7 +279,10 @@ def load_settings(
             raise SettingsError(f"unknown setting {key!r}")
         values[key] = value
         origin[key] = OVERRIDE
-    settings = msgspec.convert(values, Settings, strict=False)
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:  # an override out of range (TOML/env are checked above)
+        raise SettingsError(f"invalid setting: {exc}") from None
     if sources is not None:
         sources.update(origin)
     return settings

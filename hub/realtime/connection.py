@@ -54,24 +54,57 @@ class Outbox:
         self._drops = drops
         self._frames: deque[str | None] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._room: asyncio.Future[None] | None = None  # see wait_for_room
+        self._room_below = 0
+        self._draining = False  # a writer (or an SSE response) reads the queue
+
+    @property
+    def limit(self) -> int:
+        """The most frames that may wait for this subscriber (``queue_size``)."""
+        return self._limit
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames waiting to be written now (never more than ``queue_size``, plus the end)."""
+        return len(self._frames)
 
     def push(self, text: str) -> None:
         """Queue an encoded frame; close the subscriber if it cannot keep up."""
         if self.close_code is not None:
             return
         if len(self._frames) >= self._limit:
-            log.warning(
-                "closing %s (%s): %d frames waiting, too slow to read",
-                self.id,
-                self.user and self.user.id,
-                self._limit,
-            )
-            if self._drops is not None:
-                self._drops[self.kind] += 1
-            self.close(CloseCode.SLOW_CONSUMER)
+            self.too_slow(f"{self._limit} frames waiting")
             return
         self._frames.append(text)
         self._wake()
+
+    def too_slow(self, why: str) -> None:
+        """Close as a slow consumer (4429): one log line, counted under :attr:`kind`."""
+        if self.close_code is not None:
+            return
+        log.warning(
+            "closing %s (%s): %s, too slow to read", self.id, self.user and self.user.id, why
+        )
+        if self._drops is not None:
+            self._drops[self.kind] += 1
+        self.close(CloseCode.SLOW_CONSUMER)
+
+    async def wait_for_room(self, frames: int) -> None:
+        """Wait until fewer than ``frames`` frames are queued, or the subscriber is closed:
+        what a long replay does between frames, so that it never overflows the queue.
+        Returns at once while nothing drains the queue yet (nothing would make room)."""
+        while self._draining and self.close_code is None and len(self._frames) >= frames:
+            self._room_below = frames
+            self._room = asyncio.get_running_loop().create_future()
+            await self._room
+
+    def _taken(self) -> None:
+        """A frame left the queue (or it closed): wake :meth:`wait_for_room` if it fits."""
+        room = self._room
+        if room is not None and (len(self._frames) < self._room_below or self.close_code):
+            self._room = None
+            if not room.done():
+                room.set_result(None)
 
     def send(self, frame: Frame) -> None:
         self.push(encode(frame).decode())
@@ -85,6 +118,7 @@ class Outbox:
             self._frames.clear()
         self._frames.append(None)
         self._wake()
+        self._taken()
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -93,10 +127,14 @@ class Outbox:
 
     async def next_frame(self) -> str | None:
         """The next queued frame, waiting for one if need be; ``None`` once closed."""
+        self._draining = True
         while not self._frames:
             self._waiter = asyncio.get_running_loop().create_future()
             await self._waiter
-        return self._frames.popleft()
+        text = self._frames.popleft()
+        if self._room is not None:
+            self._taken()
+        return text
 
 
 class Connection(Outbox):
@@ -152,15 +190,23 @@ class Connection(Outbox):
         written to the transport whole or not at all.
         """
         self._writer = asyncio.current_task()
+        self._draining = True
         frames = self._frames
         send = self.socket.send
         try:
             while True:
-                text = frames.popleft() if frames else await self.next_frame()
+                if frames:
+                    text = frames.popleft()
+                    if self._room is not None:  # a replay waits for room
+                        self._taken()
+                else:
+                    text = await self.next_frame()
                 if text is None:
                     await self.socket.close(code=self.close_code or CloseCode.NORMAL)
                     return
                 await send({"type": "websocket.send", "text": text, "bytes": None})
         finally:
+            self._draining = False
+            self.close()  # ended (the client went, or was given up on): nothing more is queued
             if self._give_up is not None:
                 self._give_up.cancel()

@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Consumer = Callable[[int, str], None]
-"""An in-process follower of a room: called with ``(offset, encoded frame)`` in order, in
-the fan-out itself, so it must only hand the frame on (queue it), never block."""
-
 GAP_WAIT = 0.05
 """Seconds an out-of-order offset waits for the missing ones before the store is asked."""
 
@@ -91,7 +87,7 @@ class LiveRoom:
         self.id = room_id
         self._store = store
         self.subscribers: dict[str, _Subscriber] = {}
-        self.consumers: dict[int, Consumer] = {}  # in-process followers (Hub.subscribe)
+        self.consumers: dict[int, Follower] = {}  # in-process followers (Hub.subscribe)
         self.delivered: int | None = None  # highest offset fanned out; None while starting
         self._pending: dict[int, str] = {}
         self._gap_task: asyncio.Task[None] | None = None
@@ -165,13 +161,13 @@ class LiveRoom:
         for sub in tuple(self.subscribers.values()):
             if sub.backlog is None:
                 sub.conn.push(text)
-            else:
+            elif len(sub.backlog) < sub.conn.limit:
                 sub.backlog.append((offset, text))
-        for consumer in tuple(self.consumers.values()):
-            try:
-                consumer(offset, text)
-            except Exception:  # a consumer must never stop the fan-out to sockets
-                log.exception("room consumer in %s failed", self.id)
+            else:  # the replay is too slow to keep up with the room: bounded like its queue
+                sub.backlog.clear()
+                sub.conn.too_slow(f"{sub.conn.limit} live frames waiting behind its replay")
+        for follower in tuple(self.consumers.values()):
+            follower.push(offset, text)  # never blocks, never raises: a bounded queue
 
     @property
     def idle(self) -> bool:
@@ -276,7 +272,12 @@ class RoomRegistry:
                 id=ref,
             )
         )
+        room_for = max(1, conn.limit // 2)  # paced: a long replay never fills the queue
         for message in replay:
+            if conn.queued_frames >= room_for:
+                await conn.wait_for_room(room_for)
+            if conn.close_code is not None:
+                break
             conn.send(MessageFrame(message))
         room.go_live(sub, cursor)
 
@@ -311,7 +312,7 @@ class RoomRegistry:
                 await self._drop_if_idle(room)
 
         follower = Follower(room, self.store, limit, self.slow_consumers, stop)
-        room.consumers[key] = follower.push
+        room.consumers[key] = follower
         return follower
 
     async def leave_all(self, conn: Connection) -> None:
