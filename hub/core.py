@@ -56,7 +56,7 @@ from hub.realtime.broker import Broker
 from hub.realtime.connection import Connection
 from hub.realtime.presence import MemoryPresence, Presence
 from hub.realtime.presence_redis import RedisPresence
-from hub.realtime.rooms import RoomRegistry
+from hub.realtime.rooms import MISSED, RoomRegistry
 from hub.realtime.shared import MemorySharedState, RedisSharedState, SharedState
 from hub.realtime.sockets import Sockets
 from hub.store.store import AttachmentResult, RoomInfo, Store
@@ -418,31 +418,36 @@ class Hub:
         messages in offset order, each once, gaps filled from the store (``offset`` is 0
         for events: presence, typing, streams). Frames queue for the consumer, so a slow
         one never holds up the room's sockets; an exception it raises is logged and the
-        next frame still comes. No access check: the caller decides who may follow a room.
+        next frame still comes. The queue holds ``subscriber_queue_frames`` frames: a
+        consumer that falls that far behind has it dropped, then gets
+        ``(N, Error(code=slow_consumer))``, N being the offset of the last message it got,
+        then every stored message after N (nothing persisted is lost; the events it missed
+        are). No access check: the caller decides who may follow a room.
         Returns the coroutine function that ends the subscription.
         """
-        queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()
+        follower = await self.rooms.follow(room_id, self.settings.subscriber_queue_frames)
 
         async def deliver() -> None:
-            while True:
-                offset, text = await queue.get()
+            async for offset, text in follower.frames():
+                if text is MISSED:
+                    frame: ServerFrame = Error(
+                        code=ErrorCode.SLOW_CONSUMER,
+                        room=room_id,
+                        detail=f"fell {follower.limit} frames behind: events after offset "
+                        f"{offset} were dropped; the messages after it follow from the store",
+                    )
+                else:
+                    frame = decode_server(text)
                 try:
-                    await on_frame(offset, decode_server(text))
+                    await on_frame(offset, frame)
                 except Exception:
                     log.exception("room subscriber of %s failed on offset %d", room_id, offset)
 
         task = self.spawn(deliver(), name=f"subscriber:{room_id}")
-        try:
-            stop_following = await self.rooms.follow(
-                room_id, lambda offset, text: queue.put_nowait((offset, text))
-            )
-        except BaseException:
-            task.cancel()
-            raise
 
         async def unsubscribe() -> None:
             task.cancel()
-            await stop_following()
+            await follower.stop()
 
         return unsubscribe
 

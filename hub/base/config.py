@@ -11,7 +11,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -52,6 +52,9 @@ class Settings(msgspec.Struct, kw_only=True):
     shutdown_retry_after: float = 1.0  # the reconnect hint's retry_after (plus client jitter)
     typing_ttl: float = 6.0
     send_queue_frames: int = 1024
+    # frames queued for an in-process room subscriber (Hub.subscribe: plugins, the bridge);
+    # one that falls this far behind loses its queue and resumes from the store
+    subscriber_queue_frames: Annotated[int, msgspec.Meta(ge=1)] = 1024
     max_replay: int = 5000
     history_page_max: int = 200
     stream_flush_interval: float = 0.03  # at most one stream_delta per stream this often
@@ -177,7 +180,8 @@ def _describe(info: Any) -> str:
     }
     for kind, text in names.items():
         if isinstance(info, kind):
-            return text
+            low = getattr(info, "ge", None)
+            return text if low is None else f"{text} of at least {low}"
     return type(info).__name__.removesuffix("Type").lower()
 
 
@@ -278,7 +282,10 @@ def load_settings(
             raise SettingsError(f"unknown setting {key!r}")
         values[key] = value
         origin[key] = OVERRIDE
-    settings = msgspec.convert(values, Settings, strict=False)
+    try:
+        settings = msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:  # an override out of range (TOML/env are checked above)
+        raise SettingsError(f"invalid setting: {exc}") from None
     if sources is not None:
         sources.update(origin)
     return settings

@@ -137,7 +137,13 @@ class HubAPI(Protocol):
         self, room_id: str, on_frame: Callable[[int, ServerFrame], Awaitable[None]]
     ) -> Callable[[], Awaitable[None]]:
         """Receive the room's server frames in order, with gaps filled from the store:
-        ``on_frame(offset, frame)``. Returns the unsubscribe."""
+        ``on_frame(offset, frame)``. Returns the unsubscribe.
+
+        Frames queue for ``on_frame``, at most ``subscriber_queue_frames`` (1024): a
+        subscriber that falls that far behind has its queue dropped, then gets
+        ``on_frame(N, Error(code=ErrorCode.SLOW_CONSUMER))``, N being the offset of the last
+        message it got, and every stored message after N, read from the store; the events
+        it missed (typing, presence, stream frames) are not replayed."""
         ...
 
     async def run_command(

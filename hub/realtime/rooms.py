@@ -1,7 +1,8 @@
 """Live rooms in this process: ordered fan-out to local sockets, replay on join, typing.
 
 Every process keeps one :class:`LiveRoom` per room that has local subscribers (sockets, or
-in-process consumers such as the bridge, see :meth:`RoomRegistry.follow`). It holds
+in-process consumers such as the bridge, see :meth:`RoomRegistry.follow` and
+:class:`Follower`). It holds
 one broker subscription and delivers room messages to its sockets **in offset order,
 each once**: an offset that arrives early waits in ``pending`` (filled from the store
 if the gap does not close by itself), one already delivered is dropped. A socket
@@ -14,7 +15,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -38,12 +40,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Consumer = Callable[[int, str], None]
-"""An in-process follower of a room: called with ``(offset, encoded frame)`` in order, in
-the fan-out itself, so it must only hand the frame on (queue it), never block."""
-
 GAP_WAIT = 0.05
 """Seconds an out-of-order offset waits for the missing ones before the store is asked."""
+
+REPLAY_PAGE = 200
+"""Messages read from the store at once when a :class:`Follower` catches up."""
+
+REPLAY_RETRY = 1.0
+"""Seconds a :class:`Follower` waits before reading the store again after it failed."""
+
+MISSED = None
+"""What :meth:`Follower.frames` yields instead of a frame's text when frames were dropped."""
 
 
 class Envelope(msgspec.Struct, omit_defaults=True):
@@ -80,7 +87,7 @@ class LiveRoom:
         self.id = room_id
         self._store = store
         self.subscribers: dict[str, _Subscriber] = {}
-        self.consumers: dict[int, Consumer] = {}  # in-process followers (Hub.subscribe)
+        self.consumers: dict[int, Follower] = {}  # in-process followers (Hub.subscribe)
         self.delivered: int | None = None  # highest offset fanned out; None while starting
         self._pending: dict[int, str] = {}
         self._gap_task: asyncio.Task[None] | None = None
@@ -154,13 +161,13 @@ class LiveRoom:
         for sub in tuple(self.subscribers.values()):
             if sub.backlog is None:
                 sub.conn.push(text)
-            else:
+            elif len(sub.backlog) < sub.conn.limit:
                 sub.backlog.append((offset, text))
-        for consumer in tuple(self.consumers.values()):
-            try:
-                consumer(offset, text)
-            except Exception:  # a consumer must never stop the fan-out to sockets
-                log.exception("room consumer in %s failed", self.id)
+            else:  # the replay is too slow to keep up with the room: bounded like its queue
+                sub.backlog.clear()
+                sub.conn.too_slow(f"{sub.conn.limit} live frames waiting behind its replay")
+        for follower in tuple(self.consumers.values()):
+            follower.push(offset, text)  # never blocks, never raises: a bounded queue
 
     @property
     def idle(self) -> bool:
@@ -202,6 +209,9 @@ class RoomRegistry:
         self.live: dict[str, LiveRoom] = {}
         self._lock = asyncio.Lock()
         self._consumer_ids = itertools.count(1)
+        self.slow_consumers: Counter[str] = Counter()
+        """Consumers this process dropped for falling behind, by kind (``socket``, ``sse``,
+        ``subscriber``); shown by ``/healthz``."""
         self.stream_source: Callable[[str], list[StreamSnapshot]] | None = None
 
     async def _live(self, room_id: str) -> LiveRoom:
@@ -262,7 +272,12 @@ class RoomRegistry:
                 id=ref,
             )
         )
+        room_for = max(1, conn.limit // 2)  # paced: a long replay never fills the queue
         for message in replay:
+            if conn.queued_frames >= room_for:
+                await conn.wait_for_room(room_for)
+            if conn.close_code is not None:
+                break
             conn.send(MessageFrame(message))
         room.go_live(sub, cursor)
 
@@ -284,18 +299,21 @@ class RoomRegistry:
                 if room.unsubscribe is not None:
                     await room.unsubscribe()
 
-    async def follow(self, room_id: str, consumer: Consumer) -> Callable[[], Awaitable[None]]:
-        """Call ``consumer`` with each frame of the room from now on, in offset order and
-        gap-filled like a socket (no replay); returns the coroutine function that stops it."""
+    async def follow(self, room_id: str, limit: int) -> Follower:
+        """A bounded queue of the room's frames from now on, in offset order and gap-filled
+        like a socket (see :class:`Follower`); ``await follower.stop()`` ends it."""
+        if limit < 1:
+            raise ValueError(f"a follower's queue holds at least 1 frame, not {limit}")
         room = await self._live(room_id)
         key = next(self._consumer_ids)
-        room.consumers[key] = consumer
 
         async def stop() -> None:
             if room.consumers.pop(key, None) is not None:
                 await self._drop_if_idle(room)
 
-        return stop
+        follower = Follower(room, self.store, limit, self.slow_consumers, stop)
+        room.consumers[key] = follower
+        return follower
 
     async def leave_all(self, conn: Connection) -> None:
         for room_id in list(conn.rooms):
@@ -380,3 +398,121 @@ class RoomRegistry:
     def _publish_typing(self, room_id: str, user: UserRef, active: bool) -> None:
         frame = encode(TypingFrame(room=room_id, user=user, active=active))
         asyncio.get_running_loop().create_task(self.publish_event(room_id, frame))
+
+
+class Follower:
+    """An in-process consumer's bounded queue of one room's frames (``Hub.subscribe``).
+
+    The room's fan-out calls :meth:`push` and never waits; whoever consumes reads
+    :meth:`frames`. Messages come in offset order, each once, events (offset 0) in between
+    as they came. A consumer that falls ``limit`` frames behind does not hold anything up
+    and does not grow the queue: the queue is dropped (one log line, ``slow_consumers``
+    counted) and frames are ignored until the consumer reads again. It then gets
+    ``(cursor, MISSED)``, ``cursor`` being the offset of the last message it got, followed by
+    every message after ``cursor`` read from the store, and the live frames after those.
+    Persisted messages are never lost that way; the dropped events (typing, presence,
+    stream frames, announcements) are, like a socket's after a resume.
+    """
+
+    def __init__(
+        self,
+        room: LiveRoom,
+        store: Store,
+        limit: int,
+        drops: Counter[str],
+        stop: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.room = room
+        self.limit = limit
+        self.stop = stop
+        """Stop following (the coroutine function :meth:`RoomRegistry.follow` made)."""
+        self.cursor = room.delivered or 0
+        """The offset of the last message handed on (or already fanned out when following began)."""
+        self.lagging = False
+        """True from a drop until the consumer reads again; frames meanwhile are ignored."""
+        self.drops = 0
+        """Times this follower's queue was dropped."""
+        self.peak = 0
+        """The most frames its queue ever held (never above ``limit``)."""
+        self._store = store
+        self._counts = drops
+        self._frames: deque[tuple[int, str]] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the consumer now."""
+        return len(self._frames)
+
+    def push(self, offset: int, text: str) -> None:
+        """The room's fan-out: queue a frame, or drop the queue if the consumer is too slow."""
+        if self.lagging:
+            return
+        if len(self._frames) >= self.limit:
+            self._frames.clear()
+            self.lagging = True
+            self.drops += 1
+            self._counts["subscriber"] += 1
+            log.warning(
+                "room subscriber of %s fell %d frames behind after offset %d: queue dropped, "
+                "it resumes from the store",
+                self.room.id,
+                self.limit,
+                self.cursor,
+            )
+        else:
+            self._frames.append((offset, text))
+            self.peak = max(self.peak, len(self._frames))
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def frames(self) -> AsyncIterator[tuple[int, str | None]]:
+        """``(offset, encoded frame)`` in order, forever; ``(cursor, MISSED)`` after a drop,
+        then the messages after ``cursor`` from the store (see the class)."""
+        while True:
+            if self.lagging:
+                yield self.cursor, MISSED
+                # From here on live frames queue again, and they are above ``delivered``
+                # (read with no await in between): the store has everything up to it.
+                target = self.room.delivered or 0
+                self.lagging = False
+                async for offset, text in self._replay(target):
+                    yield offset, text
+                continue
+            if not self._frames:
+                self._waiter = asyncio.get_running_loop().create_future()
+                await self._waiter
+                continue
+            offset, text = self._frames.popleft()
+            if offset:
+                if offset <= self.cursor:  # already read from the store
+                    continue
+                self.cursor = offset
+            yield offset, text
+
+    async def _replay(self, target: int) -> AsyncIterator[tuple[int, str]]:
+        """The stored messages after :attr:`cursor` up to ``target``, a page at a time."""
+        while self.cursor < target:
+            try:
+                page = await self._store.messages_after(
+                    self.room.id, self.cursor, min(target - self.cursor, REPLAY_PAGE)
+                )
+            except Exception as exc:  # database away: live frames drop meanwhile, try again
+                log.warning("room subscriber of %s: replay failed: %s", self.room.id, exc)
+                await asyncio.sleep(REPLAY_RETRY)
+                continue
+            if not page:  # nothing stored up to target (the history was reset): give up
+                log.warning(
+                    "room subscriber of %s: offsets %d-%d are not stored",
+                    self.room.id,
+                    self.cursor + 1,
+                    target,
+                )
+                self.cursor = target
+                return
+            for message in page:
+                if message.offset > target:
+                    return
+                self.cursor = message.offset
+                yield message.offset, encode(MessageFrame(message)).decode()

@@ -84,14 +84,34 @@ class Session:
         self.conn.send(Error(code=code, detail=detail, id=ref, room=room, retry_after=retry_after))
 
     async def run(self) -> None:
-        """Read until the socket closes; the writer task sends in parallel."""
+        """Read until the socket closes; the writer task sends in parallel.
+
+        When the writer ends (the hub closed the socket, or gave up on a client that does
+        not read), a read still waiting for the client is interrupted: the session ends
+        without waiting for the client to send anything.
+        """
         writer = asyncio.create_task(self.conn.write_loop(), name=f"writer:{self.conn.id}")
         auth_timer = asyncio.get_running_loop().call_later(
             self.settings.auth_timeout, self._auth_timeout
         )
+        reader = asyncio.current_task()
+        reading = False  # awaiting the client: the only place the writer may interrupt
+        interrupted = False
+
+        def writer_done(_: asyncio.Task[None]) -> None:
+            nonlocal interrupted
+            if reading and reader is not None:
+                interrupted = True
+                reader.cancel()
+
+        writer.add_done_callback(writer_done)
         try:
             while not writer.done():
-                event = await self.conn.socket.receive()
+                reading = True
+                try:
+                    event = await self.conn.socket.receive()
+                finally:
+                    reading = False
                 if event["type"] != "websocket.receive":  # disconnect (connect came before)
                     break
                 data: str | bytes | None = event.get("text")
@@ -101,9 +121,13 @@ class Session:
                 await self.handle_raw(data)
         except WebSocketDisconnect:
             pass
+        except asyncio.CancelledError:
+            if not interrupted or (reader is not None and reader.uncancel() > 0):
+                raise  # cancelled from outside (shutdown), not by the writer's end
         except Exception:  # never reaches Litestar, whose handler would close a second time
             log.exception("socket %s failed", self.conn.id)
         finally:
+            writer.remove_done_callback(writer_done)
             auth_timer.cancel()
             if self._expiry is not None:
                 self._expiry.cancel()
@@ -609,5 +633,5 @@ async def ws_endpoint(socket: WebSocket) -> None:
     """The hub's WebSocket: send ``hello`` first, then any client frame (docs/protocol.md)."""
     hub: Hub = socket.app.state.hub
     await socket.accept()
-    conn = Connection(socket, hub.settings.send_queue_frames)
+    conn = Connection(socket, hub.settings.send_queue_frames, hub.rooms.slow_consumers)
     await Session(hub, conn).run()

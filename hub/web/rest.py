@@ -214,5 +214,9 @@ async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
         "status": "ok",
         "store": hub.store.kind,
         "connections": len(hub.connections),
+        # consumers dropped for falling behind since start, by kind (docs/protocol.md)
+        "slow_consumers": {
+            kind: hub.rooms.slow_consumers[kind] for kind in ("socket", "sse", "subscriber")
+        },
         "pid": os.getpid(),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -58,8 +59,10 @@ _TOKEN_ENDS = {
 class SSESubscriber(Outbox):
     """A room subscriber feeding an SSE response instead of a socket."""
 
-    def __init__(self, identity: Identity, queue_size: int) -> None:
-        super().__init__(f"sse-{secrets.token_hex(6)}", queue_size)
+    def __init__(
+        self, identity: Identity, queue_size: int, drops: Counter[str] | None = None
+    ) -> None:
+        super().__init__(f"sse-{secrets.token_hex(6)}", queue_size, drops)
         self.identity = identity
         self.user = UserRef(id=identity.id, name=identity.name, guest=identity.is_guest)
 
@@ -106,7 +109,9 @@ async def room_events(
     room = await hub.visible_room(room_id, request.user)
     if since is None and last_event_id and last_event_id.isascii() and last_event_id.isdigit():
         since = min(int(last_event_id[:20]), INT64_MAX)  # a client's header: bounded
-    subscriber = SSESubscriber(request.user, hub.settings.send_queue_frames)
+    subscriber = SSESubscriber(
+        request.user, hub.settings.send_queue_frames, hub.rooms.slow_consumers
+    )
     await hub.rooms.join(
         subscriber,  # type: ignore[arg-type]
         room.id,
