@@ -21,8 +21,9 @@ from typing import Any
 
 from hub.sdk import Attachment, ChatMessage, ChatTurn, HubAPI, estimate_tokens
 
-HANDLER = "documents"
-"""The attachment handler whose ``data["chunks"]`` are read."""
+HANDLERS = ("documents", "transcript")
+"""The attachment handlers whose ``data["chunks"]`` are read: extracted documents, and the
+speech plugin's voice-message transcripts (cited by file name and time)."""
 
 INSTRUCTION = (
     "Excerpts of files shared in this room follow, each headed by its source in square "
@@ -153,7 +154,7 @@ async def document_context(
         except LookupError:  # the upload is gone (retention)
             continue
         for result in results:
-            if result.handler != HANDLER or result.status != "done":
+            if result.handler not in HANDLERS or result.status != "done":
                 continue
             found = [c for c in result.data.get("chunks", []) if isinstance(c, dict)]
             # the same bytes under another name: cite the name this room knows

@@ -108,9 +108,40 @@ def _clock(seconds: float | None) -> str:
     return f"{minutes}:{rest:02d}"
 
 
-def result_of(transcript: Transcript) -> HandlerResult:
+CHUNK_SECONDS = 60.0
+"""Transcript chunks (what agents cite: "voice.ogg, 0:00-1:00") span about this long."""
+
+
+def chunks_of(transcript: Transcript, filename: str) -> list[dict[str, Any]]:
+    """The segments grouped into chunks of about :data:`CHUNK_SECONDS`, in the shape the
+    documents handler uses (``text``, ``citation``, ``filename``), so agents read both."""
+    out: list[dict[str, Any]] = []
+    group: list[Any] = []
+    for segment in transcript.segments:
+        group.append(segment)
+        if segment.end - group[0].start >= CHUNK_SECONDS:
+            out.append(_chunk(group, filename))
+            group = []
+    if group:
+        out.append(_chunk(group, filename))
+    return out
+
+
+def _chunk(group: list[Any], filename: str) -> dict[str, Any]:
+    span = f"{_clock(group[0].start)}-{_clock(group[-1].end)}"
+    return {
+        "text": " ".join(s.text for s in group),
+        "citation": f"{filename}, {span}",
+        "filename": filename,
+        "start": group[0].start,
+        "end": group[-1].end,
+    }
+
+
+def result_of(transcript: Transcript, filename: str = "audio") -> HandlerResult:
     """A transcript as an attachment result: the text as markdown, the rest as data."""
     data: dict[str, Any] = msgspec.to_builtins(transcript)
+    data["chunks"] = chunks_of(transcript, filename)
     confidence = transcript.confidence
     data["confidence"] = None if confidence is None else round(confidence, 4)
     data["words"] = len(transcript.text.split())
@@ -136,7 +167,7 @@ def run_transcript(data: bytes, info: AttachmentInfo) -> HandlerResult:
         )
     except SpeechError as exc:
         raise HandlerError(str(exc)) from None
-    return result_of(transcript)
+    return result_of(transcript, info.filename)
 
 
 # ------------------------------------------------------------------ /v1/audio/transcriptions
