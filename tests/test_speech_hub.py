@@ -203,3 +203,34 @@ async def test_an_openai_compatible_provider_backs_the_route(make_server, monkey
                 assert failed.value.body["code"] == "speech_failed"
                 assert "answered 503: scripted failure" in failed.value.body["message"]
                 await client.close()
+
+
+async def test_the_assistant_reads_a_voice_message_it_is_asked_about(make_server):
+    """A question sent with a voice note: the assistant waits for the transcript and finds
+    it in its prompt under the note's citation (file and time), like a document's page."""
+    from tests.stream_support import collect, upstream
+    from tests.test_agent_attachments import system_text
+
+    sentence = SENTENCES[0]  # "Please send the quarterly report to the finance team ..."
+    voice = convert(speak(sentence, "flite"), "webm")
+    async with FakeOpenAI(Script(tokens=["By Friday ", "(note.webm, 0:00-0:04)."])) as fake:
+        with speech_entry_point():
+            async with make_server(plugin_config=upstream(fake)) as server:
+                _owner, alice = await setup_room(server, "ops", "speech", "assistant")
+                voice_id = await upload(server, "ops", "note.webm", voice)
+                await alice.send(
+                    {
+                        "type": "send",
+                        "room": "ops",
+                        "text": "@assistant by when is the quarterly report due?",
+                        "attachments": [voice_id],
+                        "id": "q1",
+                    }
+                )
+                answer = await collect(alice, timeout=180)
+                assert answer["end"]["type"] == "stream_end", answer["end"]
+                (request,) = fake.chat_requests()
+                system = system_text(request.body)
+                assert "[note.webm, 0:00-0:0" in system, system
+                excerpt = system.split("[note.webm, 0:00-0:0", 1)[1].split("\n", 1)[1]
+                assert wer(sentence, excerpt.split("\n\n[", 1)[0]) <= BOUND, excerpt

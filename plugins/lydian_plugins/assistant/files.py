@@ -1,6 +1,7 @@
-"""Files in the prompt: the chunks the ``documents`` handler stored for the attachments a
-question is about, chosen by lexical relevance (BM25) within a token budget, with their
-citations, so that the answer can cite "report.pdf, p. 12".
+"""Files in the prompt: the chunks the ``documents`` handler (and the speech plugin's
+``transcript`` handler, for voice messages) stored for the attachments a question is about,
+chosen by lexical relevance (BM25) within a token budget, with their citations, so that the
+answer can cite "report.pdf, p. 12" (or "note.ogg, 0:00-1:00").
 
 Which attachments: those of the message asked, of the message it replies to, then those of
 the room's recent messages (newest first), up to ``max_files``. Only results that exist are
