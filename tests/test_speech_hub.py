@@ -149,6 +149,8 @@ async def test_the_openai_client_transcribes_through_the_hub(make_server):
                 )
                 assert resp.status_code == 400, resp.text
                 assert "field named 'file'" in resp.json()["error"]["message"]
+                schema = (await http.get("/schema/openapi.json")).json()
+                assert "/v1/audio/transcriptions" in schema["paths"]
             async with server.http() as anonymous:
                 resp = await anonymous.post(
                     "/v1/audio/transcriptions", files={"file": ("a.wav", wav)}

@@ -268,7 +268,9 @@ class OpenAITranscriptions:
             ) from None
         except openai.APIError as exc:  # connection refused, timeout
             raise ProviderFailed(f"the speech service cannot be reached: {exc}") from None
-        body = answer.model_dump() if hasattr(answer, "model_dump") else {"text": str(answer)}
+        body: dict[str, Any] = (
+            answer.model_dump() if hasattr(answer, "model_dump") else {"text": str(answer)}
+        )
         segments = [
             Segment(
                 start=float(s.get("start", 0.0)),
@@ -282,6 +284,7 @@ class OpenAITranscriptions:
                 no_speech=s.get("no_speech_prob"),
             )
             for s in body.get("segments") or []
+            if isinstance(s, dict)
         ]
         return Transcript(
             text=str(body.get("text", "")).strip(),
