@@ -562,8 +562,9 @@ class Hub:
         ]
 
     def _attachment_settings(self, plugin: str, room: str) -> dict[str, Any]:
-        """A plugin's settings for a room as JSON types, for ``room_settings`` handlers."""
-        settings = self.plugins.settings_for(plugin, room)
+        """A plugin's settings for a room as JSON types, for ``room_settings`` handlers;
+        ``Secret`` fields masked (they would be stored with the result)."""
+        settings = self.plugins.public_settings(plugin, room)
         if settings is None:
             return {}
         # through JSON: what the stored result keeps, compared when it could be reused

@@ -135,9 +135,12 @@ def sniff_media_type(head: bytes, filename: str, declared: str | None = None) ->
         return "audio/flac"
     if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] & 0xE6 == 0xE2):
         return "audio/mpeg"
-    if head[4:8] == b"ftyp" and head[8:11] in (b"M4A", b"M4B"):
-        return "audio/mp4"
-    if head.startswith(b"\x1a\x45\xdf\xa3") and (declared or "").startswith("audio/"):
+    if len(head) > 1 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:  # AAC in ADTS frames
+        return "audio/aac"
+    audio_hint = (declared or "").startswith("audio/") or suffix in _AUDIO_SUFFIXES
+    if head[4:8] == b"ftyp" and (head[8:11] in (b"M4A", b"M4B") or audio_hint):
+        return "audio/mp4"  # other brands (isom, mp42: Safari's recorder) may be video too
+    if head.startswith(b"\x1a\x45\xdf\xa3") and (audio_hint or _webm_audio_only(head)):
         return "audio/webm"
     if head.startswith(b"%PDF-"):
         return "application/pdf"
@@ -146,6 +149,21 @@ def sniff_media_type(head: bytes, filename: str, declared: str | None = None) ->
     if _is_text(head):
         return _TEXT.get(suffix, "text/plain")
     return None
+
+
+_AUDIO_SUFFIXES = {".m4a", ".m4b", ".weba", ".opus", ".oga", ".ogg", ".mp3", ".wav", ".aac"}
+_WEBM_AUDIO = (b"A_OPUS", b"A_VORBIS")
+_WEBM_VIDEO = (b"V_VP8", b"V_VP9", b"V_AV1", b"V_MPEG4", b"V_MPEGH")
+
+
+def _webm_audio_only(head: bytes) -> bool:
+    """A WebM (Matroska) file whose track codecs, within ``head``, are audio only: a voice
+    recording labelled ``video/webm`` or ``application/octet-stream`` is still audio."""
+    return (
+        b"webm" in head[:64]
+        and any(codec in head for codec in _WEBM_AUDIO)
+        and not any(codec in head for codec in _WEBM_VIDEO)
+    )
 
 
 def _is_text(head: bytes) -> bool:

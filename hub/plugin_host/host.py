@@ -620,6 +620,11 @@ class PluginHost:
         found = self._settings.get(name)
         return found.for_room(room) if found else None
 
+    def public_settings(self, name: str, room: str | None = None) -> dict[str, Any] | None:
+        """:meth:`settings_for` as builtins with every ``Secret`` masked, or None."""
+        found = self._settings.get(name)
+        return found.public(room) if found else None
+
     # ------------------------------------------------------------ per-room enablement
 
     def is_enabled(self, room: str, name: str) -> bool:

@@ -1,4 +1,5 @@
-"""A fake OpenAI-compatible server on 127.0.0.1: ``/v1/chat/completions`` over real HTTP/1.1.
+"""A fake OpenAI-compatible server on 127.0.0.1: ``/v1/chat/completions`` over real HTTP/1.1,
+and ``/v1/audio/transcriptions`` (multipart in, the script's ``transcript`` out).
 
 It streams SSE chunks exactly like OpenAI's API (chunked transfer encoding, ``data: {…}``
 lines, ``data: [DONE]``) and follows a :class:`Script`: delay before the first token and
@@ -44,12 +45,17 @@ class Script:
     answer: Callable[[dict[str, Any]], list[str]] | None = None
     """Compute the tokens from the request body (a model that reads what it was sent,
     e.g. :func:`describe_images`) instead of ``tokens``."""
+    transcript: str = "hello from the fake transcriber"
+    """What ``/audio/transcriptions`` answers (any audio; the request is logged)."""
 
 
 @dataclass
 class RequestLog:
     path: str
     body: dict[str, Any]
+    """The JSON body; for multipart requests the form's text fields."""
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
+    """Multipart file fields: name -> (filename, bytes)."""
     started: float = field(default_factory=time.monotonic)
     sent: int = 0
     completed: bool = False
@@ -139,6 +145,9 @@ class FakeOpenAI:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._server.wait_closed(), 2)
 
+    def transcription_requests(self) -> list[RequestLog]:
+        return [r for r in self.requests if r.path.endswith("/audio/transcriptions")]
+
     def chat_requests(self) -> list[RequestLog]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
@@ -162,7 +171,10 @@ class FakeOpenAI:
                 request = await _read_request(reader)
                 if request is None:
                     return
-                method, path, body = request
+                method, path, body, content_type = request
+                if method == "POST" and path.endswith("/audio/transcriptions"):
+                    await self._transcribe(path, body, content_type, writer)
+                    continue
                 keep = await self._route(method, path, body, reader, writer)
                 if not keep:
                     return
@@ -210,6 +222,61 @@ class FakeOpenAI:
                 log.completed = True
                 return True
             return await self._stream(payload, log, reader, writer)
+        finally:
+            log.ended.set()
+
+    async def _transcribe(
+        self, path: str, body: bytes, content_type: str, writer: asyncio.StreamWriter
+    ) -> None:
+        """OpenAI's ``/audio/transcriptions``: multipart ``file`` and ``model`` required."""
+        fields, files = _multipart(body, content_type)
+        log = RequestLog(path=path, body=fields, files=files)
+        self.requests.append(log)
+        script = self.script
+        try:
+            if script.status != 200:
+                error = {"message": "scripted failure", "type": "server_error", "code": None}
+                await _json(writer, script.status, {"error": error})
+                return
+            if "file" not in files or not fields.get("model"):
+                error = {"message": "file and model are required", "type": "invalid_request_error"}
+                await _json(writer, 400, {"error": error})
+                return
+            text = script.transcript
+            fmt = fields.get("response_format", "json")
+            if fmt == "text":
+                data = (text + "\n").encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n"
+                    + f"content-length: {len(data)}\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+            elif fmt == "verbose_json":
+                segment = {
+                    "id": 0,
+                    "seek": 0,
+                    "start": 0.0,
+                    "end": 1.5,
+                    "text": " " + text,
+                    "tokens": [1, 2, 3],
+                    "temperature": 0.0,
+                    "avg_logprob": -0.25,
+                    "compression_ratio": 1.0,
+                    "no_speech_prob": 0.01,
+                }
+                verbose = {
+                    "task": "transcribe",
+                    "language": "english",
+                    "duration": 1.5,
+                    "text": text,
+                    "segments": [segment],
+                }
+                await _json(writer, 200, verbose)
+            else:
+                await _json(writer, 200, {"text": text})
+            log.sent = 1
+            log.completed = True
         finally:
             log.ended.set()
 
@@ -325,7 +392,31 @@ async def _json(writer: asyncio.StreamWriter, status: int, body: dict[str, Any])
     await writer.drain()
 
 
-async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] | None:
+def _multipart(
+    body: bytes, content_type: str
+) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+    """The text fields and the files of a multipart/form-data body."""
+    from email.parser import BytesParser
+    from email.policy import HTTP
+
+    fields: dict[str, str] = {}
+    files: dict[str, tuple[str, bytes]] = {}
+    if not content_type.startswith("multipart/form-data"):
+        return fields, files
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        filename = part.get_filename()
+        if filename is not None:
+            files[str(name)] = (filename, payload)
+        else:
+            fields[str(name)] = payload.decode()
+    return fields, files
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes, str] | None:
     try:
         head = await reader.readuntil(b"\r\n\r\n")
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
@@ -333,12 +424,15 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes] 
     lines = head.decode("latin-1").split("\r\n")
     method, path, _ = lines[0].split(" ", 2)
     length = 0
+    content_type = ""
     for line in lines[1:]:
         name, _, value = line.partition(":")
         if name.strip().lower() == "content-length":
             length = int(value.strip())
+        elif name.strip().lower() == "content-type":
+            content_type = value.strip()
     body = await reader.readexactly(length) if length else b""
-    return method, path, body
+    return method, path, body, content_type
 
 
 async def _serve_forever(script: Script) -> None:

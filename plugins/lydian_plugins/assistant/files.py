@@ -1,6 +1,7 @@
-"""Files in the prompt: the chunks the ``documents`` handler stored for the attachments a
-question is about, chosen by lexical relevance (BM25) within a token budget, with their
-citations, so that the answer can cite "report.pdf, p. 12".
+"""Files in the prompt: the chunks the ``documents`` handler (and the speech plugin's
+``transcript`` handler, for voice messages) stored for the attachments a question is about,
+chosen by lexical relevance (BM25) within a token budget, with their citations, so that the
+answer can cite "report.pdf, p. 12" (or "note.ogg, 0:00-1:00").
 
 Which attachments: those of the message asked, of the message it replies to, then those of
 the room's recent messages (newest first), up to ``max_files``. Only results that exist are
@@ -22,8 +23,9 @@ from typing import Any
 
 from hub.sdk import Attachment, ChatMessage, ChatTurn, HubAPI, estimate_tokens
 
-HANDLER = "documents"
-"""The attachment handler whose ``data["chunks"]`` are read."""
+HANDLERS = ("documents", "transcript")
+"""The attachment handlers whose ``data["chunks"]`` are read: extracted documents, and the
+speech plugin's voice-message transcripts (cited by file name and time)."""
 DESCRIBE, OCR = "describe", "ocr"
 """The vision handlers whose results make an image's excerpt."""
 MAX_IMAGE_TEXT = 4000
@@ -194,7 +196,7 @@ async def document_context(
             if direct:
                 direct_chunks.append(image)
         for result in results:
-            if result.handler != HANDLER or result.status != "done":
+            if result.handler not in HANDLERS or result.status != "done":
                 continue
             found = [c for c in result.data.get("chunks", []) if isinstance(c, dict)]
             # the same bytes under another name: cite the name this room knows

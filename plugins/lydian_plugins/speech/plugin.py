@@ -1,0 +1,328 @@
+"""The speech plugin: voice messages transcribed as attachments, and
+``POST /v1/audio/transcriptions`` (OpenAI's shape) on the hub.
+
+Settings (``[plugins.speech]``; ``LYDIAN_PLUGIN_SPEECH_<FIELD>``):
+
+- ``provider``: ``offline`` (default: faster-whisper, no network) or ``openai`` (any
+  OpenAI-compatible ``/audio/transcriptions``: ``openai_base_url``, ``openai_model`` and the
+  secret ``openai_api_key``) for ``/v1/audio/transcriptions``. Voice messages are
+  transcribed offline in this version (their jobs run in child processes, which are not
+  handed secrets).
+- ``model_path``: a CTranslate2 Whisper model directory (empty: the bundled tiny.en);
+  ``threads`` (CPU threads per transcription) and ``beam_size``.
+- ``language`` (per room; empty: the model decides, English for an English-only model),
+  ``max_seconds`` (per room; 30 minutes) and ``max_bytes``.
+
+Enable voice messages in a room with ``/plugins enable speech``: from then on every audio
+file a message carries there (WAV, OGG, WebM, MP3, M4A, FLAC) is transcribed; the
+``transcript`` result's markdown is the text agents read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Request, Response, post
+from litestar.datastructures import UploadFile
+from litestar.exceptions import ClientException, HTTPException
+
+from hub.sdk import (
+    AttachmentHandler,
+    AttachmentInfo,
+    HandlerError,
+    HandlerResult,
+    ModelRefused,
+    PerRoom,
+    RouteHandler,
+    Secret,
+    hookimpl,
+    hub_of,
+    retry_header,
+    role_of,
+)
+
+from .errors import BadAudio, NoSpeech, ProviderFailed, ProviderUnavailable, SpeechError, TooLong
+from .providers import Limits, OfflineWhisper, OpenAITranscriptions, SpeechToText, Transcript
+
+PLUGIN = "speech"
+MAX_BYTES = 64 * 1024 * 1024
+"""The most a voice message or a ``/v1/audio/transcriptions`` upload may have (bytes)."""
+FORM_OVERHEAD = 64 * 1024
+RESPONSE_FORMATS = ("json", "text", "verbose_json")
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class SpeechSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``[plugins.speech]``."""
+
+    provider: Literal["offline", "openai"] = "offline"
+    model_path: str = ""
+    threads: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
+    beam_size: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
+    language: Annotated[str, msgspec.Meta(pattern=r"^([a-z]{2,3})?$"), PerRoom] = ""
+    max_seconds: Annotated[float, msgspec.Meta(gt=0, le=4 * 3600), PerRoom] = 30 * 60.0
+    max_bytes: Annotated[int, msgspec.Meta(ge=1, le=MAX_BYTES)] = MAX_BYTES
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_model: str = "whisper-1"
+    openai_api_key: Annotated[str, Secret] = ""
+    openai_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
+
+
+def limits_of(settings: SpeechSettings) -> Limits:
+    return Limits(max_seconds=settings.max_seconds, max_bytes=settings.max_bytes)
+
+
+def offline_of(settings: SpeechSettings) -> OfflineWhisper:
+    return OfflineWhisper(
+        model_path=settings.model_path,
+        threads=settings.threads,
+        beam_size=settings.beam_size,
+        limits=limits_of(settings),
+    )
+
+
+def provider_of(settings: SpeechSettings) -> SpeechToText:
+    """The provider ``settings`` configure."""
+    if settings.provider == "openai":
+        return OpenAITranscriptions(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            timeout=settings.openai_timeout,
+            limits=limits_of(settings),
+        )
+    return offline_of(settings)
+
+
+# ------------------------------------------------------------------ voice messages
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
+CHUNK_SECONDS = 60.0
+"""Transcript chunks (what agents cite: "voice.ogg, 0:00-1:00") span about this long."""
+
+
+def chunks_of(transcript: Transcript, filename: str) -> list[dict[str, Any]]:
+    """The segments grouped into chunks of about :data:`CHUNK_SECONDS`, in the shape the
+    documents handler uses (``text``, ``citation``, ``filename``), so agents read both."""
+    out: list[dict[str, Any]] = []
+    group: list[Any] = []
+    for segment in transcript.segments:
+        group.append(segment)
+        if segment.end - group[0].start >= CHUNK_SECONDS:
+            out.append(_chunk(group, filename))
+            group = []
+    if group:
+        out.append(_chunk(group, filename))
+    return out
+
+
+def _chunk(group: list[Any], filename: str) -> dict[str, Any]:
+    span = f"{_clock(group[0].start)}-{_clock(group[-1].end)}"
+    return {
+        "text": " ".join(s.text for s in group),
+        "citation": f"{filename}, {span}",
+        "filename": filename,
+        "start": group[0].start,
+        "end": group[-1].end,
+    }
+
+
+def result_of(transcript: Transcript, filename: str = "audio") -> HandlerResult:
+    """A transcript as an attachment result: the text as markdown, the rest as data."""
+    data: dict[str, Any] = msgspec.to_builtins(transcript)
+    data["chunks"] = chunks_of(transcript, filename)
+    confidence = transcript.confidence
+    data["confidence"] = None if confidence is None else round(confidence, 4)
+    data["words"] = len(transcript.text.split())
+    if transcript.silent:
+        summary = f"Transcript ({_clock(transcript.duration)}): silence, no speech"
+    else:
+        parts = [transcript.language or "?", _clock(transcript.duration)]
+        if confidence is not None:
+            parts.append(f"{confidence:.0%} confidence")
+        summary = f"Transcript ({', '.join(parts)}): {data['words']} words"
+    return HandlerResult(summary=summary, markdown=transcript.text, data=data)
+
+
+def run_transcript(data: bytes, info: AttachmentInfo) -> HandlerResult:
+    """Transcribe a voice message offline with the room's settings (a child process)."""
+    try:
+        settings = msgspec.convert(info.settings, SpeechSettings)
+    except msgspec.ValidationError as exc:
+        raise HandlerError(f"invalid speech settings: {exc}") from None
+    try:
+        transcript = offline_of(settings).transcribe(
+            data, filename=info.filename, language=settings.language or None
+        )
+    except SpeechError as exc:
+        raise HandlerError(str(exc)) from None
+    return result_of(transcript, info.filename)
+
+
+# ------------------------------------------------------------------ /v1/audio/transcriptions
+
+_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="v1-audio")
+"""One transcription at a time per hub process, off the event loop (CTranslate2 and PyAV
+release the GIL; the offline model uses ``threads`` cores of its own)."""
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
+    return Response(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
+
+def _client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    """Malformed or too large requests in OpenAI's error shape."""
+    kind = "invalid_request_error"
+    if exc.status_code == 413:
+        return _error(413, f"request too large: {exc.detail}", kind, "file_too_large")
+    return _error(exc.status_code, f"invalid request: {exc.detail}", kind)
+
+
+def _field(form: Any, name: str) -> str | None:
+    value = form.get(name)
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def verbose(transcript: Transcript) -> dict[str, Any]:
+    """OpenAI's ``verbose_json``, with every field its client's types name."""
+    return {
+        "task": "transcribe",
+        "language": transcript.language or "",
+        "duration": transcript.duration or 0.0,
+        "text": transcript.text,
+        "segments": [
+            {
+                "id": index,
+                "seek": 0,
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": [],
+                "temperature": 0.0,
+                "avg_logprob": math.log(s.confidence) if s.confidence else 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": s.no_speech or 0.0,
+            }
+            for index, s in enumerate(transcript.segments)
+        ],
+        "lydian": {"provider": transcript.provider, "model": transcript.model},
+    }
+
+
+@post(
+    "/v1/audio/transcriptions",
+    tags=["openai"],
+    status_code=200,
+    request_max_body_size=MAX_BYTES + FORM_OVERHEAD,
+    exception_handlers={ClientException: _client_error},
+)
+async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Speech to text, like OpenAI's: multipart ``file`` and ``model`` (required; the hub's
+    configured provider and model answer whatever it names), ``language``,
+    ``response_format`` ``json`` (default), ``text`` or ``verbose_json``."""
+    hub = hub_of(request)
+    settings: SpeechSettings = hub.plugin_settings(PLUGIN) or SpeechSettings()
+    form = await request.form()
+    upload = form.get("file")
+    kind = "invalid_request_error"
+    if not isinstance(upload, UploadFile):
+        return _error(400, "send the audio as multipart/form-data in a field named 'file'", kind)
+    try:
+        data = await upload.read(settings.max_bytes + 1)
+    finally:
+        await upload.close()
+    if _field(form, "model") is None:
+        return _error(400, "the 'model' field is required", kind, "missing_model")
+    response_format = _field(form, "response_format") or "json"
+    if response_format not in RESPONSE_FORMATS:
+        return _error(
+            400,
+            f"response_format {response_format!r} is not supported; use one of "
+            + ", ".join(RESPONSE_FORMATS),
+            kind,
+            "unsupported_response_format",
+        )
+    language = _field(form, "language") or settings.language or None
+    if len(data) > settings.max_bytes:
+        return _error(
+            413, f"the file is larger than {settings.max_bytes:,} bytes", kind, "file_too_large"
+        )
+    role = role_of(request.user)
+    try:  # the same allowance as any other model use
+        await hub.check_model(role, request.user.id)
+    except ModelRefused as refused:
+        if refused.retry_after is None:
+            return _error(403, refused.detail, "permission_error", refused.code)
+        wait = {"Retry-After": retry_header(refused.retry_after)}
+        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
+    provider = provider_of(settings)
+    filename = upload.filename or "audio"
+    loop = asyncio.get_running_loop()
+    try:
+        transcript = await loop.run_in_executor(
+            _pool, lambda: provider.transcribe(data, filename=filename, language=language)
+        )
+    except TooLong as exc:
+        return _error(413, str(exc), kind, "audio_too_long")
+    except NoSpeech as exc:
+        return _error(400, str(exc), kind, "no_speech")
+    except BadAudio as exc:
+        return _error(400, str(exc), kind, "invalid_audio")
+    except ProviderUnavailable as exc:
+        return _error(501, str(exc), "server_error", "speech_unavailable")
+    except ProviderFailed as exc:
+        return _error(502, str(exc), "upstream_error", "speech_failed")
+    if response_format == "text":
+        return Response(transcript.text + "\n", media_type="text/plain", headers=NO_STORE)
+    if response_format == "verbose_json":
+        return Response(verbose(transcript), headers=NO_STORE)
+    return Response({"text": transcript.text}, headers=NO_STORE)
+
+
+# ------------------------------------------------------------------ hooks
+
+
+@hookimpl
+def lydian_plugin_settings() -> type[msgspec.Struct]:
+    return SpeechSettings
+
+
+@hookimpl
+def lydian_attachment_handlers() -> list[AttachmentHandler]:
+    return [
+        AttachmentHandler(
+            name="transcript",
+            media_types=("audio/*",),
+            run=run_transcript,
+            # 30 minutes of audio take ~2 minutes of one core with tiny.en; a loaded
+            # machine and a larger model need more
+            timeout=900.0,
+            memory_mb=3072,
+            max_bytes=MAX_BYTES,
+            room_settings=True,
+            description="the text of a voice message (offline speech-to-text)",
+        )
+    ]
+
+
+@hookimpl
+def lydian_routes() -> list[RouteHandler]:
+    return [transcriptions]
