@@ -277,3 +277,15 @@ async def test_cloud_providers_back_the_hubs_speech_route(make_server, monkeypat
                 async with server.http("alice") as http:
                     listed = (await http.get("/v1/audio/voices")).json()
                     assert [v["name"] for v in listed["data"]] == ["Rachel", "Adam"]
+
+
+def test_elevenlabs_is_an_extra_in_the_test_extra_and_espeak_a_ci_package():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with (root / "pyproject.toml").open("rb") as f:
+        extras = tomllib.load(f)["project"]["optional-dependencies"]
+    assert any(dep.startswith("elevenlabs") for dep in extras["elevenlabs"])
+    assert any("elevenlabs" in dep for dep in extras["test"])
+    assert "espeak-ng" in (root / ".ci" / "run").read_text()

@@ -13,6 +13,13 @@ Settings (``[plugins.speech]``; ``LYDIAN_PLUGIN_SPEECH_<FIELD>``):
 - ``language`` (per room; empty: the model decides, English for an English-only model),
   ``max_seconds`` (per room; 30 minutes) and ``max_bytes``.
 
+- ``tts_provider`` for ``POST /v1/audio/speech`` and ``GET /v1/audio/voices``: ``espeak-ng``
+  (default; offline, run as a separate process: it is GPL-3.0+), ``openai`` (the
+  ``openai_*`` settings above and ``openai_tts_model``) or ``elevenlabs``
+  (``elevenlabs_base_url``, ``elevenlabs_model``, the secret ``elevenlabs_api_key``; needs
+  the ``elevenlabs`` extra); ``tts_voice`` (the default voice), ``tts_max_chars``,
+  ``tts_timeout``, ``espeak_binary``.
+
 Enable voice messages in a room with ``/plugins enable speech``: from then on every audio
 file a message carries there (WAV, OGG, WebM, MP3, M4A, FLAC) is transcribed; the
 ``transcript`` result's markdown is the text agents read.
@@ -67,6 +74,9 @@ from .tts import (
 )
 
 PLUGIN = "speech"
+LYDIAN_REQUIREMENTS = ["espeak-ng?"]
+"""``lydian doctor``: espeak-ng is the offline text-to-speech (optional: a cloud provider
+can be configured instead)."""
 MAX_BYTES = 64 * 1024 * 1024
 """The most a voice message or a ``/v1/audio/transcriptions`` upload may have (bytes)."""
 FORM_OVERHEAD = 64 * 1024

@@ -268,7 +268,9 @@ class EspeakNG:
                 timeout=self.limits.timeout,
             )
         except FileNotFoundError:
-            raise ProviderUnavailable("espeak-ng is not installed (apt-get install espeak-ng)")
+            raise ProviderUnavailable(
+                "espeak-ng is not installed (apt-get install espeak-ng)"
+            ) from None
         except subprocess.TimeoutExpired:
             raise ProviderFailed(
                 f"espeak-ng took longer than {self.limits.timeout:.0f} s and was stopped"
