@@ -1,5 +1,6 @@
 """A fake OpenAI-compatible server on 127.0.0.1: ``/v1/chat/completions`` over real HTTP/1.1,
-and ``/v1/audio/transcriptions`` (multipart in, the script's ``transcript`` out).
+``/v1/audio/transcriptions`` (multipart in, the script's ``transcript`` out) and
+``/v1/audio/speech`` (JSON in, a tone of ``speech_seconds`` in the asked format out).
 
 It streams SSE chunks exactly like OpenAI's API (chunked transfer encoding, ``data: {…}``
 lines, ``data: [DONE]``) and follows a :class:`Script`: delay before the first token and
@@ -47,6 +48,8 @@ class Script:
     e.g. :func:`describe_images`) instead of ``tokens``."""
     transcript: str = "hello from the fake transcriber"
     """What ``/audio/transcriptions`` answers (any audio; the request is logged)."""
+    speech_seconds: float = 1.0
+    """How long the tone ``/audio/speech`` answers is (real audio in the asked format)."""
 
 
 @dataclass
@@ -148,6 +151,9 @@ class FakeOpenAI:
     def transcription_requests(self) -> list[RequestLog]:
         return [r for r in self.requests if r.path.endswith("/audio/transcriptions")]
 
+    def speech_requests(self) -> list[RequestLog]:
+        return [r for r in self.requests if r.path.endswith("/audio/speech")]
+
     def chat_requests(self) -> list[RequestLog]:
         return [r for r in self.requests if r.path.endswith("/chat/completions")]
 
@@ -174,6 +180,9 @@ class FakeOpenAI:
                 method, path, body, content_type = request
                 if method == "POST" and path.endswith("/audio/transcriptions"):
                     await self._transcribe(path, body, content_type, writer)
+                    continue
+                if method == "POST" and path.endswith("/audio/speech"):
+                    await self._speak(path, body, writer)
                     continue
                 keep = await self._route(method, path, body, reader, writer)
                 if not keep:
@@ -280,6 +289,37 @@ class FakeOpenAI:
         finally:
             log.ended.set()
 
+    async def _speak(self, path: str, body: bytes, writer: asyncio.StreamWriter) -> None:
+        """OpenAI's ``/audio/speech``: ``model``, ``input`` and ``voice`` required; a tone."""
+        try:
+            payload = json.loads(body or b"{}")
+        except ValueError:
+            payload = {}
+        log = RequestLog(path=path, body=payload)
+        self.requests.append(log)
+        script = self.script
+        try:
+            if script.status != 200:
+                error = {"message": "scripted failure", "type": "server_error", "code": None}
+                await _json(writer, script.status, {"error": error})
+                return
+            if not all(payload.get(k) for k in ("model", "input", "voice")):
+                error = {"message": "model, input and voice are required", "type": "invalid"}
+                await _json(writer, 400, {"error": error})
+                return
+            fmt = payload.get("response_format", "mp3")
+            if fmt not in SPEECH_FORMATS:
+                await _json(writer, 400, {"error": {"message": f"bad format {fmt}"}})
+                return
+            data = tone(script.speech_seconds, fmt)
+            head = f"HTTP/1.1 200 OK\r\ncontent-type: {SPEECH_FORMATS[fmt][3]}\r\n"
+            writer.write(head.encode() + f"content-length: {len(data)}\r\n\r\n".encode() + data)
+            await writer.drain()
+            log.sent = len(data)
+            log.completed = True
+        finally:
+            log.ended.set()
+
     async def _stream(
         self,
         payload: dict[str, Any],
@@ -344,6 +384,46 @@ class FakeOpenAI:
         writer.write(b"0\r\n\r\n")
         await writer.drain()
         return "done"
+
+
+SPEECH_FORMATS = {
+    # format: (container, codec, rate, media type)
+    "mp3": ("mp3", "libmp3lame", 24000, "audio/mpeg"),
+    "opus": ("ogg", "libopus", 48000, "audio/ogg"),
+    "aac": ("adts", "aac", 24000, "audio/aac"),
+    "flac": ("flac", "flac", 24000, "audio/flac"),
+    "wav": ("wav", "pcm_s16le", 24000, "audio/wav"),
+    "pcm": ("s16le", "pcm_s16le", 24000, "audio/pcm"),
+}
+
+
+def tone(seconds: float, fmt: str) -> bytes:
+    """A 440 Hz tone of ``seconds`` encoded as OpenAI's ``fmt`` (PyAV), like a speech API's
+    answer: real audio a client can decode."""
+    import io
+
+    import av
+    import numpy as np
+
+    container, codec, rate, _ = SPEECH_FORMATS[fmt]
+    t = np.arange(int(seconds * 24000)) / 24000
+    pcm = (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+    if fmt == "pcm":
+        return pcm.tobytes()
+    out = io.BytesIO()
+    with av.open(out, "w", format=container) as dst:
+        stream = dst.add_stream(codec, rate=rate)
+        stream.layout = "mono"
+        name = stream.codec_context.format.name if stream.codec_context.format else "s16"
+        resampler = av.AudioResampler(format=name, layout="mono", rate=rate)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 24000
+        for piece in [*resampler.resample(frame), *resampler.resample(None)]:
+            for packet in stream.encode(piece):
+                dst.mux(packet)
+        for packet in stream.encode(None):
+            dst.mux(packet)
+    return out.getvalue()
 
 
 def _delta(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

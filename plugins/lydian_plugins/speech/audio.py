@@ -168,3 +168,89 @@ def _clock(seconds: float) -> str:
     minutes, rest = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{rest:02d}" if hours else f"{minutes}:{rest:02d}"
+
+
+# ------------------------------------------------------------------ encoding (text-to-speech)
+
+PCM_RATE = 24_000
+"""The rate of ``pcm`` output (OpenAI's: raw 16-bit little-endian mono, no header)."""
+
+
+@dataclass(frozen=True)
+class Encoding:
+    container: str
+    codec: str
+    rate: int
+    media_type: str
+
+
+FORMATS = {
+    "mp3": Encoding("mp3", "libmp3lame", PCM_RATE, "audio/mpeg"),
+    "opus": Encoding("ogg", "libopus", 48_000, "audio/ogg"),
+    "aac": Encoding("adts", "aac", PCM_RATE, "audio/aac"),
+    "flac": Encoding("flac", "flac", PCM_RATE, "audio/flac"),
+    "wav": Encoding("wav", "pcm_s16le", PCM_RATE, "audio/wav"),
+    "pcm": Encoding("s16le", "pcm_s16le", PCM_RATE, "audio/pcm"),
+}
+"""The formats speech can be had in (OpenAI's ``response_format`` values)."""
+
+
+def encode(wav: bytes, fmt: str) -> bytes:
+    """WAV bytes re-encoded with PyAV as ``fmt`` (a key of :data:`FORMATS`), mono."""
+    av = _av()
+    spec = FORMATS[fmt]
+    out = io.BytesIO()
+    try:
+        with (
+            av.open(io.BytesIO(wav), mode="r") as src,
+            av.open(out, mode="w", format=spec.container) as dst,
+        ):
+            stream = dst.add_stream(spec.codec, rate=spec.rate)
+            stream.layout = "mono"
+            sample_format = stream.codec_context.format
+            resampler = av.AudioResampler(
+                format=sample_format.name if sample_format else "s16", layout="mono", rate=spec.rate
+            )
+            for frame in src.decode(audio=0):
+                for piece in resampler.resample(frame):
+                    for packet in stream.encode(piece):
+                        dst.mux(packet)
+            for piece in resampler.resample(None):
+                for packet in stream.encode(piece):
+                    dst.mux(packet)
+            for packet in stream.encode(None):
+                dst.mux(packet)
+    except (av.FFmpegError, ValueError, EOFError) as exc:
+        raise BadAudio(f"the speech could not be encoded as {fmt} ({_reason(exc)})") from None
+    return out.getvalue()
+
+
+def fix_wav(data: bytes) -> bytes:
+    """A WAV written to a pipe (espeak-ng ``--stdout``) says "as long as it goes"
+    (0x7ffff000 bytes) in its RIFF and data sizes: set the real ones."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return data
+    at = 12
+    while at + 8 <= len(data):
+        kind, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if kind == b"data":
+            have = len(data) - at - 8
+            fixed = bytearray(data)
+            fixed[4:8] = (len(data) - 8).to_bytes(4, "little")
+            fixed[at + 4 : at + 8] = have.to_bytes(4, "little")
+            return bytes(fixed)
+        at += 8 + size + (size & 1)
+    return data
+
+
+def wav_of_pcm(pcm: bytes, rate: int) -> bytes:
+    """Raw 16-bit little-endian mono samples as WAV bytes."""
+    import wave
+
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm[: len(pcm) - len(pcm) % 2])
+    return out.getvalue()

@@ -25,3 +25,12 @@ class ProviderUnavailable(SpeechError):
 
 class ProviderFailed(SpeechError):
     """The provider was reached but failed (a cloud service's error, a model that crashed)."""
+
+
+class BadRequest(SpeechError):
+    """A text-to-speech request no provider can take: empty text, bad SSML, a format that
+    does not exist."""
+
+
+class UnknownVoice(BadRequest):
+    """The provider has no voice of that name (or none for that language)."""

@@ -13,6 +13,13 @@ Settings (``[plugins.speech]``; ``LYDIAN_PLUGIN_SPEECH_<FIELD>``):
 - ``language`` (per room; empty: the model decides, English for an English-only model),
   ``max_seconds`` (per room; 30 minutes) and ``max_bytes``.
 
+- ``tts_provider`` for ``POST /v1/audio/speech`` and ``GET /v1/audio/voices``: ``espeak-ng``
+  (default; offline, run as a separate process: it is GPL-3.0+), ``openai`` (the
+  ``openai_*`` settings above and ``openai_tts_model``) or ``elevenlabs``
+  (``elevenlabs_base_url``, ``elevenlabs_model``, the secret ``elevenlabs_api_key``; needs
+  the ``elevenlabs`` extra); ``tts_voice`` (the default voice), ``tts_max_chars``,
+  ``tts_timeout``, ``espeak_binary``.
+
 Enable voice messages in a room with ``/plugins enable speech``: from then on every audio
 file a message carries there (WAV, OGG, WebM, MP3, M4A, FLAC) is transcribed; the
 ``transcript`` result's markdown is the text agents read.
@@ -26,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Request, Response, post
+from litestar import Request, Response, get, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException, HTTPException
 
@@ -45,10 +52,31 @@ from hub.sdk import (
     role_of,
 )
 
-from .errors import BadAudio, NoSpeech, ProviderFailed, ProviderUnavailable, SpeechError, TooLong
+from .audio import FORMATS
+from .errors import (
+    BadAudio,
+    BadRequest,
+    NoSpeech,
+    ProviderFailed,
+    ProviderUnavailable,
+    SpeechError,
+    TooLong,
+    UnknownVoice,
+)
 from .providers import Limits, OfflineWhisper, OpenAITranscriptions, SpeechToText, Transcript
+from .tts import (
+    MAX_CHARS,
+    ElevenLabsSpeech,
+    EspeakNG,
+    OpenAISpeech,
+    TextToSpeech,
+    TtsLimits,
+)
 
 PLUGIN = "speech"
+LYDIAN_REQUIREMENTS = ["espeak-ng?"]
+"""``lydian doctor``: espeak-ng is the offline text-to-speech (optional: a cloud provider
+can be configured instead)."""
 MAX_BYTES = 64 * 1024 * 1024
 """The most a voice message or a ``/v1/audio/transcriptions`` upload may have (bytes)."""
 FORM_OVERHEAD = 64 * 1024
@@ -70,6 +98,17 @@ class SpeechSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     openai_model: str = "whisper-1"
     openai_api_key: Annotated[str, Secret] = ""
     openai_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
+    tts_provider: Literal["espeak-ng", "openai", "elevenlabs"] = "espeak-ng"
+    """Who answers ``POST /v1/audio/speech``."""
+    tts_voice: str = ""
+    """The voice when a request names none (empty: en-us, alloy, the first ElevenLabs voice)."""
+    tts_max_chars: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = MAX_CHARS
+    tts_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0
+    espeak_binary: str = "espeak-ng"
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    elevenlabs_base_url: str = "https://api.elevenlabs.io"
+    elevenlabs_model: str = "eleven_multilingual_v2"
+    elevenlabs_api_key: Annotated[str, Secret] = ""
 
 
 def limits_of(settings: SpeechSettings) -> Limits:
@@ -96,6 +135,50 @@ def provider_of(settings: SpeechSettings) -> SpeechToText:
             limits=limits_of(settings),
         )
     return offline_of(settings)
+
+
+OPENAI_ALIASES = {
+    "alloy": "en-us",
+    "ash": "en-us+m3",
+    "ballad": "en-gb-x-rp",
+    "coral": "en-us+f2",
+    "echo": "en-us+m2",
+    "fable": "en-gb",
+    "nova": "en-us+f3",
+    "onyx": "en-us+m7",
+    "sage": "en-us+f4",
+    "shimmer": "en-us+f5",
+    "verse": "en-us+m4",
+}
+"""OpenAI's voice names read by espeak-ng voices, so clients written for OpenAI work as they
+are (the names say nothing about how the voices sound)."""
+
+
+def tts_of(settings: SpeechSettings) -> TextToSpeech:
+    """The text-to-speech provider ``settings`` configure."""
+    limits = TtsLimits(max_chars=settings.tts_max_chars, timeout=settings.tts_timeout)
+    if settings.tts_provider == "openai":
+        return OpenAISpeech(
+            base_url=settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_tts_model,
+            voice=settings.tts_voice or "alloy",
+            limits=limits,
+        )
+    if settings.tts_provider == "elevenlabs":
+        return ElevenLabsSpeech(
+            api_key=settings.elevenlabs_api_key,
+            base_url=settings.elevenlabs_base_url,
+            model=settings.elevenlabs_model,
+            voice=settings.tts_voice,
+            limits=limits,
+        )
+    return EspeakNG(
+        binary=settings.espeak_binary,
+        voice=settings.tts_voice or "en-us",
+        aliases=OPENAI_ALIASES,
+        limits=limits,
+    )
 
 
 # ------------------------------------------------------------------ voice messages
@@ -297,6 +380,144 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response({"text": transcript.text}, headers=NO_STORE)
 
 
+# ------------------------------------------------------------------ /v1/audio/speech
+
+_tts_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="v1-speech")
+"""Syntheses off the event loop, apart from transcriptions (a long transcription does not
+hold up a sentence to read aloud)."""
+MAX_SPEECH_BODY = 1024 * 1024
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+
+
+class SpeechRequest(msgspec.Struct, kw_only=True):
+    """OpenAI's ``/audio/speech`` body; ``language`` is Lydian's (a voice for the language
+    when ``voice`` is not given)."""
+
+    model: str
+    input: str
+    voice: str | dict[str, Any] | None = None
+    response_format: str = "mp3"
+    speed: float = 1.0
+    instructions: str | None = None
+    stream_format: str | None = None
+    language: str | None = None
+
+
+async def _refused(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """The same allowance as any other model use: None, or the error to answer."""
+    try:
+        await hub_of(request).check_model(role_of(request.user), request.user.id)
+    except ModelRefused as refused:
+        if refused.retry_after is None:
+            return _error(403, refused.detail, "permission_error", refused.code)
+        wait = {"Retry-After": retry_header(refused.retry_after)}
+        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
+    return None
+
+
+def _provider_error(exc: SpeechError) -> Response[Any]:
+    kind = "invalid_request_error"
+    if isinstance(exc, TooLong):
+        return _error(400, str(exc), kind, "input_too_long")
+    if isinstance(exc, UnknownVoice):
+        return _error(400, str(exc), kind, "unknown_voice")
+    if isinstance(exc, BadRequest):
+        return _error(400, str(exc), kind, "invalid_input")
+    if isinstance(exc, ProviderUnavailable):
+        return _error(501, str(exc), "server_error", "speech_unavailable")
+    if isinstance(exc, ProviderFailed):
+        return _error(502, str(exc), "upstream_error", "speech_failed")
+    return _error(500, str(exc), "server_error", "speech_failed")
+
+
+@post(
+    "/v1/audio/speech",
+    tags=["openai"],
+    status_code=200,
+    request_max_body_size=MAX_SPEECH_BODY,
+    exception_handlers={ClientException: _client_error},
+)
+async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Text to speech, like OpenAI's: JSON ``model`` (required; the configured provider
+    answers whatever it names), ``input``, ``voice`` (a voice of the configured provider or
+    one of OpenAI's names), ``response_format`` ``mp3`` (default), ``opus``, ``aac``,
+    ``flac``, ``wav`` or ``pcm``, ``speed`` 0.25-4; the audio bytes come back."""
+    settings: SpeechSettings = hub_of(request).plugin_settings(PLUGIN) or SpeechSettings()
+    kind = "invalid_request_error"
+    try:
+        body = msgspec.json.decode(await request.body(), type=SpeechRequest)
+    except msgspec.ValidationError as exc:
+        return _error(400, f"invalid request: {exc}", kind)
+    except msgspec.DecodeError:
+        return _error(400, "invalid request: the body is not JSON", kind)
+    if not body.model.strip():
+        return _error(400, "the 'model' field is required", kind, "missing_model")
+    if body.response_format not in FORMATS:
+        return _error(
+            400,
+            f"response_format {body.response_format!r} is not supported; use one of "
+            + ", ".join(FORMATS),
+            kind,
+            "unsupported_response_format",
+        )
+    if body.stream_format not in (None, "audio"):
+        return _error(
+            400, "only stream_format 'audio' is supported", kind, "unsupported_stream_format"
+        )
+    if not MIN_SPEED <= body.speed <= MAX_SPEED:
+        return _error(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}", kind)
+    if not body.input.strip():
+        return _error(400, "the input text is empty", kind, "empty_input")
+    if len(body.input) > settings.tts_max_chars:
+        return _error(
+            400,
+            f"the input has {len(body.input):,} characters; the limit is "
+            f"{settings.tts_max_chars:,}",
+            kind,
+            "input_too_long",
+        )
+    voice = body.voice.get("id") if isinstance(body.voice, dict) else body.voice
+    if refused := await _refused(request):
+        return refused
+    provider = tts_of(settings)
+    loop = asyncio.get_running_loop()
+    try:
+        spoken = await loop.run_in_executor(
+            _tts_pool,
+            lambda: provider.synthesize(
+                body.input,
+                voice=str(voice) if voice else None,
+                language=body.language,
+                format=body.response_format,
+                speed=body.speed,
+            ),
+        )
+    except SpeechError as exc:
+        return _provider_error(exc)
+    headers = {**NO_STORE, "X-Lydian-Voice": spoken.voice, "X-Lydian-Provider": spoken.provider}
+    return Response(spoken.audio, media_type=spoken.media_type, headers=headers)
+
+
+@get("/v1/audio/voices", tags=["openai"])
+async def voices(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The configured text-to-speech provider's voices (Lydian's; OpenAI has no such
+    route): ``{"object": "list", "data": [{id, name, languages, gender, provider}]}``, and
+    for espeak-ng the ``variants`` a voice takes after ``+``."""
+    settings: SpeechSettings = hub_of(request).plugin_settings(PLUGIN) or SpeechSettings()
+    provider = tts_of(settings)
+    loop = asyncio.get_running_loop()
+    try:
+        listed = await loop.run_in_executor(_tts_pool, provider.voices)
+        extra: dict[str, Any] = {}
+        if isinstance(provider, EspeakNG):
+            extra["variants"] = await loop.run_in_executor(_tts_pool, provider.variants)
+            extra["aliases"] = OPENAI_ALIASES
+    except SpeechError as exc:
+        return _provider_error(exc)
+    data = [msgspec.to_builtins(v) for v in listed]
+    return Response({"object": "list", "data": data, **extra}, headers=NO_STORE)
+
+
 # ------------------------------------------------------------------ hooks
 
 
@@ -325,4 +546,4 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
 
 @hookimpl
 def lydian_routes() -> list[RouteHandler]:
-    return [transcriptions]
+    return [transcriptions, speech, voices]
