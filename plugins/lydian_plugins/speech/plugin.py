@@ -63,6 +63,7 @@ from .errors import (
     TooLong,
     UnknownVoice,
 )
+from .google import google_of
 from .providers import Limits, OfflineWhisper, OpenAITranscriptions, SpeechToText, Transcript
 from .tts import (
     MAX_CHARS,
@@ -87,7 +88,7 @@ NO_STORE = {"Cache-Control": "no-store"}
 class SpeechSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``[plugins.speech]``."""
 
-    provider: Literal["offline", "openai"] = "offline"
+    provider: Literal["offline", "openai", "google"] = "offline"
     model_path: str = ""
     threads: Annotated[int, msgspec.Meta(ge=1, le=16)] = 2
     beam_size: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
@@ -98,6 +99,18 @@ class SpeechSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     openai_model: str = "whisper-1"
     openai_api_key: Annotated[str, Secret] = ""
     openai_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
+    google_endpoint: str = "speech.googleapis.com:443"
+    google_credentials_file: str = ""
+    """A service-account JSON key file (a path, not a secret: voice-message jobs need it)."""
+    google_insecure: bool = False
+    google_language: str = "en-US"
+    google_alternative_languages: list[str] = []
+    google_model: str = ""
+    google_punctuation: bool = True
+    google_diarization: bool = False
+    google_min_speakers: Annotated[int, msgspec.Meta(ge=1, le=6)] = 2
+    google_max_speakers: Annotated[int, msgspec.Meta(ge=1, le=6)] = 6
+    google_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 120.0
     tts_provider: Literal["espeak-ng", "openai", "elevenlabs"] = "espeak-ng"
     """Who answers ``POST /v1/audio/speech``."""
     tts_voice: str = ""
@@ -134,6 +147,8 @@ def provider_of(settings: SpeechSettings) -> SpeechToText:
             timeout=settings.openai_timeout,
             limits=limits_of(settings),
         )
+    if settings.provider == "google":
+        return google_of(settings, limits_of(settings))
     return offline_of(settings)
 
 
@@ -228,24 +243,38 @@ def result_of(transcript: Transcript, filename: str = "audio") -> HandlerResult:
     confidence = transcript.confidence
     data["confidence"] = None if confidence is None else round(confidence, 4)
     data["words"] = len(transcript.text.split())
+    speakers = sorted({s.speaker for s in transcript.segments if s.speaker})
+    data["speakers"] = speakers
+    markdown = transcript.text
+    if speakers:  # diarization: who said what, turn by turn
+        markdown = "\n".join(f"Speaker {s.speaker}: {s.text}" for s in transcript.segments)
     if transcript.silent:
         summary = f"Transcript ({_clock(transcript.duration)}): silence, no speech"
     else:
         parts = [transcript.language or "?", _clock(transcript.duration)]
         if confidence is not None:
             parts.append(f"{confidence:.0%} confidence")
+        if speakers:
+            parts.append(f"{len(speakers)} speaker{'s' if len(speakers) != 1 else ''}")
         summary = f"Transcript ({', '.join(parts)}): {data['words']} words"
-    return HandlerResult(summary=summary, markdown=transcript.text, data=data)
+    return HandlerResult(summary=summary, markdown=markdown, data=data)
 
 
 def run_transcript(data: bytes, info: AttachmentInfo) -> HandlerResult:
-    """Transcribe a voice message offline with the room's settings (a child process)."""
+    """Transcribe a voice message with the room's settings (a child process): offline, or
+    with Google when it is the provider (its credentials are a file path, which the child
+    gets; the ``openai`` provider's key is a secret, masked for children: offline then)."""
     try:
         settings = msgspec.convert(info.settings, SpeechSettings)
     except msgspec.ValidationError as exc:
         raise HandlerError(f"invalid speech settings: {exc}") from None
     try:
-        transcript = offline_of(settings).transcribe(
+        provider: SpeechToText = (
+            google_of(settings, limits_of(settings))
+            if settings.provider == "google"
+            else offline_of(settings)
+        )
+        transcript = provider.transcribe(
             data, filename=info.filename, language=settings.language or None
         )
     except SpeechError as exc:

@@ -35,6 +35,8 @@ class Segment(msgspec.Struct, kw_only=True):
     """exp(avg_logprob) of the segment's tokens, 0..1 (None when the provider gives none)."""
     no_speech: float | None = None
     """The model's probability that the segment is not speech."""
+    speaker: str | None = None
+    """Who speaks (diarization: Google's speaker tag or label), None when unknown."""
 
 
 class Transcript(msgspec.Struct, kw_only=True):
