@@ -284,3 +284,97 @@ def test_missing_credentials_file_is_a_clear_error(tmp_path):
     provider = GoogleSpeech(credentials_file=str(tmp_path / "missing.json"))
     with pytest.raises(ProviderUnavailable, match="missing.json' cannot be used"):
         provider.transcribe(speak(SENTENCES[5]))
+
+
+# ------------------------------------------------------------------ on the hub
+
+
+def hub_config(fake: FakeGoogleSpeech, **extra) -> dict:
+    return {
+        "speech": {
+            "provider": "google",
+            "google_endpoint": fake.endpoint,
+            "google_insecure": True,
+            "google_language": "en-GB",
+            "google_timeout": 30.0,
+            **extra,
+        }
+    }
+
+
+async def test_the_transcriptions_route_uses_google_when_configured(make_server):
+    from tests.speech_support import speech_entry_point
+    from tests.test_speech_hub import client_for
+
+    wav = speak(SENTENCES[0])
+    with FakeGoogleSpeech(GScript(results=TWO_RESULTS)) as fake:
+        with speech_entry_point():
+            async with make_server(plugin_config=hub_config(fake)) as server:
+                client = client_for(server)
+                answer = await client.audio.transcriptions.create(
+                    model="whisper-1",
+                    file=("voice.webm", convert(wav, "webm")),
+                    response_format="verbose_json",
+                    language="de",
+                )
+                assert answer.text == "Please send the report. To the finance team."
+                assert answer.language == "en-us"
+                assert [s.start for s in answer.segments] == [0.3, 2.0]
+                (call,) = fake.calls
+                assert call.config.language_code == "de"  # the request's language wins
+                assert call.config.sample_rate_hertz == 16000
+
+                fake.script.error = (grpc.StatusCode.INVALID_ARGUMENT, "audio too noisy")
+                with pytest.raises(openai.BadRequestError) as refused:
+                    await client.audio.transcriptions.create(
+                        model="whisper-1", file=("voice.wav", wav)
+                    )
+                assert refused.value.body["code"] == "invalid_audio"
+                assert "Google Speech refused the request: audio too noisy" in str(
+                    refused.value.body["message"]
+                )
+                fake.script.error = (grpc.StatusCode.UNAVAILABLE, "down for maintenance")
+                with pytest.raises(openai.APIStatusError) as failed:
+                    await client.audio.transcriptions.create(
+                        model="whisper-1", file=("voice.wav", wav)
+                    )
+                assert failed.value.status_code == 502
+                assert failed.value.body["code"] == "speech_failed"
+                assert "unavailable at 127.0.0.1" in failed.value.body["message"]
+                await client.close()
+
+
+async def test_voice_messages_use_google_in_their_child_process(make_server):
+    from tests.speech_support import speech_entry_point
+    from tests.test_attachment_pipeline import results, send, setup_room, upload
+    from tests.test_speech_hub import ended
+
+    words = [word("Hello", 0.2, 0.5, 1), word("there.", 0.5, 0.9, 1)]
+    words += [word("Hi.", 1.2, 1.5, 2)]
+    script = GScript(
+        results=[
+            result("Hello there.", confidence=0.9, end=1.0),
+            result("Hi.", confidence=0.8, end=1.6),
+            result("", words, end=1.6),
+        ]
+    )
+    voice = convert(speak(SENTENCES[1]), "webm")
+    with FakeGoogleSpeech(script) as fake:
+        config = hub_config(fake, google_diarization=True, google_max_speakers=2)
+        with speech_entry_point():
+            async with make_server(plugin_config=config) as server:
+                _owner, alice = await setup_room(server, "talk", "speech")
+                voice_id = await upload(server, "talk", "talk.webm", voice)
+                await send(alice, "talk", voice_id, "g1")
+                frame = await ended(alice, voice_id)
+                assert frame["status"] == "done", frame
+                assert frame["summary"].startswith("Transcript (en-us, 0:0"), frame
+                assert frame["summary"].endswith("2 speakers): 3 words")
+                stored = (await results(server, "talk", voice_id))["transcript"]
+                assert stored["markdown"] == "Speaker 1: Hello there.\nSpeaker 2: Hi."
+                assert stored["data"]["provider"] == "google"
+                assert stored["data"]["speakers"] == ["1", "2"]
+                (call,) = fake.calls
+                assert call.config.language_code == "en-GB"
+                assert call.config.diarization_config.max_speaker_count == 2
+                assert call.config.encoding == speech_v1.RecognitionConfig.AudioEncoding.LINEAR16
