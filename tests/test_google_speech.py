@@ -41,15 +41,23 @@ def dbfs(pcm: bytes) -> float:
 TWO_RESULTS = [
     result(
         "Please send the report.",
-        [word("Please", 0.3, 0.6), word("send", 0.6, 0.9), word("the", 0.9, 1.0)]
-        + [word("report.", 1.0, 1.6)],
+        [
+            word("Please", 0.3, 0.6),
+            word("send", 0.6, 0.9),
+            word("the", 0.9, 1.0),
+            word("report.", 1.0, 1.6),
+        ],
         confidence=0.92,
         end=1.8,
     ),
     result(
         "To the finance team.",
-        [word("To", 2.0, 2.2), word("the", 2.2, 2.3), word("finance", 2.3, 2.8)]
-        + [word("team.", 2.8, 3.2)],
+        [
+            word("To", 2.0, 2.2),
+            word("the", 2.2, 2.3),
+            word("finance", 2.3, 2.8),
+            word("team.", 2.8, 3.2),
+        ],
         confidence=0.8,
         end=3.4,
         language="en-us",
@@ -132,6 +140,8 @@ def test_diarization_gives_speaker_turns():
         "Speaker 1: Fine.",
     ]
     assert "2 speakers" in handled.summary
+    (chunk,) = handled.data["chunks"]  # what the assistant reads: who said what
+    assert chunk["text"] == "Speaker 1: Hello there. Speaker 2: How are you? Speaker 1: Fine."
 
 
 def test_streaming_gives_interim_then_final_results_in_order():
@@ -282,7 +292,7 @@ def test_the_fake_refuses_what_google_refuses():
 
 def test_missing_credentials_file_is_a_clear_error(tmp_path):
     provider = GoogleSpeech(credentials_file=str(tmp_path / "missing.json"))
-    with pytest.raises(ProviderUnavailable, match="missing.json' cannot be used"):
+    with pytest.raises(ProviderUnavailable, match=r"missing\.json' cannot be used"):
         provider.transcribe(speak(SENTENCES[5]))
 
 

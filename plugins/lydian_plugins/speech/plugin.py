@@ -3,11 +3,17 @@
 
 Settings (``[plugins.speech]``; ``LYDIAN_PLUGIN_SPEECH_<FIELD>``):
 
-- ``provider``: ``offline`` (default: faster-whisper, no network) or ``openai`` (any
+- ``provider``: ``offline`` (default: faster-whisper, no network), ``openai`` (any
   OpenAI-compatible ``/audio/transcriptions``: ``openai_base_url``, ``openai_model`` and the
-  secret ``openai_api_key``) for ``/v1/audio/transcriptions``. Voice messages are
-  transcribed offline in this version (their jobs run in child processes, which are not
-  handed secrets).
+  secret ``openai_api_key``) or ``google`` (Google Cloud Speech, the ``google`` extra:
+  ``google_endpoint`` host:port, ``google_credentials_file`` a service-account JSON key
+  path or ``google_insecure`` for a plaintext channel without credentials, ``google_language``
+  (BCP-47), ``google_alternative_languages`` (hints), ``google_model``,
+  ``google_punctuation``, ``google_diarization`` with ``google_min_speakers``/
+  ``google_max_speakers``, ``google_timeout``) for ``/v1/audio/transcriptions``. Voice
+  messages use ``google`` too when it is the provider (the key is a file path, which their
+  child processes get), else offline (children are not handed secrets such as the OpenAI
+  key).
 - ``model_path``: a CTranslate2 Whisper model directory (empty: the bundled tiny.en);
   ``threads`` (CPU threads per transcription) and ``beam_size``.
 - ``language`` (per room; empty: the model decides, English for an English-only model),
@@ -228,7 +234,7 @@ def chunks_of(transcript: Transcript, filename: str) -> list[dict[str, Any]]:
 def _chunk(group: list[Any], filename: str) -> dict[str, Any]:
     span = f"{_clock(group[0].start)}-{_clock(group[-1].end)}"
     return {
-        "text": " ".join(s.text for s in group),
+        "text": " ".join(f"Speaker {s.speaker}: {s.text}" if s.speaker else s.text for s in group),
         "citation": f"{filename}, {span}",
         "filename": filename,
         "start": group[0].start,
@@ -568,7 +574,7 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
             memory_mb=3072,
             max_bytes=MAX_BYTES,
             room_settings=True,
-            description="the text of a voice message (offline speech-to-text)",
+            description="the text of a voice message (offline or Google speech-to-text)",
         )
     ]
 
