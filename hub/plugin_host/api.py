@@ -27,6 +27,7 @@ from hub.base.protocol import (
     ServerFrame,
     UserRef,
 )
+from hub.plugin_host.commands import CommandSpec
 from hub.realtime.shared import SharedState
 from hub.store.store import AttachmentResult, RoomInfo
 
@@ -151,6 +152,13 @@ class HubAPI(Protocol):
     ) -> CommandResult | Error:
         """Run the ``/command`` in ``text`` in ``room`` as ``identity`` (enablement and
         permissions checked); the reply frame."""
+        ...
+
+    def room_commands(self, room: str) -> list[CommandSpec]:
+        """The commands :meth:`run_command` would find in ``room`` now, by name: the
+        built-ins and those of the plugins enabled there and running. Admin-only commands
+        are listed too (``admin_only``): running one is still checked against the caller.
+        E.g. to turn the room's commands into a grammar (the speech plugin's voice commands)."""
         ...
 
     # ------------------------------------------------------------ agents and models
