@@ -36,6 +36,7 @@ import msgspec
 from litestar import Request, Response, post
 from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
+from litestar.params import FromPath
 
 from hub.sdk import CommandSpec, ModelRefused, hub_of, retry_header, role_of
 
@@ -237,7 +238,7 @@ def match(transcript: str, commands: list[CommandSpec]) -> Match:
             arg_words[0] = arg_words[0].lstrip(_EDGE) or arg_words[0]
     else:
         arg_words = numbers_to_digits([w.lower() for w in args])
-    text = f"/{name}" + (" " + shlex.join(arg_words) if arg_words else "")
+    text = " ".join([f"/{name}", *map(_quoted, arg_words)])
     if not marked:
         if greedy:
             return _reject(
@@ -247,7 +248,7 @@ def match(transcript: str, commands: list[CommandSpec]) -> Match:
                 f"{name!r})",
             )
         try:
-            spec.parse(shlex.join(arg_words))
+            spec.parse(" ".join(map(_quoted, arg_words)))
         except Exception as exc:
             return _reject(
                 "not_arguments",
@@ -262,6 +263,18 @@ def match(transcript: str, commands: list[CommandSpec]) -> Match:
         slash=slash,
         distance=edits,
     )
+
+
+def _quoted(word: str) -> str:
+    """A word as the command parser (``shlex``) reads it back unchanged."""
+    try:
+        if shlex.split(word) == [word]:
+            return word
+    except ValueError:
+        pass
+    if '"' not in word and "\\" not in word:
+        return f'"{word}"'
+    return shlex.quote(word)
 
 
 def _is_wake(word: str) -> bool:
@@ -287,7 +300,19 @@ class VoiceCommandAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
     reply: dict[str, Any] | None = None
 
 
-def _command_provider(settings: SpeechSettings) -> SpeechToText:
+def prompt_for(commands: list[CommandSpec]) -> str:
+    """The room's commands as the words the model should expect ("slash help, slash
+    plugins list, …"): a small model then hears "slash help", not "sash hell"."""
+    said = []
+    for spec in commands:
+        first = spec.args[0] if spec.args else None
+        choice = f" {first.choices[0]}" if first is not None and first.choices else ""
+        said.append(f"slash {spec.name}{choice}")
+    wake = WAKE_WORDS[0].capitalize()
+    return f"{wake} chat commands: " + ", ".join(said) + f", {wake} help."
+
+
+def _command_provider(settings: SpeechSettings, commands: list[CommandSpec]) -> SpeechToText:
     provider = provider_of(settings)
     limits = Limits(
         max_seconds=min(settings.max_seconds, MAX_COMMAND_SECONDS),
@@ -295,7 +320,20 @@ def _command_provider(settings: SpeechSettings) -> SpeechToText:
     )
     if isinstance(provider, OfflineWhisper | OpenAITranscriptions):
         provider.limits = limits
+        provider.prompt = prompt_for(commands)
     return provider
+
+
+def unrepeat(text: str) -> str:
+    """A transcript that says the same thing twice ("slash roll, slash roll."), a small
+    model's habit after a prompt, said once."""
+    words = text.split()
+    half, odd = divmod(len(words), 2)
+    if half and not odd:
+        first, second = words[:half], words[half:]
+        if [key(w) for w in first] == [key(w) for w in second]:
+            return " ".join(first).rstrip(",;") + (text[-1] if text[-1] in ".?!" else "")
+    return text
 
 
 async def _audio_of(request: Request[Any, Any, Any], limit: int) -> tuple[bytes, str] | str:
@@ -321,7 +359,7 @@ async def _audio_of(request: Request[Any, Any, Any], limit: int) -> tuple[bytes,
     request_max_body_size=MAX_COMMAND_BYTES + FORM_OVERHEAD,
     exception_handlers={ClientException: _client_error},
 )
-async def voice_command(room: str, request: Request[Any, Any, Any]) -> Response[Any]:
+async def voice_command(room: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
     """A spoken command, run in ``room`` as the caller, or rejected: the recording as a
     multipart ``file`` or as the body (any common audio format, at most 30 s). The answer
     is ``{"accepted": false, "transcript", "reason", "code"}`` (nothing ran) or
@@ -347,7 +385,8 @@ async def voice_command(room: str, request: Request[Any, Any, Any]) -> Response[
             return _error(403, refused.detail, "permission_error", refused.code)
         wait = {"Retry-After": retry_header(refused.retry_after)}
         return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
-    provider = _command_provider(settings)
+    commands = hub.room_commands(room)
+    provider = _command_provider(settings, commands)
     loop = asyncio.get_running_loop()
     language = settings.language or None
     try:
@@ -364,8 +403,8 @@ async def voice_command(room: str, request: Request[Any, Any, Any]) -> Response[
         return _error(501, str(exc), "server_error", "speech_unavailable")
     except ProviderFailed as exc:
         return _error(502, str(exc), "upstream_error", "speech_failed")
-    heard = transcript.text.strip()
-    found = match(heard, hub.room_commands(room))
+    heard = unrepeat(transcript.text.strip())
+    found = match(heard, commands)
     body = found.as_json(heard)
     if found.accepted:
         assert found.text is not None
