@@ -274,9 +274,10 @@ async def test_permissions_apply_and_bad_requests_fail_clearly(make_server):
             assert status == 200 and body["accepted"] and body["command"] == "bridgeuser", body
             assert body["reply"]["type"] == "error" and body["reply"]["code"] == "forbidden"
             assert body["reply"]["detail"] == "/bridgeuser is for admins only"
-            status, body = await _say(server, "alice", speak("slash plugins enable vision"))
+            status, body = await _say(server, "alice", speak("slash plugins disable echo"))
             assert body["accepted"] and body["reply"]["code"] == "forbidden", body
-            assert not server.hub.plugins.is_enabled(ROOM, "vision")
+            assert body["reply"]["detail"] == "/plugins disable is for admins only"
+            assert server.hub.plugins.is_enabled(ROOM, "echo")
 
             # the audio as the body works too
             async with server.http("alice") as http:
