@@ -51,7 +51,8 @@ from hub.media.attachments import (
     sweep_orphans_forever,
 )
 from hub.media.pipeline import AttachmentHandler, AttachmentPipeline
-from hub.plugin_host.commands import CORE, CommandSpec
+from hub.plugin_host.api import RoomCommand
+from hub.plugin_host.commands import CORE
 from hub.plugin_host.host import PluginHost
 from hub.realtime.broker import Broker
 from hub.realtime.connection import Connection
@@ -469,7 +470,7 @@ class Hub:
         assert isinstance(reply, CommandResult | Error)
         return reply
 
-    def room_commands(self, room: str) -> list[CommandSpec]:
+    def room_commands(self, room: str) -> list[RoomCommand]:
         """The commands that answer in ``room`` now (built-ins, enabled plugins'), by name."""
         return [
             spec

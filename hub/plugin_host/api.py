@@ -27,7 +27,6 @@ from hub.base.protocol import (
     ServerFrame,
     UserRef,
 )
-from hub.plugin_host.commands import CommandSpec
 from hub.realtime.shared import SharedState
 from hub.store.store import AttachmentResult, RoomInfo
 
@@ -36,6 +35,48 @@ FrameHandler = Callable[[int, ServerFrame], Awaitable[None]]
 
 Unsubscribe = Callable[[], Awaitable[None]]
 """Returned by the subscriptions: await it to stop receiving."""
+
+
+class CommandArgument(Protocol):
+    """An argument of a :class:`RoomCommand` (a :class:`hub.sdk.Arg`), read only."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> type: ...
+
+    @property
+    def required(self) -> bool: ...
+
+    @property
+    def choices(self) -> tuple[str, ...] | None: ...
+
+    @property
+    def greedy(self) -> bool: ...
+
+
+class RoomCommand(Protocol):
+    """A command as :meth:`HubAPI.room_commands` lists it: a :class:`hub.sdk.CommandSpec`,
+    read only (this floor cannot name that class: it is the one that imports this)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def help(self) -> str: ...
+
+    @property
+    def args(self) -> Sequence[CommandArgument]: ...
+
+    @property
+    def admin_only(self) -> bool: ...
+
+    def usage_line(self) -> str: ...
+
+    def parse(self, rest: str) -> dict[str, Any]:
+        """The text after the command name as ``{argument: value}``, or ``UsageError``."""
+        ...
 
 
 class HubAPI(Protocol):
@@ -154,8 +195,9 @@ class HubAPI(Protocol):
         permissions checked); the reply frame."""
         ...
 
-    def room_commands(self, room: str) -> list[CommandSpec]:
-        """The commands :meth:`run_command` would find in ``room`` now, by name: the
+    def room_commands(self, room: str) -> list[RoomCommand]:
+        """The commands (:class:`CommandSpec` objects) :meth:`run_command` would find in
+        ``room`` now, by name: the
         built-ins and those of the plugins enabled there and running. Admin-only commands
         are listed too (``admin_only``): running one is still checked against the caller.
         E.g. to turn the room's commands into a grammar (the speech plugin's voice commands)."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +39,7 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 from litestar.params import FromPath
 
-from hub.sdk import CommandSpec, ModelRefused, hub_of, retry_header, role_of
+from hub.sdk import ModelRefused, RoomCommand, hub_of, retry_header, role_of
 
 from .errors import BadAudio, NoSpeech, ProviderFailed, ProviderUnavailable, TooLong
 from .plugin import (
@@ -173,7 +174,7 @@ def _tokens(transcript: str) -> list[tuple[str, str]]:
     return out
 
 
-def _find(words: list[str], commands: dict[str, CommandSpec]) -> tuple[str, int, int] | None:
+def _find(words: list[str], commands: dict[str, RoomCommand]) -> tuple[str, int, int] | None:
     """``(name, words used, edit distance)`` of the command the words start with, the
     longest exact match first, then the one nearest within its bound; None when none is,
     or when two are equally near."""
@@ -198,7 +199,7 @@ def _find(words: list[str], commands: dict[str, CommandSpec]) -> tuple[str, int,
     return name, -used, d
 
 
-def match(transcript: str, commands: list[CommandSpec]) -> Match:
+def match(transcript: str, commands: Sequence[RoomCommand]) -> Match:
     """Match ``transcript`` against ``commands``: a :class:`Match` accepted with the command
     text to run, or rejected with the reason (the rules are in this module's docstring)."""
     said = _tokens(transcript)
@@ -300,7 +301,7 @@ class VoiceCommandAnswer(msgspec.Struct, kw_only=True, omit_defaults=True):
     reply: dict[str, Any] | None = None
 
 
-def prompt_for(commands: list[CommandSpec]) -> str:
+def prompt_for(commands: Sequence[RoomCommand]) -> str:
     """The room's commands as the words the model should expect ("slash help, slash
     plugins list, …"): a small model then hears "slash help", not "sash hell"."""
     said = []
@@ -312,7 +313,7 @@ def prompt_for(commands: list[CommandSpec]) -> str:
     return f"{wake} chat commands: " + ", ".join(said) + f", {wake} help."
 
 
-def _command_provider(settings: SpeechSettings, commands: list[CommandSpec]) -> SpeechToText:
+def _command_provider(settings: SpeechSettings, commands: Sequence[RoomCommand]) -> SpeechToText:
     provider = provider_of(settings)
     limits = Limits(
         max_seconds=min(settings.max_seconds, MAX_COMMAND_SECONDS),
