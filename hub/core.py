@@ -51,6 +51,8 @@ from hub.media.attachments import (
     sweep_orphans_forever,
 )
 from hub.media.pipeline import AttachmentHandler, AttachmentPipeline
+from hub.plugin_host.api import RoomCommand
+from hub.plugin_host.commands import CORE
 from hub.plugin_host.host import PluginHost
 from hub.realtime.broker import Broker
 from hub.realtime.connection import Connection
@@ -467,6 +469,14 @@ class Hub:
         reply = await self.plugins.run_command(self, identity, room, text, ref)
         assert isinstance(reply, CommandResult | Error)
         return reply
+
+    def room_commands(self, room: str) -> list[RoomCommand]:
+        """The commands that answer in ``room`` now (built-ins, enabled plugins'), by name."""
+        return [
+            spec
+            for spec, owner in self.plugins.all_commands()
+            if owner == CORE or self.plugins.is_enabled(room, owner)
+        ]
 
     def list_agents(self) -> dict[str, Agent]:
         return self.agents.agents()

@@ -84,7 +84,14 @@ from hub.media.pipeline import (
     HandlerError,
     HandlerResult,
 )
-from hub.plugin_host.api import FrameHandler, HubAPI, LLMProvider, Unsubscribe
+from hub.plugin_host.api import (
+    CommandArgument,
+    FrameHandler,
+    HubAPI,
+    LLMProvider,
+    RoomCommand,
+    Unsubscribe,
+)
 from hub.plugin_host.commands import (
     Arg,
     CommandContext,
@@ -127,6 +134,7 @@ __all__ = [
     "CancelRefused",
     "ChatMessage",
     "ChatTurn",
+    "CommandArgument",
     "CommandContext",
     "CommandError",
     "CommandForbidden",
@@ -160,6 +168,7 @@ __all__ = [
     "PresenceFrame",
     "Reconnect",
     "Refusal",
+    "RoomCommand",
     "RoomEvent",
     "RoomExists",
     "RoomInfo",

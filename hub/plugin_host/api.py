@@ -37,6 +37,48 @@ Unsubscribe = Callable[[], Awaitable[None]]
 """Returned by the subscriptions: await it to stop receiving."""
 
 
+class CommandArgument(Protocol):
+    """An argument of a :class:`RoomCommand` (a :class:`hub.sdk.Arg`), read only."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def type(self) -> type: ...
+
+    @property
+    def required(self) -> bool: ...
+
+    @property
+    def choices(self) -> tuple[str, ...] | None: ...
+
+    @property
+    def greedy(self) -> bool: ...
+
+
+class RoomCommand(Protocol):
+    """A command as :meth:`HubAPI.room_commands` lists it: a :class:`hub.sdk.CommandSpec`,
+    read only (this floor cannot name that class: it is the one that imports this)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def help(self) -> str: ...
+
+    @property
+    def args(self) -> Sequence[CommandArgument]: ...
+
+    @property
+    def admin_only(self) -> bool: ...
+
+    def usage_line(self) -> str: ...
+
+    def parse(self, rest: str) -> dict[str, Any]:
+        """The text after the command name as ``{argument: value}``, or ``UsageError``."""
+        ...
+
+
 class HubAPI(Protocol):
     """The hub as a plugin sees it.
 
@@ -151,6 +193,14 @@ class HubAPI(Protocol):
     ) -> CommandResult | Error:
         """Run the ``/command`` in ``text`` in ``room`` as ``identity`` (enablement and
         permissions checked); the reply frame."""
+        ...
+
+    def room_commands(self, room: str) -> list[RoomCommand]:
+        """The commands (:class:`CommandSpec` objects) :meth:`run_command` would find in
+        ``room`` now, by name: the
+        built-ins and those of the plugins enabled there and running. Admin-only commands
+        are listed too (``admin_only``): running one is still checked against the caller.
+        E.g. to turn the room's commands into a grammar (the speech plugin's voice commands)."""
         ...
 
     # ------------------------------------------------------------ agents and models

@@ -581,4 +581,6 @@ def lydian_attachment_handlers() -> list[AttachmentHandler]:
 
 @hookimpl
 def lydian_routes() -> list[RouteHandler]:
-    return [transcriptions, speech, voices]
+    from .commands import voice_command  # it imports this module
+
+    return [transcriptions, speech, voices, voice_command]

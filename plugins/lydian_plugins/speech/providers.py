@@ -141,6 +141,9 @@ class OfflineWhisper:
     beam_size: int = 1
     limits: Limits = field(default_factory=Limits)
     name: str = "offline"
+    prompt: str = ""
+    """Text the model reads as what came before (Whisper's ``initial_prompt``): words it
+    should expect, e.g. the room's commands for a voice command."""
 
     @property
     def path(self) -> Path:
@@ -192,6 +195,7 @@ class OfflineWhisper:
                 beam_size=self.beam_size,
                 vad_filter=True,
                 condition_on_previous_text=False,
+                initial_prompt=self.prompt or None,
             )
             segments = [
                 Segment(
@@ -232,6 +236,8 @@ class OpenAITranscriptions:
     timeout: float = 120.0
     limits: Limits = field(default_factory=Limits)
     name: str = "openai"
+    prompt: str = ""
+    """OpenAI's ``prompt``: words the model should expect."""
 
     def transcribe(
         self, data: bytes, *, filename: str = "audio", language: str | None = None
@@ -253,6 +259,8 @@ class OpenAITranscriptions:
             base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout
         )
         extra: dict[str, Any] = {"language": language} if language else {}
+        if self.prompt:
+            extra["prompt"] = self.prompt
         try:
             with client:
                 answer = client.audio.transcriptions.create(
