@@ -131,6 +131,12 @@ def numbers_to_digits(words: list[str]) -> list[str]:
     return out
 
 
+NOT_BY_VOICE = frozenset({"password"})
+"""Commands that carry a secret: heard by everyone near the speaker, and sent to a cloud
+recogniser when one is configured. Said aloud they are refused, and their words are not
+repeated in the answer."""
+
+
 @dataclass
 class Match:
     """What an utterance was heard as: a command to run, or why it is rejected."""
@@ -406,6 +412,14 @@ async def voice_command(room: FromPath[str], request: Request[Any, Any, Any]) ->
         return _error(502, str(exc), "upstream_error", "speech_failed")
     heard = unrepeat(transcript.text.strip())
     found = match(heard, commands)
+    if found.accepted and found.command in NOT_BY_VOICE:
+        name = found.command
+        found = _reject(
+            "not_by_voice",
+            f"/{name} is not taken by voice (a secret said aloud is heard by everyone near "
+            "you): type it",
+        )
+        heard = f"/{name} …"  # the words said are not repeated
     body = found.as_json(heard)
     if found.accepted:
         assert found.text is not None
