@@ -9,6 +9,7 @@
  *   title       panel title (default: "#<room>")
  *   hub         hub base URL (default: where widget.js was loaded from)
  *   open        "true" to open the launcher panel at once
+ *   max-record  longest voice message in seconds (default 120; it stops and is sent then)
  * Vanilla JS, no build step, no dependencies. User text only ever reaches the DOM
  * through textContent and attributes checked here; never through innerHTML.
  */
@@ -26,6 +27,8 @@
   var UPLOAD_TRIES = 5; // uploads answered 429 (or 503 with Retry-After) are retried this often
   var MAX_WAIT_S = 120; // a longer Retry-After is shown as an error, not waited out
   var GROUP_GAP_S = 300;
+  var MAX_RECORD_S = 120; // a voice message stops (and is sent) at this length
+  var SPEECH_MAX_CHARS = 4000; // an answer read aloud: this much of it (the hub's default limit is 4096)
   var SVG_NS = "http://www.w3.org/2000/svg";
   var ICONS = {
     chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
@@ -34,6 +37,8 @@
     clip:
       "M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.6-8.6a3.7 3.7 0 0 1 5.2 5.2l-8.6 8.6a1.8 1.8 0 0 1-2.6-2.6l7.9-7.9",
     stop: "M7 7h10v10H7z",
+    mic: "M12 3a3 3 0 0 1 3 3v6a3 3 0 0 1-6 0V6a3 3 0 0 1 3-3zM5 11a7 7 0 0 0 14 0M12 18v3M8 21h8",
+    play: "M8 5v14l11-7z",
     file: "M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8l-5-5zM14 3v5h5",
   };
 
@@ -354,14 +359,26 @@
     });
     this.chips = h("ul", { class: "lw-chips", "aria-label": "Attachments to send" });
     this.sendButton = h("button", { type: "submit", class: "lw-icon-btn lw-send", "aria-label": "Send message" }, [icon("send")]);
+    // voice messages: hidden where the browser cannot record (no MediaRecorder, no microphone API)
+    this.micButton = h("button", { type: "button", class: "lw-icon-btn lw-mic", "aria-label": "Record a voice message", title: "Record a voice message", hidden: !canRecord(), onclick: function () { self.startRecording(); } }, [icon("mic")]);
+    this.recTime = h("span", { class: "lw-rec-time", text: "0:00" });
+    this.recBar = h("div", { class: "lw-rec", hidden: true, role: "group", "aria-label": "Recording a voice message" }, [
+      h("span", { class: "lw-rec-dot", "aria-hidden": "true" }),
+      h("span", { class: "lw-rec-label", text: "Recording" }),
+      this.recTime,
+      h("button", { type: "button", class: "lw-rec-cancel", onclick: function () { self.stopRecording(false); } }, ["Cancel"]),
+      h("button", { type: "button", class: "lw-rec-send", onclick: function () { self.stopRecording(true); } }, [icon("stop"), "Stop and send"]),
+    ]);
     var form = h("form", { class: "lw-composer" }, [
       this.chips,
       h("div", { class: "lw-row" }, [
         h("button", { type: "button", class: "lw-icon-btn lw-attach", "aria-label": "Attach a file", title: "Attach an image, audio clip or document", onclick: function () { self.fileInput.click(); } }, [icon("clip")]),
         this.fileInput,
+        this.micButton,
         this.input,
         this.sendButton,
       ]),
+      this.recBar,
       h("div", { class: "lw-hint", id: panelId + "-hint", text: "Enter to send · Shift+Enter for a new line" }),
     ]);
     this.input.setAttribute("aria-describedby", panelId + "-hint");
@@ -379,6 +396,10 @@
       this.drop,
     ]);
     this.panel.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape" && self.recording) {
+        self.stopRecording(false); // Escape cancels a recording first
+        return;
+      }
       if (ev.key === "Escape" && self.mode === "launcher") {
         self.toggle(false);
       }
@@ -954,6 +975,14 @@
     ]);
     var body = h("div", { class: "lw-body" }, [meta]);
     if (m.text) body.appendChild(h("div", { class: "lw-text" }, [renderMarkdown(m.text)]));
+    if (kind === "agent" && m.text && m.text.trim()) {
+      var self = this;
+      var play = h("button", { type: "button", class: "lw-play", "aria-label": "Read the answer aloud", "aria-pressed": "false", title: "Read aloud", "data-state": "idle" }, [icon("play")]);
+      play.addEventListener("click", function () {
+        self.toggleSpeech(el, play);
+      });
+      meta.appendChild(play);
+    }
     var label = extraLabel || (m.meta && m.meta.cancelled ? "Stopped" : m.meta && m.meta.error ? "Answer interrupted" : null);
     if (label) body.appendChild(h("div", { class: "lw-flag", text: label }));
     if (m.attachments && m.attachments.length) {
@@ -1380,6 +1409,12 @@
     }
     var text = typeof r.markdown === "string" ? r.markdown : "";
     var ocr = ocrText(data);
+    if (job.handler === "transcript" && text.trim()) {
+      // a voice message's transcript is short and is what the message says: shown at once
+      item.appendChild(h("p", { class: "lw-proc-transcript", lang: typeof data.language === "string" && data.language ? data.language : null, text: text.trim() }));
+      item.appendChild(h("div", { class: "lw-proc-actions" }, [copyButton(text)]));
+      return item;
+    }
     if (!text.trim() && !ocr.trim()) return item;
     var body = h("div", { class: "lw-proc-body" });
     var details = h("details", { class: "lw-proc-preview", "data-handler": job.handler }, [h("summary", { text: ocr && !text ? "OCR text" : "Preview" }), body]);
@@ -1404,11 +1439,18 @@
       details.open = true;
       fill();
     }
+    item.appendChild(details);
+    item.appendChild(h("div", { class: "lw-proc-actions" }, [copyButton(text.trim() ? text : ocr)]));
+    return item;
+  };
+
+  /** A "Copy text" button for ``text`` (says "Copied" for a moment). */
+  function copyButton(text) {
     var copy = h("button", { type: "button", class: "lw-proc-copy", "aria-label": "Copy the extracted text" }, ["Copy text"]);
     var reset;
     copy.addEventListener("click", function () {
       clearTimeout(reset);
-      copyText(text.trim() ? text : ocr).then(
+      copyText(text).then(
         function () {
           copy.textContent = "Copied";
         },
@@ -1420,10 +1462,8 @@
         copy.textContent = "Copy text";
       }, 2500);
     });
-    item.appendChild(details);
-    item.appendChild(h("div", { class: "lw-proc-actions" }, [copy]));
-    return item;
-  };
+    return copy;
+  }
 
   // ---------------------------------------------------------------- streamed answers
 
@@ -1750,6 +1790,278 @@
     });
   };
 
+  // ---------------------------------------------------------------- voice messages
+
+  /** Whether this browser can record a voice message (MediaRecorder and getUserMedia). */
+  function canRecord() {
+    return !!(window.MediaRecorder && navigator.mediaDevices && typeof navigator.mediaDevices.getUserMedia === "function" && window.isSecureContext !== false);
+  }
+
+  /** The container the recording is made in: WebM/Opus where the browser has it. */
+  function recordingType() {
+    var types = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/mp4"];
+    for (var i = 0; i < types.length; i++) {
+      if (typeof MediaRecorder.isTypeSupported === "function" && MediaRecorder.isTypeSupported(types[i])) return types[i];
+    }
+    return "";
+  }
+
+  function extensionOf(type) {
+    if (/ogg/.test(type)) return "ogg";
+    if (/mp4|aac/.test(type)) return "m4a";
+    return "webm";
+  }
+
+  /** What went wrong asking for the microphone, in words. */
+  function micError(err) {
+    var name = (err && err.name) || "";
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      return "Microphone access was denied: allow it for this site to record a voice message.";
+    }
+    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") return "No microphone was found.";
+    if (name === "NotReadableError") return "The microphone is in use by another application.";
+    return "The microphone could not be used" + (err && err.message ? ": " + err.message : ".");
+  }
+
+  function clock(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  }
+
+  /** The longest recording, in seconds (``max-record`` option; MAX_RECORD_S by default). */
+  Widget.prototype.maxRecordSeconds = function () {
+    var n = Number(this.opts.maxRecord);
+    return isFinite(n) && n > 0 ? n : MAX_RECORD_S;
+  };
+
+  Widget.prototype.startRecording = function () {
+    var self = this;
+    if (this.recording) return;
+    if (!canRecord()) {
+      this.note("This browser cannot record voice messages.", "error");
+      return;
+    }
+    var rec = (this.recording = { chunks: [], started: 0, send: true, stream: null, recorder: null, timer: null, type: "" });
+    this.micButton.disabled = true;
+    this.panel.setAttribute("data-recording", "starting");
+    // the raw voice: echo cancellation and noise suppression smear speech for the recogniser
+    var constraints = { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } };
+    navigator.mediaDevices.getUserMedia(constraints).then(
+      function (stream) {
+        rec.stream = stream;
+        if (self.recording !== rec) return self.endRecording(rec); // cancelled meanwhile
+        rec.type = recordingType();
+        try {
+          rec.recorder = rec.type ? new MediaRecorder(stream, { mimeType: rec.type }) : new MediaRecorder(stream);
+        } catch (err) {
+          self.endRecording(rec);
+          self.note("Could not record: " + err.message, "error");
+          return;
+        }
+        rec.recorder.addEventListener("dataavailable", function (ev) {
+          if (ev.data && ev.data.size) rec.chunks.push(ev.data);
+        });
+        rec.recorder.addEventListener("stop", function () {
+          self.finishRecording(rec);
+        });
+        rec.recorder.addEventListener("error", function (ev) {
+          rec.send = false;
+          self.note("The recording failed" + (ev.error && ev.error.message ? ": " + ev.error.message : "."), "error");
+        });
+        rec.recorder.start(1000);
+        rec.started = Date.now();
+        var limit = self.maxRecordSeconds();
+        var tick = function () {
+          var elapsed = (Date.now() - rec.started) / 1000;
+          self.recTime.textContent = clock(elapsed) + " / " + clock(limit);
+          self.recBar.setAttribute("data-seconds", String(Math.floor(elapsed)));
+          if (elapsed >= limit) {
+            rec.limited = true;
+            self.stopRecording(true);
+          }
+        };
+        rec.timer = setInterval(tick, 250);
+        tick();
+        self.recBar.hidden = false;
+        self.panel.setAttribute("data-recording", "on");
+        var send = self.recBar.querySelector(".lw-rec-send");
+        if (send) send.focus();
+      },
+      function (err) {
+        self.endRecording(rec);
+        self.note(micError(err), "error");
+      }
+    );
+  };
+
+  /** Stop recording: ``send`` it as a voice message, or throw it away. */
+  Widget.prototype.stopRecording = function (send) {
+    var rec = this.recording;
+    if (!rec) return;
+    rec.send = rec.send && !!send;
+    if (rec.recorder && rec.recorder.state !== "inactive") {
+      rec.recorder.stop(); // the last data, then "stop": finishRecording
+      clearInterval(rec.timer);
+    } else {
+      this.endRecording(rec);
+    }
+  };
+
+  /** The microphone released and the recording bar gone. */
+  Widget.prototype.endRecording = function (rec) {
+    clearInterval(rec.timer);
+    if (rec.stream) {
+      rec.stream.getTracks().forEach(function (track) {
+        track.stop();
+      });
+    }
+    if (this.recording !== rec) return;
+    this.recording = null;
+    this.recBar.hidden = true;
+    this.micButton.disabled = false;
+    this.panel.removeAttribute("data-recording");
+  };
+
+  Widget.prototype.finishRecording = function (rec) {
+    var seconds = (Date.now() - rec.started) / 1000;
+    this.endRecording(rec);
+    if (!rec.send) return;
+    var type = (rec.recorder && rec.recorder.mimeType) || rec.type || "audio/webm";
+    var blob = new Blob(rec.chunks, { type: type });
+    if (!blob.size) {
+      this.note("Nothing was recorded.", "error");
+      return;
+    }
+    if (rec.limited) this.note("The recording stopped at the limit of " + clock(this.maxRecordSeconds()) + ".", "info");
+    var stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+    var file = new File([blob], "voice-message-" + stamp + "." + extensionOf(type), { type: type.split(";")[0] });
+    this.sendVoice(file, seconds);
+  };
+
+  /** Upload a recording and send it as a message of its own (the hub transcribes it). */
+  Widget.prototype.sendVoice = function (file, seconds) {
+    var self = this;
+    var up = { name: "Voice message (" + clock(seconds) + ")", busy: true, attachment: null, error: null };
+    this.uploads.push(up);
+    this.renderChips();
+    var slowed = function () {
+      up.slowed = true;
+      self.renderChips();
+    };
+    this.upload(file, slowed).then(
+      function (att) {
+        var at = self.uploads.indexOf(up);
+        if (at < 0) return; // removed by the user meanwhile: not sent
+        self.uploads.splice(at, 1);
+        self.renderChips();
+        var id = self.nextId("m");
+        var frame = { type: "send", room: self.room, text: "", id: id, attachments: [att.id] };
+        self.outbox.set(id, frame);
+        self.showPending(id, frame, [up]);
+        self.sendOrHold(frame);
+      },
+      function (err) {
+        up.busy = false;
+        up.error = err.message;
+        self.renderChips();
+      }
+    );
+  };
+
+  // ---------------------------------------------------------------- answers read aloud
+
+  /** The audio format to ask the hub for: one this browser plays. */
+  function speechFormat() {
+    var probe = document.createElement("audio");
+    if (probe.canPlayType('audio/ogg; codecs="opus"')) return "opus";
+    if (probe.canPlayType("audio/mpeg")) return "mp3";
+    return "wav";
+  }
+
+  /** The text of an answer to read: what it shows, cut at a sentence near the limit. */
+  function speakable(el) {
+    var node = el.querySelector(".lw-text");
+    var text = node ? node.textContent.replace(/\s+/g, " ").trim() : "";
+    if (text.length <= SPEECH_MAX_CHARS) return text;
+    var cut = text.slice(0, SPEECH_MAX_CHARS);
+    var end = Math.max(cut.lastIndexOf(". "), cut.lastIndexOf("! "), cut.lastIndexOf("? "));
+    return end > SPEECH_MAX_CHARS / 2 ? cut.slice(0, end + 1) : cut;
+  }
+
+  /** The play button of an answer: fetch its speech from the hub and play it; again: stop. */
+  Widget.prototype.toggleSpeech = function (el, button) {
+    var current = this.speaking;
+    if (current) {
+      this.stopSpeech(current);
+      if (current.el === el) return;
+    }
+    var text = speakable(el);
+    if (!text) return;
+    var self = this;
+    var s = (this.speaking = { el: el, button: button, audio: null, url: null, ctrl: typeof AbortController === "function" ? new AbortController() : null });
+    this.speechState(s, "loading");
+    var headers = { "Content-Type": "application/json" };
+    if (this.token) headers.Authorization = "Bearer " + this.token;
+    var body = JSON.stringify({ model: "tts-1", input: text, response_format: speechFormat() });
+    fetch(this.hub + "/v1/audio/speech", { method: "POST", headers: headers, body: body, signal: s.ctrl ? s.ctrl.signal : undefined })
+      .then(function (resp) {
+        if (resp.ok) return resp.blob();
+        return resp.json().then(
+          function (data) {
+            var msg = data && data.error && data.error.message;
+            throw new Error(msg || "the hub answered " + resp.status);
+          },
+          function () {
+            throw new Error("the hub answered " + resp.status);
+          }
+        );
+      })
+      .then(function (blob) {
+        if (self.speaking !== s) return;
+        s.url = URL.createObjectURL(blob);
+        var audio = (s.audio = h("audio", { class: "lw-tts", src: s.url, hidden: true }));
+        audio.addEventListener("loadedmetadata", function () {
+          if (isFinite(audio.duration)) el.setAttribute("data-speech-duration", audio.duration.toFixed(2));
+        });
+        audio.addEventListener("ended", function () {
+          el.setAttribute("data-speech-ended", String(Number(el.getAttribute("data-speech-ended") || 0) + 1));
+          self.stopSpeech(s);
+        });
+        el.appendChild(audio);
+        return audio.play().then(function () {
+          if (self.speaking === s) self.speechState(s, "playing");
+        });
+      })
+      .catch(function (err) {
+        if (err && err.name === "AbortError") return; // stopped while loading
+        if (self.speaking === s) self.stopSpeech(s);
+        self.note("Could not read the answer aloud: " + (err && err.message ? err.message : "unknown error"), "error");
+      });
+  };
+
+  Widget.prototype.speechState = function (s, state) {
+    var playing = state !== "idle";
+    s.button.setAttribute("data-state", state);
+    s.button.setAttribute("aria-pressed", String(playing));
+    s.button.setAttribute("aria-label", playing ? "Stop reading aloud" : "Read the answer aloud");
+    s.button.title = playing ? "Stop" : "Read aloud";
+    s.button.textContent = "";
+    s.button.appendChild(icon(playing ? "stop" : "play"));
+  };
+
+  /** Stop reading an answer (playing or still being fetched) and free its audio. */
+  Widget.prototype.stopSpeech = function (s) {
+    if (!s || this.speaking !== s) return;
+    this.speaking = null;
+    if (s.ctrl) s.ctrl.abort();
+    if (s.audio) {
+      s.audio.pause();
+      s.audio.remove();
+    }
+    if (s.url) URL.revokeObjectURL(s.url);
+    this.speechState(s, "idle");
+  };
+
   // ------------------------------------------------------------------ mounting
 
   var instances = [];
@@ -1764,7 +2076,7 @@
   function fromScript(script) {
     var d = script.dataset;
     var base = d.hub || new URL(script.src, location.href).origin;
-    return { room: d.room, tokenUrl: d.tokenUrl, target: d.target, title: d.title, open: d.open, hub: base };
+    return { room: d.room, tokenUrl: d.tokenUrl, target: d.target, title: d.title, open: d.open, hub: base, maxRecord: d.maxRecord };
   }
 
   window.LydianWidget = { mount: mount, instances: instances, renderMarkdown: renderMarkdown, version: VERSION };
