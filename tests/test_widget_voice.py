@@ -7,6 +7,7 @@ against a real hub with the speech and vision plugins enabled in the room."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import wave
 from pathlib import Path
@@ -280,3 +281,55 @@ async def test_no_recorder_hides_the_button_and_a_refused_microphone_is_explaine
     await expect(denied.css(".lw-rec")).to_be_hidden()
     await expect(denied.css(".lw-mic")).to_be_enabled()
     assert bare.errors == [] and denied.errors == []
+
+
+class Feed:
+    """An answer's pieces, handed to the hub's stream one at a time by the test."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def pieces(self):
+        while (piece := await self.queue.get()) is not None:
+            yield piece
+
+
+async def test_a_streaming_answer_is_read_sentence_by_sentence_as_it_comes(
+    make_server, browser: Browser
+):
+    async with make_server(models_for_guests=True) as server:
+        alice = await open_widget(browser, server.http_url, "Alice")
+        inputs: list[str] = []
+        alice.page.on(
+            "request",
+            lambda r: (
+                inputs.append(r.post_data_json["input"])
+                if r.url.endswith("/v1/audio/speech")
+                else None
+            ),
+        )
+        feed = Feed()
+        agent = UserRef(id="agent:helper", name="Helper")
+        stream = await server.hub.streams.launch("lobby", agent, feed.pieces())
+        bubble = alice.css(f'.lw-streaming[data-stream="{stream.id}"]')
+        await feed.queue.put("The deploy is **rolled back**. Next, check")
+        await expect(bubble.locator(".lw-text")).to_contain_text("Next, check")
+        play = bubble.locator(".lw-play")
+        await play.click()
+        # the first sentence plays while the answer is still coming
+        await expect(play).to_have_attribute("data-state", "playing", timeout=30_000)
+        assert inputs == ["The deploy is rolled back."]
+        assert not stream.done.done()
+
+        await feed.queue.put(" the logs. All done.")
+        await feed.queue.put(None)
+        message = await asyncio.wait_for(stream.done, 10)
+        assert message is not None
+        final = alice.css(f'.lw-msg[data-offset="{message.offset}"]')
+        # the final message takes the reading over and it ends once everything was read
+        await expect(final).to_have_attribute("data-speech-ended", "1", timeout=60_000)
+        await expect(final.locator(".lw-play")).to_have_attribute("data-state", "idle")
+        assert " ".join(inputs) == "The deploy is rolled back. Next, check the logs. All done."
+        assert len(inputs) >= 2
+        assert int(await final.get_attribute("data-speech-pieces") or 0) == len(inputs)
+        assert alice.errors == []

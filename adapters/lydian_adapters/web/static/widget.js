@@ -821,10 +821,14 @@
         st.seq = s.seq;
         st.text = s.text;
         self.renderStream(st);
+        self.speechFollows(st.id, st.text);
       }
     });
     this.streams.forEach(function (st, id) {
-      if (!live.has(id)) self.dropStream(id);
+      if (!live.has(id)) {
+        self.dropStream(id);
+        self.speechFollows(id, null, null); // ended while away: a reading ends with what it had
+      }
     });
     if (fresh) {
       this.hasMore = true;
@@ -976,12 +980,8 @@
     var body = h("div", { class: "lw-body" }, [meta]);
     if (m.text) body.appendChild(h("div", { class: "lw-text" }, [renderMarkdown(m.text)]));
     if (kind === "agent" && m.text && m.text.trim()) {
-      var self = this;
-      var play = h("button", { type: "button", class: "lw-play", "aria-label": "Read the answer aloud", "aria-pressed": "false", title: "Read aloud", "data-state": "idle" }, [icon("play")]);
-      play.addEventListener("click", function () {
-        self.toggleSpeech(el, play);
-      });
-      meta.appendChild(play);
+      el._lwText = m.text; // what a reading aloud reads
+      meta.appendChild(playButton(this, el));
     }
     var label = extraLabel || (m.meta && m.meta.cancelled ? "Stopped" : m.meta && m.meta.error ? "Answer interrupted" : null);
     if (label) body.appendChild(h("div", { class: "lw-flag", text: label }));
@@ -1501,14 +1501,16 @@
     agent = agent || { id: "agent", name: "Assistant" };
     var text = h("div", { class: "lw-text" });
     var stop = h("button", { type: "button", class: "lw-stop", "aria-label": "Stop this answer", hidden: !this.mayStop(requestedBy) }, [icon("stop"), "Stop"]);
+    var meta = h("div", { class: "lw-meta" }, [h("span", { class: "lw-author", text: agent.name }), h("span", { class: "lw-tag", text: "AI" }), h("span", { class: "lw-live", text: "answering…" })]);
     var el = h("article", { class: "lw-msg lw-kind-agent lw-streaming", "data-stream": id, "aria-busy": "true", "aria-label": agent.name + " is answering" }, [
       avatar(agent),
       h("div", { class: "lw-body" }, [
-        h("div", { class: "lw-meta" }, [h("span", { class: "lw-author", text: agent.name }), h("span", { class: "lw-tag", text: "AI" }), h("span", { class: "lw-live", text: "answering…" })]),
+        meta,
         text,
         h("div", { class: "lw-stream-actions" }, [stop]),
       ]),
     ]);
+    meta.appendChild(playButton(this, el)); // read aloud as it streams
     st = { id: id, el: el, textEl: text, text: "", seq: 0, agent: agent, stop: stop, cancelRef: null, requestedBy: requestedBy };
     st.resetStop = function () {
       stop.disabled = false;
@@ -1536,6 +1538,7 @@
     st.text += f.text;
     var stick = this.nearBottom();
     this.renderStream(st);
+    this.speechFollows(st.id, st.text);
     if (stick) this.scrollToBottom();
   };
 
@@ -1558,12 +1561,16 @@
 
   Widget.prototype.endStream = function (id, message, label) {
     this.dropStream(id);
+    var final = null;
     if (message && message.room === this.room) {
       if (label) {
         message = Object.assign({}, message, { meta: Object.assign({}, message.meta || {}, { cancelled: true }) });
       }
       this.addMessage(message, true);
+      final = this.messages.get(message.offset) || null;
     }
+    // a reading of the stream goes on with the final text (or ends with what it had)
+    this.speechFollows(id, message && typeof message.text === "string" ? message.text : null, final);
   };
 
   // ---------------------------------------------------------------- presence and typing
@@ -1969,6 +1976,12 @@
   };
 
   // ---------------------------------------------------------------- answers read aloud
+  // A reading is a queue: the answer's text is cut into pieces at sentence ends, each piece
+  // is fetched from POST /v1/audio/speech and played in order. While an answer streams, the
+  // complete sentences so far are read and the rest follows as it arrives (the first audio
+  // comes before the answer is finished); a finished answer is one piece (several beyond
+  // SPEECH_MAX_CHARS). One piece is fetched ahead of the one playing: what arrives meanwhile
+  // is read in one request, not one per sentence (each request counts as model use).
 
   /** The audio format to ask the hub for: one this browser plays. */
   function speechFormat() {
@@ -1978,32 +1991,89 @@
     return "wav";
   }
 
-  /** The text of an answer to read: what it shows, cut at a sentence near the limit. */
-  function speakable(el) {
-    var node = el.querySelector(".lw-text");
-    var text = node ? node.textContent.replace(/\s+/g, " ").trim() : "";
-    if (text.length <= SPEECH_MAX_CHARS) return text;
-    var cut = text.slice(0, SPEECH_MAX_CHARS);
-    var end = Math.max(cut.lastIndexOf(". "), cut.lastIndexOf("! "), cut.lastIndexOf("? "));
-    return end > SPEECH_MAX_CHARS / 2 ? cut.slice(0, end + 1) : cut;
+  /** Markdown as words to read: no fences, backticks, emphasis marks, link targets or list marks. */
+  function spokenText(md) {
+    return md
+      .replace(/^\s*```.*$/gm, "")
+      .replace(/!?\[([^\]]*)\]\([^)]*\)/g, "$1")
+      .replace(/^\s{0,3}(#{1,6}|>|[-*+]|\d+[.)])\s+/gm, "")
+      .replace(/[`*_~]+/g, "")
+      .replace(/\s+/g, " ")
+      .trim();
   }
 
-  /** The play button of an answer: fetch its speech from the hub and play it; again: stop. */
-  Widget.prototype.toggleSpeech = function (el, button) {
+  /** Where the complete sentences of ``text`` end (0: none yet), within ``limit``. */
+  function sentencesEnd(text, limit) {
+    var re = /[.!?\u2026:;]["')\]]*\s+|\n\s*\n/g;
+    var end = 0;
+    var m;
+    while ((m = re.exec(text)) && m.index + m[0].length <= limit) end = m.index + m[0].length;
+    return end;
+  }
+
+  /** The next piece of a reading to fetch ("" when nothing is ready yet). */
+  function nextPiece(s) {
+    while (s.consumed < s.text.length) {
+      var rest = s.text.slice(s.consumed);
+      var end = sentencesEnd(rest, SPEECH_MAX_CHARS);
+      if (s.done && (rest.length <= SPEECH_MAX_CHARS || !end)) end = Math.min(rest.length, SPEECH_MAX_CHARS);
+      if (!end) return "";
+      s.consumed += end;
+      var words = spokenText(rest.slice(0, end));
+      if (words) return words;
+    }
+    return "";
+  }
+
+  function playButton(self, el) {
+    var play = h("button", { type: "button", class: "lw-play", "aria-label": "Read the answer aloud", "aria-pressed": "false", title: "Read aloud", "data-state": "idle" }, [icon("play")]);
+    play.addEventListener("click", function () {
+      self.toggleSpeech(el);
+    });
+    return play;
+  }
+
+  /** The play button of an answer (streaming or finished): read it aloud; again: stop. */
+  Widget.prototype.toggleSpeech = function (el) {
     var current = this.speaking;
     if (current) {
       this.stopSpeech(current);
       if (current.el === el) return;
     }
-    var text = speakable(el);
-    if (!text) return;
+    var streamId = el.getAttribute("data-stream");
+    var st = streamId ? this.streams.get(streamId) : null;
+    var text = st ? st.text : el._lwText || "";
+    if (!spokenText(text)) return;
+    this.speaking = {
+      el: el,
+      streamId: st ? streamId : null,
+      text: text,
+      done: !st,
+      consumed: 0,
+      queue: [], // fetched pieces (object URLs) waiting to play
+      fetching: null, // the AbortController of the piece being fetched
+      audio: null,
+      pieces: 0,
+      seconds: 0,
+    };
+    this.speechState(this.speaking, "loading");
+    this.pumpSpeech(this.speaking);
+  };
+
+  /** Fetch the next piece if it is ready and nothing fetched waits; finish when all played. */
+  Widget.prototype.pumpSpeech = function (s) {
     var self = this;
-    var s = (this.speaking = { el: el, button: button, audio: null, url: null, ctrl: typeof AbortController === "function" ? new AbortController() : null });
-    this.speechState(s, "loading");
+    if (this.speaking !== s || s.fetching || s.queue.length) return;
+    var piece = nextPiece(s);
+    if (!piece) {
+      if (s.done && !s.audio) this.finishSpeech(s);
+      return;
+    }
+    var ctrl = (s.fetching = typeof AbortController === "function" ? new AbortController() : {});
     var headers = { "Content-Type": "application/json" };
     if (this.token) headers.Authorization = "Bearer " + this.token;
-    var body = JSON.stringify({ model: "tts-1", input: text, response_format: speechFormat() });
-    fetch(this.hub + "/v1/audio/speech", { method: "POST", headers: headers, body: body, signal: s.ctrl ? s.ctrl.signal : undefined })
+    var body = JSON.stringify({ model: "tts-1", input: piece, response_format: speechFormat() });
+    fetch(this.hub + "/v1/audio/speech", { method: "POST", headers: headers, body: body, signal: ctrl.signal })
       .then(function (resp) {
         if (resp.ok) return resp.blob();
         return resp.json().then(
@@ -2018,19 +2088,10 @@
       })
       .then(function (blob) {
         if (self.speaking !== s) return;
-        s.url = URL.createObjectURL(blob);
-        var audio = (s.audio = h("audio", { class: "lw-tts", src: s.url, hidden: true }));
-        audio.addEventListener("loadedmetadata", function () {
-          if (isFinite(audio.duration)) el.setAttribute("data-speech-duration", audio.duration.toFixed(2));
-        });
-        audio.addEventListener("ended", function () {
-          el.setAttribute("data-speech-ended", String(Number(el.getAttribute("data-speech-ended") || 0) + 1));
-          self.stopSpeech(s);
-        });
-        el.appendChild(audio);
-        return audio.play().then(function () {
-          if (self.speaking === s) self.speechState(s, "playing");
-        });
+        s.fetching = null;
+        s.queue.push(URL.createObjectURL(blob));
+        self.playNextPiece(s);
+        self.pumpSpeech(s);
       })
       .catch(function (err) {
         if (err && err.name === "AbortError") return; // stopped while loading
@@ -2039,26 +2100,90 @@
       });
   };
 
+  Widget.prototype.playNextPiece = function (s) {
+    var self = this;
+    if (this.speaking !== s || s.audio || !s.queue.length) return;
+    var url = s.queue.shift();
+    var audio = (s.audio = h("audio", { class: "lw-tts", src: url, hidden: true }));
+    var done = function () {
+      audio.remove();
+      URL.revokeObjectURL(url);
+      if (s.audio === audio) s.audio = null;
+    };
+    audio.addEventListener("loadedmetadata", function () {
+      if (isFinite(audio.duration)) s.seconds += audio.duration;
+    });
+    audio.addEventListener("ended", function () {
+      s.pieces += 1;
+      done();
+      self.playNextPiece(s);
+      self.pumpSpeech(s);
+    });
+    s.el.appendChild(audio);
+    audio.play().then(
+      function () {
+        if (self.speaking === s) self.speechState(s, "playing");
+      },
+      function (err) {
+        done();
+        if (self.speaking !== s || (err && err.name === "AbortError")) return; // stopped
+        self.stopSpeech(s);
+        self.note("Could not play the audio: " + (err && err.message ? err.message : "unknown error"), "error");
+      }
+    );
+  };
+
+  /** The streamed answer being read grew (``text``) or ended (``el``: its final message). */
+  Widget.prototype.speechFollows = function (streamId, text, el) {
+    var s = this.speaking;
+    if (!s || s.streamId !== streamId) return;
+    if (typeof text === "string" && text.length >= s.text.length) s.text = text;
+    if (el !== undefined) {
+      s.done = true;
+      s.streamId = null;
+      if (el) {
+        s.el = el; // the final message takes over: its button shows the state, audio moves along
+        this.speechState(s, s.audio ? "playing" : "loading");
+      }
+      // (moved within this task: a media element taken out of the page would pause)
+      if (s.audio) (el || this.panel).appendChild(s.audio);
+    }
+    this.pumpSpeech(s);
+  };
+
+  /** Every piece played: say so on the answer (pieces, seconds) and reset the button. */
+  Widget.prototype.finishSpeech = function (s) {
+    s.el.setAttribute("data-speech-pieces", String(s.pieces));
+    s.el.setAttribute("data-speech-duration", s.seconds.toFixed(2));
+    s.el.setAttribute("data-speech-ended", String(Number(s.el.getAttribute("data-speech-ended") || 0) + 1));
+    this.stopSpeech(s);
+  };
+
   Widget.prototype.speechState = function (s, state) {
+    var button = s.el.querySelector(".lw-play");
+    if (!button) return;
     var playing = state !== "idle";
-    s.button.setAttribute("data-state", state);
-    s.button.setAttribute("aria-pressed", String(playing));
-    s.button.setAttribute("aria-label", playing ? "Stop reading aloud" : "Read the answer aloud");
-    s.button.title = playing ? "Stop" : "Read aloud";
-    s.button.textContent = "";
-    s.button.appendChild(icon(playing ? "stop" : "play"));
+    button.setAttribute("data-state", state);
+    button.setAttribute("aria-pressed", String(playing));
+    button.setAttribute("aria-label", playing ? "Stop reading aloud" : "Read the answer aloud");
+    button.title = playing ? "Stop" : "Read aloud";
+    button.textContent = "";
+    button.appendChild(icon(playing ? "stop" : "play"));
   };
 
   /** Stop reading an answer (playing or still being fetched) and free its audio. */
   Widget.prototype.stopSpeech = function (s) {
     if (!s || this.speaking !== s) return;
     this.speaking = null;
-    if (s.ctrl) s.ctrl.abort();
+    if (s.fetching && s.fetching.abort) s.fetching.abort();
     if (s.audio) {
       s.audio.pause();
       s.audio.remove();
+      URL.revokeObjectURL(s.audio.src);
     }
-    if (s.url) URL.revokeObjectURL(s.url);
+    s.queue.forEach(function (url) {
+      URL.revokeObjectURL(url);
+    });
     this.speechState(s, "idle");
   };
 
