@@ -367,7 +367,7 @@
       h("span", { class: "lw-rec-label", text: "Recording" }),
       this.recTime,
       h("button", { type: "button", class: "lw-rec-cancel", onclick: function () { self.stopRecording(false); } }, ["Cancel"]),
-      h("button", { type: "button", class: "lw-rec-send", onclick: function () { self.stopRecording(true); } }, [icon("stop"), "Stop and send"]),
+      h("button", { type: "button", class: "lw-rec-send", "aria-label": "Stop and send", title: "Stop and send", onclick: function () { self.stopRecording(true); } }, [icon("stop"), "Send"]),
     ]);
     var form = h("form", { class: "lw-composer" }, [
       this.chips,
