@@ -9,6 +9,7 @@
  *   title       panel title (default: "#<room>")
  *   hub         hub base URL (default: where widget.js was loaded from)
  *   open        "true" to open the launcher panel at once
+ *   max-record  longest voice message in seconds (default 120; it stops and is sent then)
  * Vanilla JS, no build step, no dependencies. User text only ever reaches the DOM
  * through textContent and attributes checked here; never through innerHTML.
  */
@@ -26,6 +27,8 @@
   var UPLOAD_TRIES = 5; // uploads answered 429 (or 503 with Retry-After) are retried this often
   var MAX_WAIT_S = 120; // a longer Retry-After is shown as an error, not waited out
   var GROUP_GAP_S = 300;
+  var MAX_RECORD_S = 120; // a voice message stops (and is sent) at this length
+  var SPEECH_MAX_CHARS = 4000; // an answer read aloud: this much of it (the hub's default limit is 4096)
   var SVG_NS = "http://www.w3.org/2000/svg";
   var ICONS = {
     chat: "M4 4h16a2 2 0 0 1 2 2v10a2 2 0 0 1-2 2H9l-5 4v-4H4a2 2 0 0 1-2-2V6a2 2 0 0 1 2-2z",
@@ -34,6 +37,8 @@
     clip:
       "M21 11.5l-8.6 8.6a5.5 5.5 0 0 1-7.8-7.8l8.6-8.6a3.7 3.7 0 0 1 5.2 5.2l-8.6 8.6a1.8 1.8 0 0 1-2.6-2.6l7.9-7.9",
     stop: "M7 7h10v10H7z",
+    mic: "M12 3a3 3 0 0 1 3 3v6a3 3 0 0 1-6 0V6a3 3 0 0 1 3-3zM5 11a7 7 0 0 0 14 0M12 18v3M8 21h8",
+    play: "M8 5v14l11-7z",
     file: "M14 3H7a2 2 0 0 0-2 2v14a2 2 0 0 0 2 2h10a2 2 0 0 0 2-2V8l-5-5zM14 3v5h5",
   };
 
@@ -354,14 +359,26 @@
     });
     this.chips = h("ul", { class: "lw-chips", "aria-label": "Attachments to send" });
     this.sendButton = h("button", { type: "submit", class: "lw-icon-btn lw-send", "aria-label": "Send message" }, [icon("send")]);
+    // voice messages: hidden where the browser cannot record (no MediaRecorder, no microphone API)
+    this.micButton = h("button", { type: "button", class: "lw-icon-btn lw-mic", "aria-label": "Record a voice message", title: "Record a voice message", hidden: !canRecord(), onclick: function () { self.startRecording(); } }, [icon("mic")]);
+    this.recTime = h("span", { class: "lw-rec-time", text: "0:00" });
+    this.recBar = h("div", { class: "lw-rec", hidden: true, role: "group", "aria-label": "Recording a voice message" }, [
+      h("span", { class: "lw-rec-dot", "aria-hidden": "true" }),
+      h("span", { class: "lw-rec-label", text: "Recording" }),
+      this.recTime,
+      h("button", { type: "button", class: "lw-rec-cancel", onclick: function () { self.stopRecording(false); } }, ["Cancel"]),
+      h("button", { type: "button", class: "lw-rec-send", "aria-label": "Stop and send", title: "Stop and send", onclick: function () { self.stopRecording(true); } }, [icon("stop"), "Send"]),
+    ]);
     var form = h("form", { class: "lw-composer" }, [
       this.chips,
       h("div", { class: "lw-row" }, [
         h("button", { type: "button", class: "lw-icon-btn lw-attach", "aria-label": "Attach a file", title: "Attach an image, audio clip or document", onclick: function () { self.fileInput.click(); } }, [icon("clip")]),
         this.fileInput,
+        this.micButton,
         this.input,
         this.sendButton,
       ]),
+      this.recBar,
       h("div", { class: "lw-hint", id: panelId + "-hint", text: "Enter to send · Shift+Enter for a new line" }),
     ]);
     this.input.setAttribute("aria-describedby", panelId + "-hint");
@@ -379,6 +396,10 @@
       this.drop,
     ]);
     this.panel.addEventListener("keydown", function (ev) {
+      if (ev.key === "Escape" && self.recording) {
+        self.stopRecording(false); // Escape cancels a recording first
+        return;
+      }
       if (ev.key === "Escape" && self.mode === "launcher") {
         self.toggle(false);
       }
@@ -800,10 +821,14 @@
         st.seq = s.seq;
         st.text = s.text;
         self.renderStream(st);
+        self.speechFollows(st.id, st.text);
       }
     });
     this.streams.forEach(function (st, id) {
-      if (!live.has(id)) self.dropStream(id);
+      if (!live.has(id)) {
+        self.dropStream(id);
+        self.speechFollows(id, null, null); // ended while away: a reading ends with what it had
+      }
     });
     if (fresh) {
       this.hasMore = true;
@@ -954,6 +979,10 @@
     ]);
     var body = h("div", { class: "lw-body" }, [meta]);
     if (m.text) body.appendChild(h("div", { class: "lw-text" }, [renderMarkdown(m.text)]));
+    if (kind === "agent" && m.text && m.text.trim()) {
+      el._lwText = m.text; // what a reading aloud reads
+      meta.appendChild(playButton(this, el));
+    }
     var label = extraLabel || (m.meta && m.meta.cancelled ? "Stopped" : m.meta && m.meta.error ? "Answer interrupted" : null);
     if (label) body.appendChild(h("div", { class: "lw-flag", text: label }));
     if (m.attachments && m.attachments.length) {
@@ -1380,6 +1409,12 @@
     }
     var text = typeof r.markdown === "string" ? r.markdown : "";
     var ocr = ocrText(data);
+    if (job.handler === "transcript" && text.trim()) {
+      // a voice message's transcript is short and is what the message says: shown at once
+      item.appendChild(h("p", { class: "lw-proc-transcript", lang: typeof data.language === "string" && data.language ? data.language : null, text: text.trim() }));
+      item.appendChild(h("div", { class: "lw-proc-actions" }, [copyButton(text)]));
+      return item;
+    }
     if (!text.trim() && !ocr.trim()) return item;
     var body = h("div", { class: "lw-proc-body" });
     var details = h("details", { class: "lw-proc-preview", "data-handler": job.handler }, [h("summary", { text: ocr && !text ? "OCR text" : "Preview" }), body]);
@@ -1404,11 +1439,18 @@
       details.open = true;
       fill();
     }
+    item.appendChild(details);
+    item.appendChild(h("div", { class: "lw-proc-actions" }, [copyButton(text.trim() ? text : ocr)]));
+    return item;
+  };
+
+  /** A "Copy text" button for ``text`` (says "Copied" for a moment). */
+  function copyButton(text) {
     var copy = h("button", { type: "button", class: "lw-proc-copy", "aria-label": "Copy the extracted text" }, ["Copy text"]);
     var reset;
     copy.addEventListener("click", function () {
       clearTimeout(reset);
-      copyText(text.trim() ? text : ocr).then(
+      copyText(text).then(
         function () {
           copy.textContent = "Copied";
         },
@@ -1420,10 +1462,8 @@
         copy.textContent = "Copy text";
       }, 2500);
     });
-    item.appendChild(details);
-    item.appendChild(h("div", { class: "lw-proc-actions" }, [copy]));
-    return item;
-  };
+    return copy;
+  }
 
   // ---------------------------------------------------------------- streamed answers
 
@@ -1461,14 +1501,16 @@
     agent = agent || { id: "agent", name: "Assistant" };
     var text = h("div", { class: "lw-text" });
     var stop = h("button", { type: "button", class: "lw-stop", "aria-label": "Stop this answer", hidden: !this.mayStop(requestedBy) }, [icon("stop"), "Stop"]);
+    var meta = h("div", { class: "lw-meta" }, [h("span", { class: "lw-author", text: agent.name }), h("span", { class: "lw-tag", text: "AI" }), h("span", { class: "lw-live", text: "answering…" })]);
     var el = h("article", { class: "lw-msg lw-kind-agent lw-streaming", "data-stream": id, "aria-busy": "true", "aria-label": agent.name + " is answering" }, [
       avatar(agent),
       h("div", { class: "lw-body" }, [
-        h("div", { class: "lw-meta" }, [h("span", { class: "lw-author", text: agent.name }), h("span", { class: "lw-tag", text: "AI" }), h("span", { class: "lw-live", text: "answering…" })]),
+        meta,
         text,
         h("div", { class: "lw-stream-actions" }, [stop]),
       ]),
     ]);
+    meta.appendChild(playButton(this, el)); // read aloud as it streams
     st = { id: id, el: el, textEl: text, text: "", seq: 0, agent: agent, stop: stop, cancelRef: null, requestedBy: requestedBy };
     st.resetStop = function () {
       stop.disabled = false;
@@ -1496,6 +1538,7 @@
     st.text += f.text;
     var stick = this.nearBottom();
     this.renderStream(st);
+    this.speechFollows(st.id, st.text);
     if (stick) this.scrollToBottom();
   };
 
@@ -1518,12 +1561,16 @@
 
   Widget.prototype.endStream = function (id, message, label) {
     this.dropStream(id);
+    var final = null;
     if (message && message.room === this.room) {
       if (label) {
         message = Object.assign({}, message, { meta: Object.assign({}, message.meta || {}, { cancelled: true }) });
       }
       this.addMessage(message, true);
+      final = this.messages.get(message.offset) || null;
     }
+    // a reading of the stream goes on with the final text (or ends with what it had)
+    this.speechFollows(id, message && typeof message.text === "string" ? message.text : null, final);
   };
 
   // ---------------------------------------------------------------- presence and typing
@@ -1750,6 +1797,396 @@
     });
   };
 
+  // ---------------------------------------------------------------- voice messages
+
+  /** Whether this browser can record a voice message (MediaRecorder and getUserMedia). */
+  function canRecord() {
+    return !!(window.MediaRecorder && navigator.mediaDevices && typeof navigator.mediaDevices.getUserMedia === "function" && window.isSecureContext !== false);
+  }
+
+  /** The container the recording is made in: WebM/Opus where the browser has it. */
+  function recordingType() {
+    var types = ["audio/webm;codecs=opus", "audio/ogg;codecs=opus", "audio/webm", "audio/mp4"];
+    for (var i = 0; i < types.length; i++) {
+      if (typeof MediaRecorder.isTypeSupported === "function" && MediaRecorder.isTypeSupported(types[i])) return types[i];
+    }
+    return "";
+  }
+
+  function extensionOf(type) {
+    if (/ogg/.test(type)) return "ogg";
+    if (/mp4|aac/.test(type)) return "m4a";
+    return "webm";
+  }
+
+  /** What went wrong asking for the microphone, in words. */
+  function micError(err) {
+    var name = (err && err.name) || "";
+    if (name === "NotAllowedError" || name === "SecurityError" || name === "PermissionDeniedError") {
+      return "Microphone access was denied: allow it for this site to record a voice message.";
+    }
+    if (name === "NotFoundError" || name === "OverconstrainedError" || name === "DevicesNotFoundError") return "No microphone was found.";
+    if (name === "NotReadableError") return "The microphone is in use by another application.";
+    return "The microphone could not be used" + (err && err.message ? ": " + err.message : ".");
+  }
+
+  function clock(seconds) {
+    var s = Math.max(0, Math.floor(seconds));
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  }
+
+  /** The longest recording, in seconds (``max-record`` option; MAX_RECORD_S by default). */
+  Widget.prototype.maxRecordSeconds = function () {
+    var n = Number(this.opts.maxRecord);
+    return isFinite(n) && n > 0 ? n : MAX_RECORD_S;
+  };
+
+  Widget.prototype.startRecording = function () {
+    var self = this;
+    if (this.recording) return;
+    if (!canRecord()) {
+      this.note("This browser cannot record voice messages.", "error");
+      return;
+    }
+    var rec = (this.recording = { chunks: [], started: 0, send: true, stream: null, recorder: null, timer: null, type: "" });
+    this.micButton.disabled = true;
+    this.panel.setAttribute("data-recording", "starting");
+    // the raw voice: echo cancellation and noise suppression smear speech for the recogniser
+    var constraints = { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } };
+    navigator.mediaDevices.getUserMedia(constraints).then(
+      function (stream) {
+        rec.stream = stream;
+        if (self.recording !== rec) return self.endRecording(rec); // cancelled meanwhile
+        rec.type = recordingType();
+        try {
+          rec.recorder = rec.type ? new MediaRecorder(stream, { mimeType: rec.type }) : new MediaRecorder(stream);
+        } catch (err) {
+          self.endRecording(rec);
+          self.note("Could not record: " + err.message, "error");
+          return;
+        }
+        rec.recorder.addEventListener("dataavailable", function (ev) {
+          if (ev.data && ev.data.size) rec.chunks.push(ev.data);
+        });
+        rec.recorder.addEventListener("stop", function () {
+          self.finishRecording(rec);
+        });
+        rec.recorder.addEventListener("error", function (ev) {
+          rec.send = false;
+          self.note("The recording failed" + (ev.error && ev.error.message ? ": " + ev.error.message : "."), "error");
+        });
+        rec.recorder.start(1000);
+        rec.started = Date.now();
+        var limit = self.maxRecordSeconds();
+        var tick = function () {
+          var elapsed = (Date.now() - rec.started) / 1000;
+          self.recTime.textContent = clock(elapsed) + " / " + clock(limit);
+          self.recBar.setAttribute("data-seconds", String(Math.floor(elapsed)));
+          if (elapsed >= limit) {
+            rec.limited = true;
+            self.stopRecording(true);
+          }
+        };
+        rec.timer = setInterval(tick, 250);
+        tick();
+        self.recBar.hidden = false;
+        self.panel.setAttribute("data-recording", "on");
+        var send = self.recBar.querySelector(".lw-rec-send");
+        if (send) send.focus();
+      },
+      function (err) {
+        self.endRecording(rec);
+        self.note(micError(err), "error");
+      }
+    );
+  };
+
+  /** Stop recording: ``send`` it as a voice message, or throw it away. */
+  Widget.prototype.stopRecording = function (send) {
+    var rec = this.recording;
+    if (!rec) return;
+    rec.send = rec.send && !!send;
+    if (rec.recorder && rec.recorder.state !== "inactive") {
+      rec.recorder.stop(); // the last data, then "stop": finishRecording
+      clearInterval(rec.timer);
+    } else {
+      this.endRecording(rec);
+    }
+  };
+
+  /** The microphone released and the recording bar gone. */
+  Widget.prototype.endRecording = function (rec) {
+    clearInterval(rec.timer);
+    if (rec.stream) {
+      rec.stream.getTracks().forEach(function (track) {
+        track.stop();
+      });
+    }
+    if (this.recording !== rec) return;
+    this.recording = null;
+    this.recBar.hidden = true;
+    this.micButton.disabled = false;
+    this.panel.removeAttribute("data-recording");
+  };
+
+  Widget.prototype.finishRecording = function (rec) {
+    var seconds = (Date.now() - rec.started) / 1000;
+    this.endRecording(rec);
+    if (!rec.send) return;
+    var type = (rec.recorder && rec.recorder.mimeType) || rec.type || "audio/webm";
+    var blob = new Blob(rec.chunks, { type: type });
+    if (!blob.size) {
+      this.note("Nothing was recorded.", "error");
+      return;
+    }
+    if (rec.limited) this.note("The recording stopped at the limit of " + clock(this.maxRecordSeconds()) + ".", "info");
+    var stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
+    var file = new File([blob], "voice-message-" + stamp + "." + extensionOf(type), { type: type.split(";")[0] });
+    this.sendVoice(file, seconds);
+  };
+
+  /** Upload a recording and send it as a message of its own (the hub transcribes it). */
+  Widget.prototype.sendVoice = function (file, seconds) {
+    var self = this;
+    var up = { name: "Voice message (" + clock(seconds) + ")", busy: true, attachment: null, error: null };
+    this.uploads.push(up);
+    this.renderChips();
+    var slowed = function () {
+      up.slowed = true;
+      self.renderChips();
+    };
+    this.upload(file, slowed).then(
+      function (att) {
+        var at = self.uploads.indexOf(up);
+        if (at < 0) return; // removed by the user meanwhile: not sent
+        self.uploads.splice(at, 1);
+        self.renderChips();
+        var id = self.nextId("m");
+        var frame = { type: "send", room: self.room, text: "", id: id, attachments: [att.id] };
+        self.outbox.set(id, frame);
+        self.showPending(id, frame, [up]);
+        self.sendOrHold(frame);
+      },
+      function (err) {
+        up.busy = false;
+        up.error = err.message;
+        self.renderChips();
+      }
+    );
+  };
+
+  // ---------------------------------------------------------------- answers read aloud
+  // A reading is a queue: the answer's text is cut into pieces at sentence ends, each piece
+  // is fetched from POST /v1/audio/speech and played in order. While an answer streams, the
+  // complete sentences so far are read and the rest follows as it arrives (the first audio
+  // comes before the answer is finished); a finished answer is one piece (several beyond
+  // SPEECH_MAX_CHARS). One piece is fetched ahead of the one playing: what arrives meanwhile
+  // is read in one request, not one per sentence (each request counts as model use).
+
+  /** The audio format to ask the hub for: one this browser plays. */
+  function speechFormat() {
+    var probe = document.createElement("audio");
+    if (probe.canPlayType('audio/ogg; codecs="opus"')) return "opus";
+    if (probe.canPlayType("audio/mpeg")) return "mp3";
+    return "wav";
+  }
+
+  /** Markdown as words to read: no fences, backticks, emphasis marks, link targets or list marks. */
+  function spokenText(md) {
+    return md
+      .replace(/^\s*```.*$/gm, "")
+      .replace(/!?\[([^\]]*)\]\([^)]*\)/g, "$1")
+      .replace(/^\s{0,3}(#{1,6}|>|[-*+]|\d+[.)])\s+/gm, "")
+      .replace(/[`*_~]+/g, "")
+      .replace(/\s+/g, " ")
+      .trim();
+  }
+
+  /** Where the complete sentences of ``text`` end (0: none yet), within ``limit``. */
+  function sentencesEnd(text, limit) {
+    var re = /[.!?\u2026:;]["')\]]*\s+|\n\s*\n/g;
+    var end = 0;
+    var m;
+    while ((m = re.exec(text)) && m.index + m[0].length <= limit) end = m.index + m[0].length;
+    return end;
+  }
+
+  /** The next piece of a reading to fetch ("" when nothing is ready yet). */
+  function nextPiece(s) {
+    while (s.consumed < s.text.length) {
+      var rest = s.text.slice(s.consumed);
+      var end = sentencesEnd(rest, SPEECH_MAX_CHARS);
+      if (s.done && (rest.length <= SPEECH_MAX_CHARS || !end)) end = Math.min(rest.length, SPEECH_MAX_CHARS);
+      if (!end) return "";
+      s.consumed += end;
+      var words = spokenText(rest.slice(0, end));
+      if (words) return words;
+    }
+    return "";
+  }
+
+  function playButton(self, el) {
+    var play = h("button", { type: "button", class: "lw-play", "aria-label": "Read the answer aloud", "aria-pressed": "false", title: "Read aloud", "data-state": "idle" }, [icon("play")]);
+    play.addEventListener("click", function () {
+      self.toggleSpeech(el);
+    });
+    return play;
+  }
+
+  /** The play button of an answer (streaming or finished): read it aloud; again: stop. */
+  Widget.prototype.toggleSpeech = function (el) {
+    var current = this.speaking;
+    if (current) {
+      this.stopSpeech(current);
+      if (current.el === el) return;
+    }
+    var streamId = el.getAttribute("data-stream");
+    var st = streamId ? this.streams.get(streamId) : null;
+    var text = st ? st.text : el._lwText || "";
+    if (!spokenText(text)) return;
+    this.speaking = {
+      el: el,
+      streamId: st ? streamId : null,
+      text: text,
+      done: !st,
+      consumed: 0,
+      queue: [], // fetched pieces (object URLs) waiting to play
+      fetching: null, // the AbortController of the piece being fetched
+      audio: null,
+      pieces: 0,
+      seconds: 0,
+    };
+    this.speechState(this.speaking, "loading");
+    this.pumpSpeech(this.speaking);
+  };
+
+  /** Fetch the next piece if it is ready and nothing fetched waits; finish when all played. */
+  Widget.prototype.pumpSpeech = function (s) {
+    var self = this;
+    if (this.speaking !== s || s.fetching || s.queue.length) return;
+    var piece = nextPiece(s);
+    if (!piece) {
+      if (s.done && !s.audio) this.finishSpeech(s);
+      return;
+    }
+    var ctrl = (s.fetching = typeof AbortController === "function" ? new AbortController() : {});
+    var headers = { "Content-Type": "application/json" };
+    if (this.token) headers.Authorization = "Bearer " + this.token;
+    var body = JSON.stringify({ model: "tts-1", input: piece, response_format: speechFormat() });
+    fetch(this.hub + "/v1/audio/speech", { method: "POST", headers: headers, body: body, signal: ctrl.signal })
+      .then(function (resp) {
+        if (resp.ok) return resp.blob();
+        return resp.json().then(
+          function (data) {
+            var msg = data && data.error && data.error.message;
+            throw new Error(msg || "the hub answered " + resp.status);
+          },
+          function () {
+            throw new Error("the hub answered " + resp.status);
+          }
+        );
+      })
+      .then(function (blob) {
+        if (self.speaking !== s) return;
+        s.fetching = null;
+        s.queue.push(URL.createObjectURL(blob));
+        self.playNextPiece(s);
+        self.pumpSpeech(s);
+      })
+      .catch(function (err) {
+        if (err && err.name === "AbortError") return; // stopped while loading
+        if (self.speaking === s) self.stopSpeech(s);
+        self.note("Could not read the answer aloud: " + (err && err.message ? err.message : "unknown error"), "error");
+      });
+  };
+
+  Widget.prototype.playNextPiece = function (s) {
+    var self = this;
+    if (this.speaking !== s || s.audio || !s.queue.length) return;
+    var url = s.queue.shift();
+    var audio = (s.audio = h("audio", { class: "lw-tts", src: url, hidden: true }));
+    var done = function () {
+      audio.remove();
+      URL.revokeObjectURL(url);
+      if (s.audio === audio) s.audio = null;
+    };
+    audio.addEventListener("loadedmetadata", function () {
+      if (isFinite(audio.duration)) s.seconds += audio.duration;
+    });
+    audio.addEventListener("ended", function () {
+      s.pieces += 1;
+      done();
+      self.playNextPiece(s);
+      self.pumpSpeech(s);
+    });
+    s.el.appendChild(audio);
+    audio.play().then(
+      function () {
+        if (self.speaking === s) self.speechState(s, "playing");
+      },
+      function (err) {
+        done();
+        if (self.speaking !== s || (err && err.name === "AbortError")) return; // stopped
+        self.stopSpeech(s);
+        self.note("Could not play the audio: " + (err && err.message ? err.message : "unknown error"), "error");
+      }
+    );
+  };
+
+  /** The streamed answer being read grew (``text``) or ended (``el``: its final message). */
+  Widget.prototype.speechFollows = function (streamId, text, el) {
+    var s = this.speaking;
+    if (!s || s.streamId !== streamId) return;
+    if (typeof text === "string" && text.length >= s.text.length) s.text = text;
+    if (el !== undefined) {
+      s.done = true;
+      s.streamId = null;
+      if (el) {
+        s.el = el; // the final message takes over: its button shows the state, audio moves along
+        this.speechState(s, s.audio ? "playing" : "loading");
+      }
+      // (moved within this task: a media element taken out of the page would pause)
+      if (s.audio) (el || this.panel).appendChild(s.audio);
+    }
+    this.pumpSpeech(s);
+  };
+
+  /** Every piece played: say so on the answer (pieces, seconds) and reset the button. */
+  Widget.prototype.finishSpeech = function (s) {
+    s.el.setAttribute("data-speech-pieces", String(s.pieces));
+    s.el.setAttribute("data-speech-duration", s.seconds.toFixed(2));
+    s.el.setAttribute("data-speech-ended", String(Number(s.el.getAttribute("data-speech-ended") || 0) + 1));
+    this.stopSpeech(s);
+  };
+
+  Widget.prototype.speechState = function (s, state) {
+    var button = s.el.querySelector(".lw-play");
+    if (!button) return;
+    var playing = state !== "idle";
+    button.setAttribute("data-state", state);
+    button.setAttribute("aria-pressed", String(playing));
+    button.setAttribute("aria-label", playing ? "Stop reading aloud" : "Read the answer aloud");
+    button.title = playing ? "Stop" : "Read aloud";
+    button.textContent = "";
+    button.appendChild(icon(playing ? "stop" : "play"));
+  };
+
+  /** Stop reading an answer (playing or still being fetched) and free its audio. */
+  Widget.prototype.stopSpeech = function (s) {
+    if (!s || this.speaking !== s) return;
+    this.speaking = null;
+    if (s.fetching && s.fetching.abort) s.fetching.abort();
+    if (s.audio) {
+      s.audio.pause();
+      s.audio.remove();
+      URL.revokeObjectURL(s.audio.src);
+    }
+    s.queue.forEach(function (url) {
+      URL.revokeObjectURL(url);
+    });
+    this.speechState(s, "idle");
+  };
+
   // ------------------------------------------------------------------ mounting
 
   var instances = [];
@@ -1764,7 +2201,7 @@
   function fromScript(script) {
     var d = script.dataset;
     var base = d.hub || new URL(script.src, location.href).origin;
-    return { room: d.room, tokenUrl: d.tokenUrl, target: d.target, title: d.title, open: d.open, hub: base };
+    return { room: d.room, tokenUrl: d.tokenUrl, target: d.target, title: d.title, open: d.open, hub: base, maxRecord: d.maxRecord };
   }
 
   window.LydianWidget = { mount: mount, instances: instances, renderMarkdown: renderMarkdown, version: VERSION };
