@@ -25,6 +25,7 @@ import msgspec
 
 from .audio import Decoded, decode, probe_seconds
 from .errors import BadAudio, NoSpeech, ProviderFailed, ProviderUnavailable, TooLong
+from .upstream import openai_client, service_errors
 
 
 class Segment(msgspec.Struct, kw_only=True):
@@ -242,42 +243,24 @@ class OpenAITranscriptions:
     def transcribe(
         self, data: bytes, *, filename: str = "audio", language: str | None = None
     ) -> Transcript:
-        import openai
-
         check_size(data, self.limits)
         declared = probe_seconds(data)  # None without PyAV: then the size limit only
         if declared is not None and declared > self.limits.max_seconds:
             raise TooLong(
                 f"the audio is {declared:.0f} s long; the limit is {self.limits.max_seconds:.0f} s"
             )
-        if not self.api_key:
-            raise ProviderUnavailable(
-                "the OpenAI speech provider has no API key (LYDIAN_PLUGIN_SPEECH_OPENAI_API_KEY)"
-            )
+        client = openai_client(self.base_url, self.api_key, self.timeout)
         started = time.monotonic()
-        client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=self.timeout
-        )
         extra: dict[str, Any] = {"language": language} if language else {}
         if self.prompt:
             extra["prompt"] = self.prompt
-        try:
-            with client:
-                answer = client.audio.transcriptions.create(
-                    model=self.model,
-                    file=(filename, data),
-                    response_format="verbose_json",
-                    **extra,
-                )
-        except openai.APIStatusError as exc:
-            message = _upstream_message(exc)
-            if exc.status_code == 400:
-                raise BadAudio(f"the speech service refused the audio: {message}") from None
-            raise ProviderFailed(
-                f"the speech service answered {exc.status_code}: {message}"
-            ) from None
-        except openai.APIError as exc:  # connection refused, timeout
-            raise ProviderFailed(f"the speech service cannot be reached: {exc}") from None
+        with service_errors(BadAudio, "audio"), client:
+            answer = client.audio.transcriptions.create(
+                model=self.model,
+                file=(filename, data),
+                response_format="verbose_json",
+                **extra,
+            )
         body: dict[str, Any] = (
             answer.model_dump() if hasattr(answer, "model_dump") else {"text": str(answer)}
         )
@@ -305,15 +288,6 @@ class OpenAITranscriptions:
             model=self.model,
             seconds=round(time.monotonic() - started, 3),
         )
-
-
-def _upstream_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-    return str(exc)[:300]
 
 
 __all__ = [

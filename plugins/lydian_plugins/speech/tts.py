@@ -33,6 +33,7 @@ import msgspec
 
 from .audio import FORMATS, PCM_RATE, encode, fix_wav, wav_of_pcm
 from .errors import BadRequest, ProviderFailed, ProviderUnavailable, TooLong, UnknownVoice
+from .upstream import openai_client, service_errors
 
 MAX_CHARS = 4096
 """The longest text one request may have (OpenAI's limit too)."""
@@ -344,8 +345,6 @@ class OpenAISpeech:
         format: str = "mp3",
         speed: float = 1.0,
     ) -> Speech:
-        import openai
-
         text = check_request(text, format, self.limits)
         chosen = (voice or self.voice).strip()
         if self.known_voices and chosen not in self.known_voices:
@@ -353,36 +352,17 @@ class OpenAISpeech:
                 f"the OpenAI speech provider has no voice {chosen!r}; use one of "
                 + ", ".join(self.known_voices)
             )
-        if not self.api_key:
-            raise ProviderUnavailable(
-                "the OpenAI speech provider has no API key (LYDIAN_PLUGIN_SPEECH_OPENAI_API_KEY)"
-            )
+        client = openai_client(self.base_url, self.api_key, self.limits.timeout)
         started = time.monotonic()
-        client = openai.OpenAI(
-            base_url=self.base_url,
-            api_key=self.api_key,
-            max_retries=0,
-            timeout=self.limits.timeout,
-        )
-        try:
-            with client:
-                answer = client.audio.speech.create(
-                    model=self.model,
-                    voice=chosen,
-                    input=text,
-                    response_format=format,  # type: ignore[arg-type]
-                    speed=speed,
-                )
-                audio = answer.content
-        except openai.APIStatusError as exc:
-            message = _upstream_message(exc)
-            if exc.status_code == 400:
-                raise BadRequest(f"the speech service refused the text: {message}") from None
-            raise ProviderFailed(
-                f"the speech service answered {exc.status_code}: {message}"
-            ) from None
-        except openai.APIError as exc:  # connection refused, timeout
-            raise ProviderFailed(f"the speech service cannot be reached: {exc}") from None
+        with service_errors(BadRequest, "text"), client:
+            answer = client.audio.speech.create(
+                model=self.model,
+                voice=chosen,
+                input=text,
+                response_format=format,  # type: ignore[arg-type]
+                speed=speed,
+            )
+            audio = answer.content
         if not audio:
             raise ProviderFailed("the speech service answered no audio")
         return Speech(
@@ -538,12 +518,3 @@ def _elevenlabs_message(body: Any) -> str:
         if isinstance(detail, str):
             return detail[:300]
     return str(body)[:300]
-
-
-def _upstream_message(exc: Any) -> str:
-    body = getattr(exc, "body", None)
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])[:300]
-    return str(exc)[:300]
