@@ -253,8 +253,12 @@ def test_a_large_page_is_read_in_two_bands_cut_between_lines(monkeypatch):
     assert 0.3 * page.height <= row <= 0.7 * page.height
     assert page.crop((0, row, page.width, row + 1)).getextrema() == (255, 255)  # no glyph
 
+    whole = ocr(encoded(page), split=False)
+    assert bands == [page.size]  # one process, the page as it is
+    bands.clear()
     result = ocr(encoded(page), boxes=True)
     assert sorted(bands) == sorted([(page.width, row), (page.width, page.height - row)])
+    assert accuracy(whole.text, lines) >= 0.95, whole.text
     assert accuracy(result.text, lines) >= 0.95, result.text
     assert result.lines is not None and result.words is not None
     assert len(result.lines) == len(lines)

@@ -302,10 +302,10 @@ def _shifted(read: _Reading, dy: int, first_line: int) -> _Reading:
     return _Reading(read.text, lines, words, read.mean)
 
 
-def _read_page(img: Image.Image, lang: str, limits: ImageLimits) -> _Reading:
-    """Read ``img``; a large single-column page in two bands at once, one Tesseract process
-    each (two cores for one page without OpenMP's busy-waiting threads)."""
-    cut = band_cut(img)
+def _read_page(img: Image.Image, lang: str, limits: ImageLimits, split: bool) -> _Reading:
+    """Read ``img``; a large single-column page in two bands at once when ``split``, one
+    Tesseract process each (two cores for one page without OpenMP's busy-waiting threads)."""
+    cut = band_cut(img) if split else None
     if cut is None:
         return _recognise(img, lang, limits)
     row, paragraph = cut
@@ -331,6 +331,7 @@ def ocr(
     boxes: bool = False,
     detect_orientation: bool = True,
     threads: int | None = 1,
+    split: bool = True,
 ) -> OcrResult:
     """Read the text of an image with Tesseract.
 
@@ -341,7 +342,9 @@ def ocr(
     one three; ``orientation_confidence`` is 0 when detection was not needed.
     ``languages`` are Tesseract pack names (``("eng", "deu")``); ``boxes`` adds per-line
     and per-word boxes; ``threads`` is Tesseract's ``OMP_THREAD_LIMIT`` (``None``: its
-    default, all cores). Pure and process-pool friendly: bytes in, a Struct out.
+    default, all cores); ``split`` lets a large single-column page be read in two bands at
+    once (:func:`band_cut`; false: one Tesseract process per page, e.g. when a pool already
+    keeps every core busy). Pure and process-pool friendly: bytes in, a Struct out.
 
     Raises :class:`BadImage`, :class:`LimitExceeded` (size, or ``limits.timeout`` per
     Tesseract run), :class:`MissingLanguage` (names the Debian package) or
@@ -354,12 +357,12 @@ def ocr(
     img = flatten(load_image(image_bytes, limits=limits), "L")
     with tesseract_threads(threads):
         orientation, confidence, rotation = 0, 0.0, 0
-        read = _read_page(img, lang, limits)
+        read = _read_page(img, lang, limits, split)
         if detect_orientation and not _reads_upright(read):
             orientation, confidence = _detect_orientation(img, limits)
             if orientation and confidence >= MIN_ORIENTATION_CONFIDENCE:
                 turn = (360 - orientation) % 360
-                turned = _read_page(img.transpose(_CORRECTION[turn]), lang, limits)
+                turned = _read_page(img.transpose(_CORRECTION[turn]), lang, limits, split)
                 # a sure guess is followed; an unsure one (little text) only if the turned
                 # image reads better: a wrong turn reads as few, low-confidence fragments
                 if confidence >= SURE_ORIENTATION_CONFIDENCE or turned.score > read.score:
