@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from litestar import Response
 from litestar.connection import ASGIConnection
 
 from hub import __version__
@@ -106,6 +107,23 @@ from hub.plugin_host.settings import PerRoom, Secret
 from hub.realtime.shared import SharedState
 from hub.store.store import AttachmentResult, DerivedAttachment, RoomExists, RoomInfo
 
+NO_STORE = {"Cache-Control": "no-store"}
+"""Headers of an answer no cache may keep (model output, anything per user)."""
+
+
+def openai_error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Any]:
+    """An error answer in OpenAI's shape (``{"error": {"message", "type", "code",
+    "param"}}``), never cached: for routes of OpenAI-compatible APIs (``/v1/...``), so that
+    OpenAI's clients raise their usual exceptions with the message."""
+    body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
+    return Response(body, status_code=status, headers={**NO_STORE, **(headers or {})})
+
 
 def hub_of(connection: ASGIConnection[Any, Any, Any, Any]) -> HubAPI:
     """The hub serving a request or WebSocket, in a ``lydian_routes`` handler."""
@@ -119,6 +137,7 @@ __all__ = [
     "IMAGE_TOKENS",
     "INT64_MAX",
     "NO_PROVIDER",
+    "NO_STORE",
     "OFFLINE",
     "UPSTREAM_ERROR",
     "UPSTREAM_TIMEOUT",
@@ -195,6 +214,7 @@ __all__ = [
     "estimate_tokens",
     "hookimpl",
     "hub_of",
+    "openai_error",
     "retry_header",
     "role_of",
 ]

@@ -30,6 +30,7 @@ from litestar.response import Stream
 from hub.sdk import (
     IMAGE_TOKENS,
     INT64_MAX,
+    NO_STORE,
     Agent,
     ChatTurn,
     HubAPI,
@@ -40,6 +41,7 @@ from hub.sdk import (
     estimate_tokens,
     hookimpl,
     hub_of,
+    openai_error,
     retry_header,
     role_of,
 )
@@ -62,8 +64,6 @@ from .images import (
     read_offline,
     report,
 )
-
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class InMessage(msgspec.Struct):
@@ -89,17 +89,6 @@ class ChatRequest(msgspec.Struct):
 
 
 _encode = msgspec.json.encode
-
-
-def _error(
-    status: int,
-    message: str,
-    kind: str,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response[Any]:
-    body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
-    return Response(body, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
 def _text(content: str | list[ContentPart] | None) -> str:
@@ -161,7 +150,7 @@ def _client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respon
     if exc.status_code == 400:
         extra = getattr(exc, "extra", None)
         detail = f"{exc.detail}: {extra}" if extra else exc.detail
-        return _error(400, f"invalid request: {detail}", "invalid_request_error")
+        return openai_error(400, f"invalid request: {detail}", "invalid_request_error")
     body = {"status_code": exc.status_code, "detail": exc.detail}
     return Response(body, status_code=exc.status_code, headers=exc.headers)
 
@@ -181,7 +170,7 @@ async def chat_completions(
     agent = hub.agent(body.model)
     if agent is None:
         known = ", ".join(sorted(hub.list_agents())) or "none"
-        return _error(
+        return openai_error(
             404,
             f"no model {body.model!r}; models: {known}",
             "invalid_request_error",
@@ -189,21 +178,21 @@ async def chat_completions(
         )
     turns = [ChatTurn(role=m.role, content=_text(m.content)) for m in body.messages]
     if not any(t.role == "user" for t in turns):
-        return _error(400, "messages need at least one user message", "invalid_request_error")
+        return openai_error(400, "messages need at least one user message", "invalid_request_error")
     settings: OpenAIAPISettings = hub.plugin_settings(PLUGIN) or OpenAIAPISettings()
     try:
         images = _images(body.messages, settings)
     except BadImagePart as bad:
-        return _error(400, bad.message, "invalid_request_error", bad.code)
+        return openai_error(400, bad.message, "invalid_request_error", bad.code)
     role = role_of(request.user)
     try:  # the caller's model use: guests only where the hub allows them;
         # checked before any image is read offline, which costs CPU
         await hub.check_model(role, request.user.id)
     except ModelRefused as refused:
         if refused.retry_after is None:
-            return _error(403, refused.detail, "permission_error", refused.code)
+            return openai_error(403, refused.detail, "permission_error", refused.code)
         wait = {"Retry-After": retry_header(refused.retry_after)}
-        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
+        return openai_error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     readings: list[OfflineReading] = []
     image_mode: str | None = None
     if images and hub.accepts_images(agent):  # a vision model: the parts go on as they are
@@ -214,7 +203,7 @@ async def chat_completions(
         image_mode = "offline"
         remote = next((image for _, image in images if not image.data), None)
         if remote is not None:
-            return _error(
+            return openai_error(
                 400,
                 f"{remote.where}: a remote image URL needs a vision model, and model "
                 f"{agent.name!r} has none; the hub never fetches URLs: send the image inline "
@@ -225,9 +214,9 @@ async def chat_completions(
         try:
             read = await _read_all(images, settings)
         except BadImagePart as bad:
-            return _error(400, bad.message, "invalid_request_error", bad.code)
+            return openai_error(400, bad.message, "invalid_request_error", bad.code)
         except VisionUnavailable as exc:
-            return _error(
+            return openai_error(
                 501,
                 f"model {agent.name!r} has no vision model and this hub cannot read images "
                 f"offline: {exc}",
@@ -258,7 +247,7 @@ async def chat_completions(
     try:
         text = "".join([piece async for piece in run.pieces()])
     except LLMError as exc:
-        return _error(502, exc.detail, "upstream_error", exc.code)
+        return openai_error(502, exc.detail, "upstream_error", exc.code)
     return Response(run.completion(run.note + text), headers=headers)
 
 

@@ -39,16 +39,22 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException
 from litestar.params import FromPath
 
-from hub.sdk import ModelRefused, RoomCommand, hub_of, retry_header, role_of
+from hub.sdk import (
+    NO_STORE,
+    ModelRefused,
+    RoomCommand,
+    hub_of,
+    openai_error,
+    retry_header,
+    role_of,
+)
 
 from .errors import BadAudio, NoSpeech, ProviderFailed, ProviderUnavailable, TooLong
 from .plugin import (
     FORM_OVERHEAD,
-    NO_STORE,
     PLUGIN,
     SpeechSettings,
     _client_error,
-    _error,
     _pool,
     provider_of,
 )
@@ -379,19 +385,19 @@ async def voice_command(room: FromPath[str], request: Request[Any, Any, Any]) ->
     kind = "invalid_request_error"
     got = await _audio_of(request, min(settings.max_bytes, MAX_COMMAND_BYTES))
     if isinstance(got, str):
-        return _error(400, got, kind)
+        return openai_error(400, got, kind)
     data, filename = got
     if not data:
-        return _error(400, "the recording is empty", kind, "invalid_audio")
+        return openai_error(400, "the recording is empty", kind, "invalid_audio")
     if len(data) > min(settings.max_bytes, MAX_COMMAND_BYTES):
-        return _error(413, "the recording is too large for a command", kind, "file_too_large")
+        return openai_error(413, "the recording is too large for a command", kind, "file_too_large")
     try:  # transcription is model use, like /v1/audio/transcriptions
         await hub.check_model(role_of(identity), identity.id)
     except ModelRefused as refused:
         if refused.retry_after is None:
-            return _error(403, refused.detail, "permission_error", refused.code)
+            return openai_error(403, refused.detail, "permission_error", refused.code)
         wait = {"Retry-After": retry_header(refused.retry_after)}
-        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
+        return openai_error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     commands = hub.room_commands(room)
     provider = _command_provider(settings, commands)
     loop = asyncio.get_running_loop()
@@ -401,15 +407,17 @@ async def voice_command(room: FromPath[str], request: Request[Any, Any, Any]) ->
             _pool, lambda: provider.transcribe(data, filename=filename, language=language)
         )
     except TooLong as exc:
-        return _error(413, f"{exc} (a spoken command is at most 30 s)", kind, "audio_too_long")
+        return openai_error(
+            413, f"{exc} (a spoken command is at most 30 s)", kind, "audio_too_long"
+        )
     except NoSpeech as exc:
-        return _error(400, str(exc), kind, "no_speech")
+        return openai_error(400, str(exc), kind, "no_speech")
     except BadAudio as exc:
-        return _error(400, str(exc), kind, "invalid_audio")
+        return openai_error(400, str(exc), kind, "invalid_audio")
     except ProviderUnavailable as exc:
-        return _error(501, str(exc), "server_error", "speech_unavailable")
+        return openai_error(501, str(exc), "server_error", "speech_unavailable")
     except ProviderFailed as exc:
-        return _error(502, str(exc), "upstream_error", "speech_failed")
+        return openai_error(502, str(exc), "upstream_error", "speech_failed")
     heard = unrepeat(transcript.text.strip())
     found = match(heard, commands)
     if found.accepted and found.command in NOT_BY_VOICE:

@@ -44,6 +44,7 @@ from litestar.datastructures import UploadFile
 from litestar.exceptions import ClientException, HTTPException
 
 from hub.sdk import (
+    NO_STORE,
     AttachmentHandler,
     AttachmentInfo,
     HandlerError,
@@ -54,6 +55,7 @@ from hub.sdk import (
     Secret,
     hookimpl,
     hub_of,
+    openai_error,
     retry_header,
     role_of,
 )
@@ -88,7 +90,6 @@ MAX_BYTES = 64 * 1024 * 1024
 """The most a voice message or a ``/v1/audio/transcriptions`` upload may have (bytes)."""
 FORM_OVERHEAD = 64 * 1024
 RESPONSE_FORMATS = ("json", "text", "verbose_json")
-NO_STORE = {"Cache-Control": "no-store"}
 
 
 class SpeechSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -295,23 +296,12 @@ _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="v1-audio")
 release the GIL; the offline model uses ``threads`` cores of its own)."""
 
 
-def _error(
-    status: int,
-    message: str,
-    kind: str,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response[Any]:
-    body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
-    return Response(body, status_code=status, headers={**NO_STORE, **(headers or {})})
-
-
 def _client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Malformed or too large requests in OpenAI's error shape."""
     kind = "invalid_request_error"
     if exc.status_code == 413:
-        return _error(413, f"request too large: {exc.detail}", kind, "file_too_large")
-    return _error(exc.status_code, f"invalid request: {exc.detail}", kind)
+        return openai_error(413, f"request too large: {exc.detail}", kind, "file_too_large")
+    return openai_error(exc.status_code, f"invalid request: {exc.detail}", kind)
 
 
 def _field(form: Any, name: str) -> str | None:
@@ -362,16 +352,18 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
     upload = form.get("file")
     kind = "invalid_request_error"
     if not isinstance(upload, UploadFile):
-        return _error(400, "send the audio as multipart/form-data in a field named 'file'", kind)
+        return openai_error(
+            400, "send the audio as multipart/form-data in a field named 'file'", kind
+        )
     try:
         data = await upload.read(settings.max_bytes + 1)
     finally:
         await upload.close()
     if _field(form, "model") is None:
-        return _error(400, "the 'model' field is required", kind, "missing_model")
+        return openai_error(400, "the 'model' field is required", kind, "missing_model")
     response_format = _field(form, "response_format") or "json"
     if response_format not in RESPONSE_FORMATS:
-        return _error(
+        return openai_error(
             400,
             f"response_format {response_format!r} is not supported; use one of "
             + ", ".join(RESPONSE_FORMATS),
@@ -380,7 +372,7 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
         )
     language = _field(form, "language") or settings.language or None
     if len(data) > settings.max_bytes:
-        return _error(
+        return openai_error(
             413, f"the file is larger than {settings.max_bytes:,} bytes", kind, "file_too_large"
         )
     role = role_of(request.user)
@@ -388,9 +380,9 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
         await hub.check_model(role, request.user.id)
     except ModelRefused as refused:
         if refused.retry_after is None:
-            return _error(403, refused.detail, "permission_error", refused.code)
+            return openai_error(403, refused.detail, "permission_error", refused.code)
         wait = {"Retry-After": retry_header(refused.retry_after)}
-        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
+        return openai_error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     provider = provider_of(settings)
     filename = upload.filename or "audio"
     loop = asyncio.get_running_loop()
@@ -399,15 +391,15 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
             _pool, lambda: provider.transcribe(data, filename=filename, language=language)
         )
     except TooLong as exc:
-        return _error(413, str(exc), kind, "audio_too_long")
+        return openai_error(413, str(exc), kind, "audio_too_long")
     except NoSpeech as exc:
-        return _error(400, str(exc), kind, "no_speech")
+        return openai_error(400, str(exc), kind, "no_speech")
     except BadAudio as exc:
-        return _error(400, str(exc), kind, "invalid_audio")
+        return openai_error(400, str(exc), kind, "invalid_audio")
     except ProviderUnavailable as exc:
-        return _error(501, str(exc), "server_error", "speech_unavailable")
+        return openai_error(501, str(exc), "server_error", "speech_unavailable")
     except ProviderFailed as exc:
-        return _error(502, str(exc), "upstream_error", "speech_failed")
+        return openai_error(502, str(exc), "upstream_error", "speech_failed")
     if response_format == "text":
         return Response(transcript.text + "\n", media_type="text/plain", headers=NO_STORE)
     if response_format == "verbose_json":
@@ -444,25 +436,25 @@ async def _refused(request: Request[Any, Any, Any]) -> Response[Any] | None:
         await hub_of(request).check_model(role_of(request.user), request.user.id)
     except ModelRefused as refused:
         if refused.retry_after is None:
-            return _error(403, refused.detail, "permission_error", refused.code)
+            return openai_error(403, refused.detail, "permission_error", refused.code)
         wait = {"Retry-After": retry_header(refused.retry_after)}
-        return _error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
+        return openai_error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     return None
 
 
 def _provider_error(exc: SpeechError) -> Response[Any]:
     kind = "invalid_request_error"
     if isinstance(exc, TooLong):
-        return _error(400, str(exc), kind, "input_too_long")
+        return openai_error(400, str(exc), kind, "input_too_long")
     if isinstance(exc, UnknownVoice):
-        return _error(400, str(exc), kind, "unknown_voice")
+        return openai_error(400, str(exc), kind, "unknown_voice")
     if isinstance(exc, BadRequest):
-        return _error(400, str(exc), kind, "invalid_input")
+        return openai_error(400, str(exc), kind, "invalid_input")
     if isinstance(exc, ProviderUnavailable):
-        return _error(501, str(exc), "server_error", "speech_unavailable")
+        return openai_error(501, str(exc), "server_error", "speech_unavailable")
     if isinstance(exc, ProviderFailed):
-        return _error(502, str(exc), "upstream_error", "speech_failed")
-    return _error(500, str(exc), "server_error", "speech_failed")
+        return openai_error(502, str(exc), "upstream_error", "speech_failed")
+    return openai_error(500, str(exc), "server_error", "speech_failed")
 
 
 @post(
@@ -482,13 +474,13 @@ async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
     try:
         body = msgspec.json.decode(await request.body(), type=SpeechRequest)
     except msgspec.ValidationError as exc:
-        return _error(400, f"invalid request: {exc}", kind)
+        return openai_error(400, f"invalid request: {exc}", kind)
     except msgspec.DecodeError:
-        return _error(400, "invalid request: the body is not JSON", kind)
+        return openai_error(400, "invalid request: the body is not JSON", kind)
     if not body.model.strip():
-        return _error(400, "the 'model' field is required", kind, "missing_model")
+        return openai_error(400, "the 'model' field is required", kind, "missing_model")
     if body.response_format not in FORMATS:
-        return _error(
+        return openai_error(
             400,
             f"response_format {body.response_format!r} is not supported; use one of "
             + ", ".join(FORMATS),
@@ -496,15 +488,15 @@ async def speech(request: Request[Any, Any, Any]) -> Response[Any]:
             "unsupported_response_format",
         )
     if body.stream_format not in (None, "audio"):
-        return _error(
+        return openai_error(
             400, "only stream_format 'audio' is supported", kind, "unsupported_stream_format"
         )
     if not MIN_SPEED <= body.speed <= MAX_SPEED:
-        return _error(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}", kind)
+        return openai_error(400, f"speed must be between {MIN_SPEED} and {MAX_SPEED}", kind)
     if not body.input.strip():
-        return _error(400, "the input text is empty", kind, "empty_input")
+        return openai_error(400, "the input text is empty", kind, "empty_input")
     if len(body.input) > settings.tts_max_chars:
-        return _error(
+        return openai_error(
             400,
             f"the input has {len(body.input):,} characters; the limit is "
             f"{settings.tts_max_chars:,}",
