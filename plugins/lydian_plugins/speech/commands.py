@@ -26,7 +26,6 @@ and the room sees what a typed command shows it.
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shlex
 from collections.abc import Sequence
@@ -49,14 +48,13 @@ from hub.sdk import (
     role_of,
 )
 
-from .errors import BadAudio, NoSpeech, ProviderFailed, ProviderUnavailable, TooLong
 from .plugin import (
     FORM_OVERHEAD,
     PLUGIN,
     SpeechSettings,
     _client_error,
-    _pool,
     provider_of,
+    transcribe_or_error,
 )
 from .providers import Limits, OfflineWhisper, OpenAITranscriptions, SpeechToText
 
@@ -400,24 +398,12 @@ async def voice_command(room: FromPath[str], request: Request[Any, Any, Any]) ->
         return openai_error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     commands = hub.room_commands(room)
     provider = _command_provider(settings, commands)
-    loop = asyncio.get_running_loop()
     language = settings.language or None
-    try:
-        transcript = await loop.run_in_executor(
-            _pool, lambda: provider.transcribe(data, filename=filename, language=language)
-        )
-    except TooLong as exc:
-        return openai_error(
-            413, f"{exc} (a spoken command is at most 30 s)", kind, "audio_too_long"
-        )
-    except NoSpeech as exc:
-        return openai_error(400, str(exc), kind, "no_speech")
-    except BadAudio as exc:
-        return openai_error(400, str(exc), kind, "invalid_audio")
-    except ProviderUnavailable as exc:
-        return openai_error(501, str(exc), "server_error", "speech_unavailable")
-    except ProviderFailed as exc:
-        return openai_error(502, str(exc), "upstream_error", "speech_failed")
+    transcript = await transcribe_or_error(
+        provider, data, filename, language, " (a spoken command is at most 30 s)"
+    )
+    if isinstance(transcript, Response):
+        return transcript
     heard = unrepeat(transcript.text.strip())
     found = match(heard, commands)
     if found.accepted and found.command in NOT_BY_VOICE:

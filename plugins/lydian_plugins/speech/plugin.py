@@ -296,6 +296,34 @@ _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="v1-audio")
 release the GIL; the offline model uses ``threads`` cores of its own)."""
 
 
+async def transcribe_or_error(
+    provider: SpeechToText,
+    data: bytes,
+    filename: str,
+    language: str | None,
+    too_long: str = "",
+) -> Transcript | Response[Any]:
+    """``provider``'s transcript, on the transcription thread, or the error answer (OpenAI's
+    shape) for what went wrong: 413 too long (``too_long`` added to the message), 400 no
+    speech or bad audio, 501 provider unavailable, 502 provider failed."""
+    kind = "invalid_request_error"
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.run_in_executor(
+            _pool, lambda: provider.transcribe(data, filename=filename, language=language)
+        )
+    except TooLong as exc:
+        return openai_error(413, f"{exc}{too_long}", kind, "audio_too_long")
+    except NoSpeech as exc:
+        return openai_error(400, str(exc), kind, "no_speech")
+    except BadAudio as exc:
+        return openai_error(400, str(exc), kind, "invalid_audio")
+    except ProviderUnavailable as exc:
+        return openai_error(501, str(exc), "server_error", "speech_unavailable")
+    except ProviderFailed as exc:
+        return openai_error(502, str(exc), "upstream_error", "speech_failed")
+
+
 def _client_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     """Malformed or too large requests in OpenAI's error shape."""
     kind = "invalid_request_error"
@@ -385,21 +413,9 @@ async def transcriptions(request: Request[Any, Any, Any]) -> Response[Any]:
         return openai_error(429, refused.detail, "rate_limit_error", "rate_limit_exceeded", wait)
     provider = provider_of(settings)
     filename = upload.filename or "audio"
-    loop = asyncio.get_running_loop()
-    try:
-        transcript = await loop.run_in_executor(
-            _pool, lambda: provider.transcribe(data, filename=filename, language=language)
-        )
-    except TooLong as exc:
-        return openai_error(413, str(exc), kind, "audio_too_long")
-    except NoSpeech as exc:
-        return openai_error(400, str(exc), kind, "no_speech")
-    except BadAudio as exc:
-        return openai_error(400, str(exc), kind, "invalid_audio")
-    except ProviderUnavailable as exc:
-        return openai_error(501, str(exc), "server_error", "speech_unavailable")
-    except ProviderFailed as exc:
-        return openai_error(502, str(exc), "upstream_error", "speech_failed")
+    transcript = await transcribe_or_error(provider, data, filename, language)
+    if isinstance(transcript, Response):
+        return transcript
     if response_format == "text":
         return Response(transcript.text + "\n", media_type="text/plain", headers=NO_STORE)
     if response_format == "verbose_json":
